@@ -1,0 +1,1 @@
+"""Checks of the container image, driven by ``.ci/image-check`` (not collected by pytest)."""
