@@ -1,0 +1,41 @@
+# order-policy: every target bootstraps what it needs (.venv, generated code) by itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BUNDLE ?= rules/cancellation
+PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
+GEN_STAMP := server/_gen/.stamp
+
+.PHONY: all venv gen serve test bench check image loadtest clean
+
+all: test
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+$(GEN_STAMP): $(VENV)/.stamp $(PROTOS)
+	$(PY) -m server._gen
+	touch $@
+
+gen: $(GEN_STAMP)
+
+serve: $(GEN_STAMP)
+	$(VENV)/bin/order-policy serve --bundle $(BUNDLE)
+
+check: $(GEN_STAMP)
+	$(VENV)/bin/order-policy check $(BUNDLE)
+	$(VENV)/bin/order-policy test $(BUNDLE)
+
+test: $(GEN_STAMP)
+	$(PY) -m pytest
+
+bench: $(GEN_STAMP)
+	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
+
+clean:
+	rm -rf $(VENV) server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache

@@ -1,0 +1,395 @@
+"""Reading a bundle: files -> parsed documents -> a typed :class:`Bundle`.
+
+A bundle is a directory::
+
+    manifest.yaml               name, revision, description, owner, format_version
+    data/vocabulary.yaml        statuses per method, aliases, appointment statuses, sets
+    data/catalogue.yaml         reason and follow-up codes with message templates, endpoints
+    data/settings.yaml          shipping time zone and cut-off, calendars, params
+    policies/*.yaml             one rules file per action
+    tests/*.yaml                the bundle's own test cases (read by ``server.cases``)
+
+Every file is checked against its JSON Schema (``server/schemas``); every error
+of every file is collected. Semantic checks live in ``server.validate``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jsonschema
+
+from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
+from server.errors import BundleError, ErrorList, Location, PolicyError, ValidationError, did_you_mean
+
+__all__ = [
+    "Bundle",
+    "Entry",
+    "Policy",
+    "Rule",
+    "Settings",
+    "Vocabulary",
+    "load_bundle",
+    "parse_duration",
+]
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DURATION = re.compile(r"^(-?[0-9]+)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``"24h"`` -> 86400 seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the bundle knows: statuses per method, aliases, appointment values, sets."""
+
+    top_statuses: tuple[str, ...]
+    methods: dict[str, frozenset[str]]
+    aliases: dict[str, str]
+    appointment_statuses: tuple[str, ...]
+    appointment_providers: tuple[str, ...]
+    sets: dict[str, tuple[str, ...]]
+
+    def all_statuses(self) -> list[str]:
+        """Every known detailed status, canonical spellings and aliases, sorted."""
+        known = {s for statuses in self.methods.values() for s in statuses}
+        return sorted(known | set(self.aliases))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Time zone, shipping cut-off, business-day calendar and named params."""
+
+    time_zone: ZoneInfo
+    cutoff: dt.time
+    business_days: frozenset[int]
+    holidays: frozenset[dt.date]
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A reason or follow-up: message template and, where one applies, an endpoint."""
+
+    code: str
+    message: str
+    http_method: str = ""
+    path: str = ""
+    location: Location = Location()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a policy, as written (conditions are compiled later)."""
+
+    id: str
+    effect: str
+    when: dict[str, Any]
+    on: str = "any"
+    description: str = ""
+    reasons: tuple[str, ...] = ()
+    follow_ups: tuple[str, ...] = ()
+    error_field: str = ""
+    error_message: str = ""
+    location: Location = Location()
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules for one action and how their effects combine."""
+
+    action: str
+    combining: str
+    default_reason: str
+    rules: tuple[Rule, ...]
+    location: Location = Location()
+
+
+@dataclass
+class Bundle:
+    """A loaded (not yet validated) bundle."""
+
+    root: Path
+    name: str
+    revision: str
+    description: str
+    owner: str
+    vocabulary: Vocabulary
+    settings: Settings
+    reasons: dict[str, Entry]
+    follow_ups: dict[str, Entry]
+    policies: dict[str, Policy]
+    digest: str
+    file_digests: dict[str, str] = field(default_factory=dict)
+    raw_settings: Any = None
+
+
+@cache
+def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one file kind (manifest, vocabulary, ... cases)."""
+    text = resources.files("server.schemas").joinpath(f"{kind}.schema.json").read_text()
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def schema_errors(data: Any, kind: str, file: str) -> list[PolicyError]:
+    """Check ``data`` against the kind's schema; one error per problem, with its line."""
+    validator = jsonschema.Draft202012Validator(schema(kind))
+    out: list[PolicyError] = []
+    for err in validator.iter_errors(plain(data)):
+        out.append(_schema_error(err, data, file))
+    return out
+
+
+def _node_at(data: Any, path: Any) -> tuple[Any, Any]:
+    node, last = data, None
+    parent = data
+    for part in path:
+        parent, last = node, part
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+    return parent, last
+
+
+def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> PolicyError:
+    if err.context:
+        # oneOf/anyOf: report the most specific branch failure.
+        deepest = jsonschema.exceptions.best_match(err.context)
+        if deepest is not None and deepest.validator != "type":
+            err = deepest
+    parent, last = _node_at(data, err.absolute_path)
+    line = line_of(parent, last) if last is not None else line_of(data)
+    where = "/".join(str(p) for p in err.absolute_path) or "document"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list((err.schema.get("properties") or {}).keys())
+        extra = [k for k in err.instance if k not in allowed]
+        key = extra[0] if extra else "?"
+        node = parent[last] if last is not None else data
+        return ValidationError(
+            f"unknown field `{key}` in `{where}`",
+            code="validation_unknown_field",
+            location=Location(file, line_of(node, key)),
+            hint=did_you_mean(key, allowed),
+        )
+    message = err.message.replace("\n", " ")
+    if len(message) > 160:
+        message = message[:157] + "..."
+    return ValidationError(
+        f"`{where}`: {message}", code="validation_schema_error", location=Location(file, line)
+    )
+
+
+def _canonical_digest(data: Any) -> str:
+    text = json.dumps(plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Reader:
+    """Collects documents and errors of one bundle directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.errors: list[PolicyError] = []
+        self.digests: dict[str, str] = {}
+
+    def read(self, rel: str, kind: str, *, required: bool = True) -> Any:
+        path = self.root / rel
+        if not path.is_file():
+            if required:
+                self.errors.append(
+                    BundleError(f"missing file `{rel}`", code="bundle_missing_file", location=Location(rel))
+                )
+            return None
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                self.errors.append(
+                    BundleError(f"file larger than {MAX_FILE_BYTES} bytes", code="bundle_too_large", location=Location(rel))
+                )
+                return None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.errors.append(BundleError(f"cannot read file: {exc}", code="bundle_io_error", location=Location(rel)))
+            return None
+        data, errors = load_yaml(text, rel)
+        self.errors.extend(errors)
+        if data is None and not errors:
+            self.errors.append(BundleError("empty file", code="bundle_parse_error", location=Location(rel)))
+        if data is None:
+            return None
+        self.digests[rel] = _canonical_digest(data)
+        problems = schema_errors(data, kind, rel)
+        self.errors.extend(problems)
+        return None if problems else data
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and schema-check a bundle directory; raises :class:`ErrorList` with every error.
+
+    Semantic checks (unknown names, coverage, ...) are ``server.validate.validate``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ErrorList([BundleError(f"bundle directory `{root}` does not exist", code="bundle_io_error")])
+    r = _Reader(root)
+    manifest = r.read("manifest.yaml", "manifest")
+    vocab_doc = r.read("data/vocabulary.yaml", "vocabulary")
+    settings_doc = r.read("data/settings.yaml", "settings")
+    catalogue_doc = r.read("data/catalogue.yaml", "catalogue")
+    policy_files = sorted(p.relative_to(root).as_posix() for p in (root / "policies").glob("*.yaml"))
+    if not policy_files:
+        r.errors.append(BundleError("no policy files in `policies/`", code="bundle_missing_file", location=Location("policies")))
+    policy_docs = [(rel, r.read(rel, "policy")) for rel in policy_files]
+    settings = _settings(settings_doc, r.errors) if settings_doc is not None else None
+    policies = _policies(policy_docs, r.errors)
+    if r.errors or manifest is None or vocab_doc is None or settings is None or catalogue_doc is None:
+        raise ErrorList(r.errors or [BundleError("bundle is incomplete", code="bundle_io_error")])
+    digest = hashlib.sha256(
+        "".join(f"{k}:{v}\n" for k, v in sorted(r.digests.items())).encode()
+    ).hexdigest()
+    return Bundle(
+        root=root,
+        name=manifest["name"],
+        revision=str(manifest["revision"]),
+        description=manifest["description"],
+        owner=manifest["owner"],
+        vocabulary=_vocabulary(vocab_doc),
+        settings=settings,
+        reasons=_entries(catalogue_doc, "reasons"),
+        follow_ups=_entries(catalogue_doc, "follow_ups"),
+        policies=policies,
+        digest=digest,
+        file_digests=dict(sorted(r.digests.items())),
+        raw_settings=settings_doc,
+    )
+
+
+def _vocabulary(doc: LineDict) -> Vocabulary:
+    return Vocabulary(
+        top_statuses=tuple(doc["top_statuses"]),
+        methods={m: frozenset(v["statuses"]) for m, v in doc["methods"].items()},
+        aliases=dict(doc.get("aliases") or {}),
+        appointment_statuses=tuple(doc["appointment_statuses"]),
+        appointment_providers=tuple(doc["appointment_providers"]),
+        sets={k: tuple(v) for k, v in (doc.get("sets") or {}).items()},
+    )
+
+
+def _settings(doc: LineDict, errors: list[PolicyError]) -> Settings | None:
+    file = "data/settings.yaml"
+    shipping = doc["shipping"]
+    before = len(errors)
+    try:
+        zone = ZoneInfo(shipping["time_zone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+        errors.append(ValidationError(
+            f"unknown time zone `{shipping['time_zone']}`", code="validation_unknown_time_zone",
+            location=Location(file, line_of(shipping, "time_zone")),
+        ))
+    calendars = doc["calendars"]
+    name = shipping["calendar"]
+    holidays: set[dt.date] = set()
+    business: set[int] = set()
+    if name not in calendars:
+        errors.append(ValidationError(
+            f"unknown calendar `{name}`", code="validation_unknown_name",
+            location=Location(file, line_of(shipping, "calendar")), hint=did_you_mean(name, calendars),
+        ))
+    else:
+        cal = calendars[name]
+        business = {WEEKDAYS.index(d) for d in cal["business_days"]}
+        for i, h in enumerate(cal["holidays"]):
+            try:
+                holidays.add(dt.date.fromisoformat(h["date"]))
+            except ValueError:
+                errors.append(ValidationError(
+                    f"invalid date `{h['date']}`", code="validation_schema_error",
+                    location=Location(file, line_of(cal["holidays"], i)),
+                ))
+    params: dict[str, Any] = {}
+    for key, value in (doc.get("params") or {}).items():
+        if isinstance(value, str) and _DURATION.match(value):
+            params[key] = parse_duration(value)
+        else:
+            params[key] = value
+    hh, mm = (int(x) for x in shipping["cutoff"].split(":"))
+    if len(errors) > before:
+        return None
+    return Settings(
+        time_zone=zone,
+        cutoff=dt.time(hh, mm),
+        business_days=frozenset(business),
+        holidays=frozenset(holidays),
+        params=params,
+    )
+
+
+def _entries(doc: LineDict, key: str) -> dict[str, Entry]:
+    section = doc[key]
+    return {
+        code: Entry(
+            code=code,
+            message=" ".join(str(v["message"]).split()),
+            http_method=v.get("http_method", ""),
+            path=v.get("path", ""),
+            location=Location("data/catalogue.yaml", line_of(section, code)),
+        )
+        for code, v in section.items()
+    }
+
+
+def _policies(docs: list[tuple[str, Any]], errors: list[PolicyError]) -> dict[str, Policy]:
+    out: dict[str, Policy] = {}
+    for rel, doc in docs:
+        if doc is None:
+            continue
+        action = doc["action"]
+        if action in out:
+            errors.append(ValidationError(
+                f"a second policy for action `{action}` (first in `{out[action].location.file}`)",
+                code="validation_duplicate_policy", location=Location(rel, line_of(doc, "action")),
+            ))
+            continue
+        rules = []
+        for i, raw in enumerate(doc["rules"]):
+            error = raw.get("error") or {}
+            rules.append(Rule(
+                id=raw["id"],
+                effect=raw["effect"],
+                when=raw["when"],
+                on=raw.get("on", "any"),
+                description=raw.get("description", ""),
+                reasons=tuple(raw.get("reasons") or ()),
+                follow_ups=tuple(raw.get("follow_ups") or ()),
+                error_field=error.get("field", ""),
+                error_message=error.get("message", ""),
+                location=Location(rel, line_of(doc["rules"], i)),
+                raw=raw,
+            ))
+        out[action] = Policy(
+            action=action,
+            combining=doc["combining"],
+            default_reason=doc["default"]["reason"],
+            rules=tuple(rules),
+            location=Location(rel, line_of(doc)),
+        )
+    return out

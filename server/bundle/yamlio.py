@@ -1,0 +1,119 @@
+"""YAML reading that remembers line numbers, so every error can say where it is."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from server.errors import BundleError, Location
+
+
+class LineDict(dict):  # type: ignore[type-arg]
+    """A mapping from YAML that knows its own line and the line of each key."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class LineList(list):  # type: ignore[type-arg]
+    """A sequence from YAML that knows its own line and the line of each item."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that records lines and refuses duplicate keys."""
+
+    duplicates: list[tuple[Any, int]]
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    out = LineDict()
+    out.line = node.start_mark.line + 1
+    out.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            loader.duplicates.append((key, key_node.start_mark.line + 1))
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    out = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+def _construct_timestamp_as_text(loader: _Loader, node: yaml.ScalarNode) -> str:
+    # Timestamps and dates stay strings: the facts layer parses and checks them.
+    return str(loader.construct_scalar(node))
+
+
+# YAML 1.1 reads `on`, `off`, `yes`, `no` as booleans (`on: allow` would become
+# `True: allow`); only `true` and `false` are booleans here, as in YAML 1.2.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, list[BundleError]]:
+    """Parse one YAML document; returns (data, errors). Syntax errors name the line."""
+    loader = _Loader(text)
+    loader.duplicates = []
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return None, [
+            BundleError(
+                f"invalid YAML: {problem}",
+                code="bundle_parse_error",
+                location=Location(file, line),
+            )
+        ]
+    finally:
+        loader.dispose()
+    errors = [
+        BundleError(
+            f"duplicate key `{key}`",
+            code="bundle_duplicate_key",
+            location=Location(file, line),
+        )
+        for key, line in loader.duplicates
+    ]
+    return data, errors
+
+
+def line_of(node: Any, key: Any = None) -> int:
+    """The line of ``node`` (or of ``node[key]``), 0 when unknown."""
+    if key is not None:
+        if isinstance(node, LineDict):
+            return node.key_lines.get(key, node.line)
+        if isinstance(node, LineList) and isinstance(key, int) and key < len(node.item_lines):
+            return node.item_lines[key]
+    return int(getattr(node, "line", 0))
+
+
+def plain(node: Any) -> Any:
+    """A deep copy with plain dicts and lists (for JSON and the engine)."""
+    if isinstance(node, dict):
+        return {k: plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    return node

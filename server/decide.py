@@ -1,0 +1,159 @@
+"""Deciding: facts -> engine -> combining -> a :class:`Decision`.
+
+The engine says which rules hold; this module only combines their declared
+effects (no hand-written decision logic):
+
+* ``deny_overrides``: DENY when any deny rule holds, else ALLOW when any allow
+  rule holds, else the policy's default (DENY with its own reason).
+* ``first_match``: the first decisive rule in file order decides.
+* an ``invalid`` rule that decides turns the snapshot into an error naming the
+  rule's field: an error is never a decision.
+
+The reasons are those of the rules that produced the outcome (a DENY does not
+list allow reasons); follow-ups come from those rules and from ``advise``
+rules whose ``on`` is the outcome or ``any``. Codes appear once each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from server.bundle import Bundle
+from server.compile import CompiledPolicy, CompiledRule, compile_bundle
+from server.engine import Engine
+from server.errors import SnapshotError
+from server.facts import Facts, derive
+from server.model import ALLOW, DENY, BundleRef, Decision, FollowUp, Reason, Snapshot
+
+__all__ = ["DEFAULT_RULE_ID", "Decider", "fill"]
+
+DEFAULT_RULE_ID = "default"
+_DECISIVE = ("allow", "deny", "invalid")
+_FORMATTER = string.Formatter()
+
+
+class Decider:
+    """One loaded bundle revision: its compiled rulesets in the engine, ready to decide.
+
+    Thread-safe. ``close()`` deletes the rulesets; call it once no request uses it.
+    """
+
+    def __init__(self, bundle: Bundle, compiled: Mapping[str, CompiledPolicy] | None = None) -> None:
+        self.bundle = bundle
+        self.ref = BundleRef(bundle.name, bundle.revision, bundle.digest)
+        self.compiled = dict(compiled) if compiled is not None else compile_bundle(bundle)
+        self._engines: dict[str, Engine] = {}
+        try:
+            for action, policy in self.compiled.items():
+                self._engines[action] = Engine(f"{bundle.name}.{action}", policy.ruleset, policy.fact_names)
+        except Exception:
+            self.close()
+            raise
+        self._template_params = {
+            k: str(v) for k, v in ((bundle.raw_settings or {}).get("params") or {}).items()
+        }
+
+    def close(self) -> None:
+        """Free the engine's rulesets."""
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
+
+    def facts(self, snapshot: Snapshot, clock_now: dt.datetime | None = None) -> Facts:
+        """The derived facts of a snapshot (raises SnapshotError)."""
+        return derive(snapshot, self.bundle.vocabulary, self.bundle.settings,
+                      clock_now or dt.datetime.now(dt.timezone.utc))
+
+    def match(self, action: str, values: Mapping[str, Any]) -> list[str]:
+        """The ids of the rules of ``action`` that hold for ``values``, in priority order."""
+        engine = self._engines.get(action)
+        if engine is None:
+            raise SnapshotError("action", f"the bundle has no policy for action `{action}`")
+        return engine.match(values)
+
+    def decide(self, snapshot: Snapshot, *, clock_now: dt.datetime | None = None) -> Decision:
+        """Decide one snapshot. Raises SnapshotError (invalid input) or EvalError."""
+        facts = self.facts(snapshot, clock_now)
+        matched = self.match(facts.action, facts.values)
+        return self.combine(facts, matched)
+
+    def combine(self, facts: Facts, matched: list[str]) -> Decision:
+        """Apply the combining algorithm to the rules that held."""
+        policy = self.compiled[facts.action]
+        rules = [policy.rules[r] for r in matched]
+        decisive = [r for r in rules if r.effect in _DECISIVE]
+        if policy.combining == "first_match":
+            decisive = decisive[:1]
+        invalid = next((r for r in decisive if r.effect == "invalid"), None)
+        if invalid is not None:
+            raise SnapshotError(invalid.error_field, invalid.error_message)
+        outcome = DENY if any(r.effect == "deny" for r in decisive) else ALLOW if decisive else DENY
+        variables = self._variables(facts)
+        producing = [r for r in decisive if r.effect == outcome.lower()]
+        reasons: list[Reason] = []
+        if producing:
+            seen: set[str] = set()
+            for rule in producing:
+                for code in rule.reasons:
+                    if code not in seen:
+                        seen.add(code)
+                        reasons.append(Reason(code, fill(self.bundle.reasons[code].message, variables), rule.id))
+        else:
+            code = policy.default_reason
+            reasons.append(Reason(code, fill(self.bundle.reasons[code].message, variables), DEFAULT_RULE_ID))
+        on = outcome.lower()
+        advising = [r for r in rules if r.effect == "advise" and r.on in (on, "any")]
+        follow_ups = self._follow_ups([*producing, *advising], variables)
+        return Decision(
+            outcome=outcome,
+            reasons=tuple(reasons),
+            follow_ups=follow_ups,
+            bundle=self.ref,
+            now=facts.now,
+            action=facts.action,
+            order_id=facts.order_id,
+            decision_id=os.urandom(12).hex(),
+            facts=facts.values,
+            matched_rules=tuple(matched),
+        )
+
+    def _follow_ups(self, rules: list[CompiledRule], variables: Mapping[str, Any]) -> tuple[FollowUp, ...]:
+        out: list[FollowUp] = []
+        seen: set[str] = set()
+        for rule in sorted(rules, key=lambda r: r.priority):
+            for code in rule.follow_ups:
+                if code in seen:
+                    continue
+                seen.add(code)
+                entry = self.bundle.follow_ups[code]
+                out.append(FollowUp(
+                    code=code,
+                    message=fill(entry.message, variables),
+                    rule_id=rule.id,
+                    http_method=entry.http_method,
+                    path=fill(entry.path, variables) if entry.path else "",
+                ))
+        return tuple(out)
+
+    def _variables(self, facts: Facts) -> dict[str, Any]:
+        v = facts.values
+        variables: dict[str, Any] = {k: ("" if x is None else x) for k, x in v.items()}
+        variables.update(self._template_params)
+        variables["order_id"] = facts.order_id
+        variables["current_status"] = v.get("status_received") or v.get("top_status") or ""
+        return variables
+
+
+def fill(template: str, variables: Mapping[str, Any]) -> str:
+    """Fill ``{name}`` placeholders (names are checked when the bundle is validated)."""
+    return template.format_map(variables)
+
+
+def template_names(template: str) -> list[str]:
+    """The placeholder names of a template (for validation)."""
+    return [name for _, name, _, _ in _FORMATTER.parse(template) if name is not None]
+

@@ -1,0 +1,167 @@
+"""The only module that talks to durable_rules: one adapter around its C engine.
+
+durable_rules 2.0.28 is a 2020 C engine with sharp edges (ENGINE-NOTES.md). This
+adapter calls the C module ``durable_rules_engine`` directly and defends against
+each measured pitfall; every defence is an ``INVARIANT`` below and has a test in
+``tests/core/test_engine.py`` that fails without it.
+
+The compiled ruleset (a plain dict, see ``server.compile``) is serialised here
+and never mutated. :meth:`Engine.match` takes strict-typed facts and returns the
+names of the rules that fired, de-duplicated, in priority order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import durable_rules_engine as _dre
+
+from server.errors import CompileError, EvalError
+
+__all__ = ["CATCH_ALL", "INPUT_MARKER", "MAX_RULES", "Engine"]
+
+#: INVARIANT (pitfall 4): a catch-all rule with the lowest priority fires for every
+#: input, so no input ever matches nothing (``delete_state`` after an unmatched
+#: input frees uninitialised pointers and segfaults). It is dropped from results.
+CATCH_ALL = "__catch_all"
+#: INVARIANT (pitfall 5): every input carries this marker and every rule requires
+#: it, so the engine's own state record (also a fact of the session) never matches.
+INPUT_MARKER = "_in"
+#: INVARIANT (pitfall 11): 513+ rules branching from one test hang create_ruleset
+#: forever while holding the GIL; the validator refuses more than this per ruleset.
+MAX_RULES = 500
+#: INVARIANT (pitfall 12): a process holds at most 131,071 rulesets.
+MAX_RULESETS = 131_000
+
+_SID = itertools.count(1)  # process-wide: sids are looked up by a 32-bit hash
+_NAMES = itertools.count(1)
+_ruleset_count = 0
+_ruleset_lock = threading.Lock()
+
+
+class Engine:
+    """One durable_rules ruleset, created once per bundle revision and action.
+
+    INVARIANT (pitfall 1): the stock ``durable.engine.Host`` is never used; its timer
+    threads race with request threads. Nothing here starts a thread.
+    INVARIANT (pitfall 13): every call into the C engine holds ``self._lock``; the
+    engine never releases the GIL, so parallelism comes from worker processes.
+    """
+
+    def __init__(self, name: str, ruleset: Mapping[str, Any], fact_names: Iterable[str]) -> None:
+        global _ruleset_count
+        rules = {k: v for k, v in ruleset.items()}
+        if len(rules) > MAX_RULES:
+            raise CompileError(f"ruleset `{name}` has {len(rules)} rules; at most {MAX_RULES} are allowed",
+                               code="compile_too_many_rules")
+        if CATCH_ALL in rules:
+            raise CompileError(f"rule name `{CATCH_ALL}` is reserved", code="compile_reserved_name")
+        rules[CATCH_ALL] = {"pri": 65535, "all": [{"m": {INPUT_MARKER: 1}}]}
+        # INVARIANT (pitfalls 10, 14): the engine gets a JSON string of a copy; the
+        # caller's dict is never handed over (registering mutates what it is given).
+        text = json.dumps(rules, ensure_ascii=False, sort_keys=True)
+        with _ruleset_lock:
+            if _ruleset_count >= MAX_RULESETS:
+                raise CompileError("too many rulesets in this process", code="compile_too_many_rulesets")
+            # Ruleset names must be unique within the process.
+            self.name = f"{name}#{next(_NAMES)}"
+            try:
+                self._handle: int | None = _dre.create_ruleset(self.name, text)
+            except Exception as exc:  # the engine reports errors as bare numbers
+                raise CompileError(f"the rules engine refused ruleset `{name}`: {exc}",
+                                   code="compile_engine_error") from None
+            _ruleset_count += 1
+        self._lock = threading.Lock()
+        self._fact_names = tuple(sorted(set(fact_names)))
+        # INVARIANT (pitfall 8): values reach the engine only as str, bool or int,
+        # never None, float or nested objects; absent strings are "".
+        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+    @property
+    def fact_names(self) -> tuple[str, ...]:
+        """The facts the ruleset tests (only these are sent to the engine)."""
+        return self._fact_names
+
+    def encode(self, facts: Mapping[str, Any], sid: str) -> str:
+        """The JSON text asserted for ``facts``: strict scalar types only."""
+        msg: dict[str, Any] = {INPUT_MARKER: 1, "sid": sid, "id": "q"}
+        for name in self._fact_names:
+            value = facts.get(name)
+            if value is None:
+                msg[name] = ""
+            elif type(value) in (str, bool, int):
+                msg[name] = value
+            else:
+                raise EvalError(f"fact `{name}` has unsupported type {type(value).__name__}")
+        return self._dumps(msg)
+
+    def match(self, facts: Mapping[str, Any]) -> list[str]:
+        """The rules whose conditions hold for ``facts``, in priority order, each once."""
+        # INVARIANT (pitfall 3): a fresh sid per input, and its state deleted in
+        # `finally`, so live states never pile up to the 1024-per-ruleset limit.
+        sid = str(next(_SID))
+        text = self.encode(facts, sid)
+        fired: list[str] = []
+        with self._lock:
+            handle = self._handle
+            if handle is None:
+                raise EvalError("the ruleset was closed")
+            try:
+                # INVARIANT (pitfall 2): the input is a fact, not an event: every
+                # matching rule fires, not only the first.
+                result = _dre.assert_fact(handle, text)
+                state = result[1]
+                action = _dre.start_action_for_state(handle, state)
+                if action:
+                    fired.append(_rule_name(action[1]))
+                    while True:
+                        # INVARIANT (pitfall 9): no Python runs inside the engine;
+                        # results are read from the returned rule names only.
+                        nxt = _dre.complete_and_start_action(handle, state)
+                        if not nxt:
+                            break
+                        fired.append(_rule_name(nxt))
+            except EvalError:
+                raise
+            except Exception as exc:
+                raise EvalError(f"the rules engine failed: {exc}") from None
+            finally:
+                try:
+                    _dre.delete_state(handle, sid)
+                except Exception:  # noqa: S110 - the state may never have been created
+                    pass
+        if CATCH_ALL not in fired:
+            # The catch-all always fires; without it the result is incomplete.
+            raise EvalError("the rules engine returned an incomplete result")
+        # INVARIANT (pitfall 6): `$or` fires a rule once per true branch: de-duplicate.
+        out: list[str] = []
+        for name in fired:
+            if name != CATCH_ALL and name not in out:
+                out.append(name)
+        return out
+
+    def close(self) -> None:
+        """Delete the ruleset (pitfall 12: Python never frees it otherwise)."""
+        global _ruleset_count
+        with self._lock:
+            if self._handle is not None:
+                _dre.delete_ruleset(self._handle)
+                self._handle = None
+                with _ruleset_lock:
+                    _ruleset_count -= 1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - interpreter shutdown
+            pass
+
+
+def _rule_name(message: str) -> str:
+    # The engine answers '{"<rule name>":{"m":{...}}}'. Rule names are
+    # validated identifiers, so the name ends at the first closing quote.
+    return message[2 : message.index('"', 2)]

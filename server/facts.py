@@ -1,0 +1,303 @@
+"""Facts from a snapshot: Junction's order JSON (+ appointment, action, now) -> flat facts.
+
+Code computes generic facts; the bundle decides. Which statuses exist, their
+aliases, the appointment vocabulary, the shipping time zone, cut-off and
+calendar all come from the bundle (``Vocabulary`` and ``Settings``).
+
+An invalid snapshot raises :class:`SnapshotError` naming the field; it is
+never a decision. Unknown fields of the order are ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server.bundle import Settings, Vocabulary
+from server.errors import SnapshotError
+from server.model import ACTIONS, Snapshot
+
+__all__ = ["FACTS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
+
+_STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+_WORD = re.compile(r"^[a-z][a-z0-9_]*$")
+_MAX_EVENTS = 10_000
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    """One fact rules may test: its type, the vocabulary its values come from, its guard.
+
+    ``domain`` names a vocabulary (``method``, ``status``, ``high``, ``low``,
+    ``appointment_status``, ``provider``) or, with ``values``, a fixed enum.
+    ``guard`` is a boolean fact that must be true for the value to mean anything;
+    the compiler adds it to every comparison.
+    """
+
+    type: str  # "string" | "bool" | "int"
+    domain: str = ""
+    values: tuple[str, ...] = ()
+    guard: str = ""
+    description: str = ""
+
+
+FACTS: dict[str, FactSpec] = {
+    "method": FactSpec("string", "method", description="collection method"),
+    "status": FactSpec("string", "status", description="detailed status HIGH.METHOD.LOW, aliases resolved"),
+    "status_received": FactSpec("string", "status", description="detailed status as received"),
+    "status_high": FactSpec("string", "high", description="HIGH part of the detailed status (aliases resolved)"),
+    "status_low": FactSpec("string", "low", description="LOW part of the detailed status (aliases resolved)"),
+    "status_source": FactSpec("string", values=("events", "top"), description="where the status comes from"),
+    "status_known": FactSpec("bool", description="the detailed status is in the vocabulary of its method"),
+    "top_status": FactSpec("string", "high", description="the deprecated top-level status field"),
+    "top_status_conflict": FactSpec("bool", description="top status and HIGH part as received disagree"),
+    "appointment_present": FactSpec("bool", description="the request carries an appointment"),
+    "appointment_status": FactSpec("string", "appointment_status"),
+    "appointment_provider": FactSpec("string", "provider"),
+    "appointment_has_start": FactSpec("bool", description="the appointment has a start_at"),
+    "appointment_notice_seconds": FactSpec(
+        "int", guard="appointment_has_start", description="start_at - now, in seconds (negative when past)"
+    ),
+    "ship_day": FactSpec(
+        "string", values=("due", "later", "unknown"),
+        description="estimated kit ship day (bundle calendar and cut-off) is today or earlier / later / unknown",
+    ),
+}
+
+#: Template variables that are not facts.
+TEMPLATE_EXTRAS = ("order_id", "current_status")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The derived facts of one snapshot, plus what messages need."""
+
+    values: dict[str, Any]
+    order_id: str
+    now: dt.datetime
+    action: str
+
+
+def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
+    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise SnapshotError(field, f"not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+    if not isinstance(value, dict):
+        raise SnapshotError(field, f"expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def parse_timestamp(value: Any, field: str) -> dt.datetime:
+    """An ISO 8601 timestamp with a time-zone offset; anything else names ``field``."""
+    if not isinstance(value, str):
+        raise SnapshotError(field, f"expected a timestamp string, got {_kind(value)}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise SnapshotError(field, f"`{value[:64]}` is not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise SnapshotError(field, f"`{value[:64]}` has no time-zone offset")
+    return parsed
+
+
+def _event(raw: Any, field: str) -> tuple[dt.datetime, int, str, str]:
+    if not isinstance(raw, Mapping):
+        raise SnapshotError(field, f"expected an object, got {_kind(raw)}")
+    ev_id = raw.get("id")
+    if ev_id is None:
+        raise SnapshotError(f"{field}.id", "missing")
+    if not isinstance(ev_id, int) or isinstance(ev_id, bool):
+        raise SnapshotError(f"{field}.id", f"expected an integer, got {_kind(ev_id)}")
+    if raw.get("created_at") is None:
+        raise SnapshotError(f"{field}.created_at", "missing")
+    created = parse_timestamp(raw["created_at"], f"{field}.created_at")
+    status = raw.get("status")
+    if status is None:
+        raise SnapshotError(f"{field}.status", "missing")
+    if not isinstance(status, str) or not _STATUS3.match(status):
+        shown = status if isinstance(status, str) else _kind(status)
+        raise SnapshotError(f"{field}.status", f"`{str(shown)[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
+    return created, ev_id, status, f"{field}.status"
+
+
+def _latest_status(order: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The latest of ``events[]`` and ``last_event`` (by created_at, then id): (status, field)."""
+    best: tuple[dt.datetime, int, str, str] | None = None
+    events = order.get("events")
+    if events is not None:
+        if not isinstance(events, list):
+            raise SnapshotError("order.events", f"expected an array, got {_kind(events)}")
+        if len(events) > _MAX_EVENTS:
+            raise SnapshotError("order.events", f"more than {_MAX_EVENTS} events")
+        for i, raw in enumerate(events):
+            ev = _event(raw, f"order.events[{i}]")
+            if best is None or (ev[0], ev[1]) > (best[0], best[1]):
+                best = ev
+    last = order.get("last_event")
+    if last is not None:
+        ev = _event(last, "order.last_event")
+        if best is None or (ev[0], ev[1]) > (best[0], best[1]):
+            best = ev
+    return (best[2], best[3]) if best else None
+
+
+def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
+    sources: list[tuple[str, Any]] = []
+    details = order.get("details")
+    if isinstance(details, Mapping):
+        sources.append(("order.details.type", details.get("type")))
+    elif details is not None:
+        raise SnapshotError("order.details", f"expected an object, got {_kind(details)}")
+    for key in ("lab_test", "diagnostic_lab_test"):
+        sub = order.get(key)
+        if isinstance(sub, Mapping):
+            sources.append((f"order.{key}.method", sub.get("method")))
+        elif sub is not None:
+            raise SnapshotError(f"order.{key}", f"expected an object, got {_kind(sub)}")
+    if detailed is not None:
+        sources.append((detailed[1], detailed[0].split(".", 2)[1]))
+    method = ""
+    first = ""
+    for field, value in sources:
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _WORD.match(value):
+            raise SnapshotError(field, f"expected a lower_snake_case method, got `{str(value)[:64]}`")
+        if not method:
+            method, first = value, field
+        elif value != method:
+            raise SnapshotError(field, f"method `{value}` disagrees with `{method}` from `{first}`")
+    if not method:
+        raise SnapshotError("order.details.type", "no collection method: none of details.type, lab_test.method, "
+                            "diagnostic_lab_test.method or a detailed status is present")
+    return method
+
+
+def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) -> str:
+    created_raw = order.get("created_at")
+    if created_raw is None:
+        return "unknown"
+    created = parse_timestamp(created_raw, "order.created_at").astimezone(settings.time_zone)
+    day = created.date()
+    if not _is_business_day(day, settings) or created.time() >= settings.cutoff:
+        day = _next_business_day(day, settings)
+    today = now.astimezone(settings.time_zone).date()
+    return "due" if day <= today else "later"
+
+
+def _is_business_day(day: dt.date, settings: Settings) -> bool:
+    return day.weekday() in settings.business_days and day not in settings.holidays
+
+
+def _next_business_day(day: dt.date, settings: Settings) -> dt.date:
+    for _ in range(366):
+        day += dt.timedelta(days=1)
+        if _is_business_day(day, settings):
+            return day
+    return day  # a calendar with no business day in a year: schema forbids an empty week
+
+
+def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now: dt.datetime) -> Facts:
+    """The facts of one snapshot; raises :class:`SnapshotError` naming the field when invalid."""
+    if snapshot.action not in ACTIONS:
+        raise SnapshotError("action", f"unknown action `{str(snapshot.action)[:64]}`: expected one of {', '.join(ACTIONS)}")
+    now = snapshot.now if snapshot.now is not None else clock_now
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise SnapshotError("now", "has no time-zone offset")
+    order = snapshot.order
+    if not isinstance(order, Mapping):
+        raise SnapshotError("order", f"expected an object, got {_kind(order)}")
+    order_id = order.get("id")
+    if not isinstance(order_id, str) or not order_id:
+        raise SnapshotError("order.id", "missing" if order_id is None else f"expected a non-empty string, got {_kind(order_id)}")
+
+    detailed = _latest_status(order)
+    top = order.get("status")
+    if top is not None and (not isinstance(top, str) or not _WORD.match(top)):
+        raise SnapshotError("order.status", f"`{str(top)[:64]}` is not a lower_snake_case top status")
+    if detailed is None and top is None:
+        raise SnapshotError("order.events", "no status: no events, no last_event and no top status")
+    method = _method(order, detailed)
+
+    values: dict[str, Any] = dict.fromkeys(("status", "status_received", "status_high", "status_low"))
+    values["method"] = method
+    values["top_status"] = top
+    if detailed is not None:
+        received = detailed[0]
+        canonical = vocab.aliases.get(received, received)
+        high, _, low = canonical.split(".", 2)
+        values.update(
+            status=canonical,
+            status_received=received,
+            status_high=high,
+            status_low=low,
+            status_source="events",
+            status_known=canonical in vocab.methods.get(method, ()),
+            top_status_conflict=top is not None and top != received.split(".", 1)[0],
+        )
+    else:
+        values.update(status_source="top", status_known=False, top_status_conflict=False)
+
+    values.update(_appointment(snapshot.appointment, order_id, now, vocab))
+    values["ship_day"] = _ship_day(order, now, settings)
+    return Facts(values=values, order_id=order_id, now=now, action=snapshot.action)
+
+
+def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) -> dict[str, Any]:
+    if appt is None:
+        return {
+            "appointment_present": False,
+            "appointment_status": None,
+            "appointment_provider": None,
+            "appointment_has_start": False,
+            "appointment_notice_seconds": 0,
+        }
+    if not isinstance(appt, Mapping):
+        raise SnapshotError("appointment", f"expected an object, got {_kind(appt)}")
+    other = appt.get("order_id")
+    if other is not None and other != order_id:
+        raise SnapshotError("appointment.order_id", f"`{str(other)[:64]}` names another order than `{order_id}`")
+    status = appt.get("status")
+    if status not in vocab.appointment_statuses:
+        raise SnapshotError(
+            "appointment.status",
+            f"`{str(status)[:64]}` is not one of {', '.join(vocab.appointment_statuses)}",
+        )
+    provider = appt.get("provider")
+    if provider is not None and not isinstance(provider, str):
+        raise SnapshotError("appointment.provider", f"expected a string, got {_kind(provider)}")
+    start_raw = appt.get("start_at")
+    notice = 0
+    if start_raw is not None:
+        start = parse_timestamp(start_raw, "appointment.start_at")
+        # Rounded up: for a whole-second threshold T, notice > T exactly when
+        # ceil(notice) > T, so "more than 24 h" stays exact at sub-second notice.
+        notice = math.ceil((start - now).total_seconds())
+    return {
+        "appointment_present": True,
+        "appointment_status": status,
+        "appointment_provider": provider or None,
+        "appointment_has_start": start_raw is not None,
+        "appointment_notice_seconds": notice,
+    }
