@@ -4,7 +4,7 @@
 # second (same python3 3.11 at /usr/bin/python3):
 #   builder  compiles durable_rules (no wheels: needs gcc and the Python headers),
 #            generates the gRPC code from protos/ and installs the project into /opt/venv
-#   runtime  python3, the venv and the default bundle; runs as uid 10001
+#   runtime  python3, the venv (without pip) and the default bundle; runs as uid 10001
 #
 #   docker build -t order-policy .
 #   docker run --init -p 50051:50051 -p 9464:9464 order-policy
@@ -21,7 +21,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
@@ -51,6 +51,7 @@ RUN --mount=type=secret,id=hostca,target=/run/host-ca/ca.crt \
  && pip install . \
  && cd / \
  && python -c 'import server._gen.orderpolicy.v1.order_policy_pb2_grpc' \
+ && python -m pip uninstall -y -q pip setuptools \
  && python -m compileall -q /opt/venv/lib \
  && rm -rf /opt/venv/share
 
@@ -59,8 +60,7 @@ FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
- && rm -rf /var/lib/apt/lists/* \
- && (command -v useradd >/dev/null || (apt-get update && apt-get install -y --no-install-recommends passwd && rm -rf /var/lib/apt/lists/*)) \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
 COPY rules /app/rules
