@@ -1,0 +1,220 @@
+"""Proto <-> model conversion for ``orderpolicy.v1`` (nothing else lives here).
+
+A typed ``Order``/``Appointment`` becomes the same dict shape as Junction's JSON, so
+the JSON and the typed paths reach the decision core identically. Zero values (empty
+string, ``0``, unset Timestamp) mean "absent from the JSON". Every conversion failure
+is a :class:`SnapshotError` naming the request field, never a bare exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from server.errors import SnapshotError
+from server.facts import parse_json_object
+from server.model import ALLOW, DENY, BundleRef, Decision, Snapshot
+
+__all__ = [
+    "ACTION_NAMES",
+    "appointment_to_dict",
+    "decision_to_proto",
+    "order_to_dict",
+    "request_field",
+    "snapshot_from_request",
+]
+
+ACTION_NAMES = {
+    pb.ACTION_CANCEL_ORDER: "cancel_order",
+    pb.ACTION_CANCEL_APPOINTMENT: "cancel_appointment",
+}
+_ACTION_ENUMS = {name: value for value, name in ACTION_NAMES.items()}
+_OUTCOMES = {ALLOW: pb.OUTCOME_ALLOW, DENY: pb.OUTCOME_DENY}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NANOS = 1_000_000_000
+
+
+def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
+    """Build the snapshot of one ``DecideRequest``.
+
+    Raises:
+        SnapshotError: the action is unspecified or unknown, an input is not a JSON
+            object, a timestamp is out of range, or no order was given. ``field`` names
+            the request field (``action``, ``order_json``, ``order.created_at``, ...).
+    """
+    action = ACTION_NAMES.get(request.action)
+    if action is None:
+        if request.action == pb.ACTION_UNSPECIFIED:
+            raise SnapshotError(
+                "action", "an action is required: `ACTION_CANCEL_ORDER` or "
+                "`ACTION_CANCEL_APPOINTMENT`"
+            )
+        raise SnapshotError("action", f"unknown action `{request.action}`")
+
+    which = request.WhichOneof("order_input")
+    if which == "order_json":
+        order: dict[str, Any] = parse_json_object(request.order_json, "order_json")
+    elif which == "order":
+        order = order_to_dict(request.order)
+    else:
+        raise SnapshotError("order", "an order is required: set `order_json` or `order`")
+
+    which = request.WhichOneof("appointment_input")
+    appointment: dict[str, Any] | None
+    if which == "appointment_json":
+        appointment = parse_json_object(request.appointment_json, "appointment_json")
+    elif which == "appointment":
+        appointment = appointment_to_dict(request.appointment)
+    else:
+        appointment = None
+
+    now = _datetime(request.now, "now") if request.HasField("now") else None
+    return Snapshot(action=action, order=order, appointment=appointment, now=now)
+
+
+def order_to_dict(order: pb.Order) -> dict[str, Any]:
+    """The typed order in the shape of Junction's ``GET /v3/order/{order_id}`` JSON."""
+    out: dict[str, Any] = {}
+    if order.id:
+        out["id"] = order.id
+    if order.HasField("created_at"):
+        out["created_at"] = _iso(order.created_at, "order.created_at")
+    if order.status:
+        out["status"] = order.status
+    if order.details_type:
+        out["details"] = {"type": order.details_type}
+    if order.lab_test_method:
+        out["lab_test"] = {"method": order.lab_test_method}
+    out["events"] = [
+        _event_to_dict(event, f"order.events[{i}]") for i, event in enumerate(order.events)
+    ]
+    if order.HasField("last_event"):
+        out["last_event"] = _event_to_dict(order.last_event, "order.last_event")
+    return out
+
+
+def appointment_to_dict(appointment: pb.Appointment) -> dict[str, Any]:
+    """The typed appointment in the shape of Junction's appointment JSON.
+
+    ``start_at`` is always present: ``null`` when unset, as Junction sends a pending
+    appointment.
+    """
+    out: dict[str, Any] = {}
+    for name in ("id", "order_id", "status", "provider", "type"):
+        value = getattr(appointment, name)
+        if value:
+            out[name] = value
+    out["start_at"] = (
+        _iso(appointment.start_at, "appointment.start_at")
+        if appointment.HasField("start_at")
+        else None
+    )
+    return out
+
+
+def _event_to_dict(event: pb.OrderEvent, field: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if event.id:
+        out["id"] = event.id
+    if event.HasField("created_at"):
+        out["created_at"] = _iso(event.created_at, f"{field}.created_at")
+    if event.status:
+        out["status"] = event.status
+    return out
+
+
+def _datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+    if not 0 <= ts.nanos < _NANOS:
+        raise SnapshotError(field, f"nanos `{ts.nanos}` out of range")
+    try:
+        return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    except OverflowError:
+        raise SnapshotError(field, f"timestamp `{ts.seconds}` s out of range") from None
+
+
+def _iso(ts: timestamp_pb2.Timestamp, field: str) -> str:
+    return _datetime(ts, field).isoformat()
+
+
+_FIELD_HEAD = re.compile(r"^(order|appointment)(?=$|[.\[])")
+_TYPED_FIELDS = (
+    ("order.details.type", "order.details_type"),
+    ("order.lab_test.method", "order.lab_test_method"),
+)
+
+
+def request_field(field: str, request: pb.DecideRequest) -> str:
+    """Translate a snapshot field path of the core into a path of the request.
+
+    The core names fields of Junction's JSON (``order.events[0].status``). For JSON
+    input that is a path inside ``order_json``/``appointment_json``; for typed input
+    it is the path of the typed message (``order.details.type`` -> ``order.details_type``).
+    """
+    match = _FIELD_HEAD.match(field)
+    if match is None:
+        return field
+    head = match.group(1)
+    if request.WhichOneof(f"{head}_input") == f"{head}_json":
+        return f"{head}_json{field[len(head):]}"
+    for core, typed in _TYPED_FIELDS:
+        if field == core or field.startswith((core + ".", core + "[")):
+            return typed + field[len(core):]
+    return field
+
+
+# INVARIANT: a BundleRef is immutable, so its protobuf can be cached per ref.
+_bundle_cache: dict[BundleRef, pb.BundleRef] = {}
+
+
+def _bundle_proto(ref: BundleRef) -> pb.BundleRef:
+    msg = _bundle_cache.get(ref)
+    if msg is None:
+        if len(_bundle_cache) > 64:  # bounded: revisions come and go with reloads
+            _bundle_cache.clear()
+        msg = _bundle_cache[ref] = pb.BundleRef(
+            name=ref.name, revision=ref.revision, digest=ref.digest
+        )
+    return msg
+
+
+def decision_to_proto(decision: Decision, *, explain: bool = False) -> pb.Decision:
+    """The protobuf of a decision; the explanation only when ``explain``."""
+    msg = pb.Decision(
+        outcome=_OUTCOMES.get(decision.outcome, pb.OUTCOME_UNSPECIFIED),
+        reasons=[
+            pb.Reason(code=r.code, message=r.message, rule_id=r.rule_id)
+            for r in decision.reasons
+        ],
+        follow_ups=[
+            pb.FollowUp(
+                code=f.code,
+                message=f.message,
+                http_method=f.http_method,
+                path=f.path,
+                rule_id=f.rule_id,
+            )
+            for f in decision.follow_ups
+        ],
+        bundle=_bundle_proto(decision.bundle),
+        decision_id=decision.decision_id,
+        action=_ACTION_ENUMS.get(decision.action, pb.ACTION_UNSPECIFIED),
+        order_id=decision.order_id,
+    )
+    msg.evaluated_at.FromDatetime(decision.now)
+    if explain:
+        msg.explanation.facts.CopyFrom(_struct(decision.facts))
+        msg.explanation.matched_rules.extend(decision.matched_rules)
+    return msg
+
+
+def _struct(facts: Any) -> struct_pb2.Struct:
+    # Facts may hold datetimes or tuples: JSON with `default=str` makes them Struct-safe.
+    plain = json.loads(json.dumps(dict(facts), default=str, sort_keys=True))
+    out = struct_pb2.Struct()
+    out.update(plain)
+    return out

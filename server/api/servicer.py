@@ -1,0 +1,190 @@
+"""``orderpolicy.v1.OrderPolicyService``: request -> snapshot -> active policy -> proto.
+
+The servicer owns no policy logic. It takes the active policy from the registry per
+request (so a reload applies to the next request), converts with ``convert``, maps
+errors with ``status`` and counts with ``metrics``. Batch and stream items fail one by
+one; only an oversized batch, a missing bundle or an expired deadline fails a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
+from server.api import convert, log, status
+from server.api.metrics import METRICS, Metrics
+from server.errors import NoBundleError, SnapshotError
+from server.model import Decision
+
+__all__ = ["OrderPolicyServicer"]
+
+_perf = time.perf_counter
+
+
+class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
+    """Answers Decide, DecideBatch and DecideStream from ``registry.active()``."""
+
+    def __init__(
+        self, registry: Any, *, max_batch: int = 1000, metrics: Metrics = METRICS
+    ) -> None:
+        self._registry = registry
+        self._max_batch = max_batch
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        # Decisions or errors answered, for the shutdown log line (no lost calls).
+        self.calls_started = 0
+        self.calls_answered = 0
+
+    # -- one request -----------------------------------------------------------------
+
+    def _decide(self, request: pb.DecideRequest) -> Decision:
+        """Decide one request; raises SnapshotError, NoBundleError or anything."""
+        # INVARIANT: one decider per request, so a reload never mixes two revisions.
+        policy = self._registry.get(request.bundle_revision)
+        decision: Decision = policy.decide(convert.snapshot_from_request(request))
+        self._metrics.decision(
+            decision.action, decision.outcome, [r.code for r in decision.reasons]
+        )
+        return decision
+
+    def _failure(self, exc: Exception, request: pb.DecideRequest, method: str) -> status.Failure:
+        field = None
+        if isinstance(exc, SnapshotError):
+            field = convert.request_field(exc.field, request)
+        failure = status.failure_from(exc, field)
+        self._metrics.error(failure.reason)
+        if failure is status.INTERNAL:
+            log.event(
+                "rpc_internal_error",
+                logging.ERROR,
+                method=method,
+                error_type=type(exc).__name__,
+                stack=status.stack_summary(exc),
+            )
+        return failure
+
+    # -- RPCs ---------------------------------------------------------------------------
+
+    def Decide(  # noqa: N802 (gRPC method name)
+        self, request: pb.DecideRequest, context: grpc.ServicerContext
+    ) -> pb.DecideResponse:
+        start = _perf()
+        self._started()
+        try:
+            if _expired(context):
+                failure = status.DEADLINE
+                self._metrics.error(failure.reason)
+            else:
+                try:
+                    decision = self._decide(request)
+                    response = pb.DecideResponse(
+                        decision=convert.decision_to_proto(decision, explain=request.explain),
+                        request_id=request.request_id,
+                    )
+                except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+                    failure = self._failure(exc, request, "Decide")
+                else:
+                    return response
+        finally:
+            self._answered()
+            self._metrics.observe("Decide", _perf() - start)
+        context.abort_with_status(failure.to_status())
+        raise AssertionError("unreachable: abort_with_status raises")
+
+    def DecideBatch(  # noqa: N802
+        self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
+    ) -> pb.DecideBatchResponse:
+        start = _perf()
+        self._started()
+        try:
+            failure = self._batch_failure(request, context)
+            if failure is None:
+                if self._registry.active() is None:
+                    failure = status.failure_from(NoBundleError("no policy bundle is loaded"))
+                    self._metrics.error(failure.reason)
+            if failure is None:
+                self._metrics.batch_size.observe(len(request.requests))
+                results = []
+                for item in request.requests:
+                    if _expired(context):
+                        failure = status.DEADLINE
+                        self._metrics.error(failure.reason)
+                        break
+                    results.append(self._result(item, pb.DecideResult, "DecideBatch"))
+                else:
+                    return pb.DecideBatchResponse(results=results)
+        finally:
+            self._answered()
+            self._metrics.observe("DecideBatch", _perf() - start)
+        context.abort_with_status(failure.to_status())
+        raise AssertionError("unreachable: abort_with_status raises")
+
+    def DecideStream(  # noqa: N802
+        self,
+        request_iterator: Iterator[pb.DecideStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[pb.DecideStreamResponse]:
+        for message in request_iterator:
+            start = _perf()
+            self._started()
+            try:
+                response = self._result(
+                    message.request, pb.DecideStreamResponse, "DecideStream"
+                )
+            finally:
+                self._answered()
+                self._metrics.observe("DecideStream", _perf() - start)
+            yield response
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _result(self, request: pb.DecideRequest, cls: Any, method: str) -> Any:
+        """A DecideResult or DecideStreamResponse: the decision or the item's error."""
+        try:
+            decision = self._decide(request)
+            return cls(
+                request_id=request.request_id,
+                decision=convert.decision_to_proto(decision, explain=request.explain),
+            )
+        except Exception as exc:  # noqa: BLE001 (an item's error is its answer)
+            return cls(
+                request_id=request.request_id,
+                error=self._failure(exc, request, method).to_error(),
+            )
+
+    def _batch_failure(
+        self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
+    ) -> status.Failure | None:
+        if _expired(context):
+            self._metrics.error(status.DEADLINE.reason)
+            return status.DEADLINE
+        if len(request.requests) > self._max_batch:
+            failure = status.invalid(
+                "requests",
+                f"a batch holds at most {self._max_batch} requests, not "
+                f"{len(request.requests)}",
+            )
+            self._metrics.error(failure.reason)
+            return failure
+        return None
+
+    def _started(self) -> None:
+        with self._lock:
+            self.calls_started += 1
+
+    def _answered(self) -> None:
+        with self._lock:
+            self.calls_answered += 1
+
+
+def _expired(context: grpc.ServicerContext) -> bool:
+    """True when the client's deadline has passed (its answer would be wasted)."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0

@@ -1,0 +1,385 @@
+"""Build and run the gRPC server: servicer, health, reflection, TLS, workers, shutdown.
+
+``Server`` is one gRPC server in this process (tests use it in-process through
+``server.testing``). ``serve`` is the ``order-policy serve`` command: it compiles the
+bundle once, then either serves in this process (one worker, ``grpc.so_reuseport=0`` so
+a taken port fails clearly) or forks workers that share the port with SO_REUSEPORT
+(grpc's ``examples/python/multiprocessing`` pattern: compile, then fork, and never touch
+gRPC in the parent). SIGTERM/SIGINT stop accepting calls, let in-flight calls finish
+within the grace period, and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
+from server.api import log
+from server.api.metrics import METRICS, serve_metrics
+from server.api.servicer import OrderPolicyServicer
+from server.errors import PolicyError
+
+__all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "serve"]
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderPolicyService"].full_name
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ServeError(Exception):
+    """The server cannot start (port taken, unreadable TLS file, ...); one clear line."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Settings of ``order-policy serve`` (defaults suit a container)."""
+
+    host: str = "[::]"
+    port: int = 50051
+    workers: int = 0  # 0: one per core
+    threads: int = 32  # per worker; a DecideStream holds one thread while open
+    metrics_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_batch: int = 1000
+    max_concurrent_rpcs: int | None = 1024
+    grace: float = 10.0
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def _join(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def _bare(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ServeError(f"cannot read {what} `{path}`: {exc.strerror or exc}") from None
+
+
+def _credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
+    if options.tls_cert is None and options.tls_key is None:
+        if options.tls_client_ca is not None:
+            raise ServeError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if options.tls_cert is None or options.tls_key is None:
+        raise ServeError("TLS needs both --tls-cert and --tls-key")
+    cert = _read(options.tls_cert, "TLS certificate")
+    key = _read(options.tls_key, "TLS key")
+    client_ca = (
+        _read(options.tls_client_ca, "TLS client CA")
+        if options.tls_client_ca is not None
+        else None
+    )
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail clearly when something already listens on ``host:port``.
+
+    grpcio enables SO_REUSEPORT by default, so without this check a second server
+    could silently share the port; and its own bind error is vague.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            _bare(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot resolve host `{host}`: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # SO_REUSEADDR ignores TIME_WAIT leftovers but still refuses a listening socket.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServeError(
+                    f"port {port} on `{host}` is already in use: is another server running?"
+                ) from None
+            raise ServeError(f"cannot listen on `{_join(host, port)}`: {exc.strerror}") from None
+
+
+class Server:
+    """One gRPC server: OrderPolicyService, health, reflection, on one port."""
+
+    def __init__(
+        self, registry: Any, options: ServerOptions, *, reuse_port: bool = False
+    ) -> None:
+        self.registry = registry
+        self.options = options
+        self.servicer = OrderPolicyServicer(registry, max_batch=options.max_batch)
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        self._grpc = grpc.server(
+            ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.max_receive_message_length", options.max_message_bytes),
+            ],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+        )
+        pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        if not reuse_port:
+            _check_port_free(options.host, options.port)
+        self.port = self._bind()
+        self._refresh()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound (the real port when ``options.port`` was 0)."""
+        return _join(self.options.host, self.port)
+
+    def _bind(self) -> int:
+        address = _join(self.options.host, self.options.port)
+        credentials = _credentials(self.options)
+        try:
+            if credentials is None:
+                return self._grpc.add_insecure_port(address)
+            return self._grpc.add_secure_port(address, credentials)
+        except RuntimeError:
+            raise ServeError(
+                f"cannot listen on `{address}`: the port is in use or the address is "
+                "not local"
+            ) from None
+
+    def _refresh(self) -> None:
+        """Health follows the registry: SERVING only while a bundle is active."""
+        policy = self.registry.active()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        state = serving if policy is not None else not_serving
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, state)
+        if policy is not None:
+            ref = policy.ref
+            METRICS.bundle_loaded(ref.name, ref.revision, ref.digest)
+
+    def load(self, bundle_dir: str | Path) -> Any:
+        """Load (validate, compile, activate) a bundle and report SERVING."""
+        policy = self.registry.load(bundle_dir)
+        ref = policy.ref
+        log.event("bundle_loaded", name=ref.name, revision=ref.revision, digest=ref.digest)
+        self._refresh()
+        return policy
+
+    def start(self) -> None:
+        self._grpc.start()
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Report NOT_SERVING, refuse new calls, let in-flight calls end within ``grace``."""
+        self._health.enter_graceful_shutdown()
+        return self._grpc.stop(grace)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._grpc.wait_for_termination(timeout)
+
+
+# -- order-policy serve -------------------------------------------------------------------
+
+
+def serve(bundle_dir: str | Path, options: ServerOptions) -> int:
+    """Compile ``bundle_dir`` and serve it until SIGTERM/SIGINT; the exit code."""
+    from server.registry import Registry
+
+    registry = Registry()
+    try:
+        policy = registry.load(bundle_dir)
+    except PolicyError as exc:
+        log.event("bundle_invalid", logging.ERROR, bundle=str(bundle_dir), code=exc.code)
+        print(f"error: cannot load bundle `{bundle_dir}`:\n{exc}", file=sys.stderr)
+        return 1
+    ref = policy.ref
+    log.event("bundle_loaded", name=ref.name, revision=ref.revision, digest=ref.digest)
+    workers = options.workers or os.cpu_count() or 1
+    try:
+        if workers == 1:
+            return _serve_single(registry, options)
+        return _serve_forked(registry, options, workers)
+    except ServeError as exc:
+        log.event("serve_failed", logging.ERROR, reason=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve_single(registry: Any, options: ServerOptions) -> int:
+    server = Server(registry, options)
+    metrics = _start_metrics(options)
+    try:
+        return _run_until_signal(server, workers=1)
+    finally:
+        if metrics is not None:
+            metrics.shutdown()  # type: ignore[attr-defined]
+
+
+def _start_metrics(options: ServerOptions) -> object | None:
+    if options.metrics_port is None:
+        return None
+    try:
+        server = serve_metrics(options.metrics_port, _bare(options.host))
+    except OSError as exc:
+        raise ServeError(
+            f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}"
+        ) from None
+    log.event("metrics_started", port=options.metrics_port)
+    return server
+
+
+def _run_until_signal(server: Server, **fields: Any) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully; 0 on a clean stop."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()  # only set a flag here: the main loop does the real work
+
+    for sig in _SIGNALS:
+        signal.signal(sig, on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    server.start()
+    log.event(
+        "server_started",
+        address=server.address,
+        tls=server.options.tls,
+        mtls=server.options.tls_client_ca is not None,
+        **fields,
+    )
+    while not stop.wait(0.5):
+        pass
+    grace = server.options.grace
+    log.event("shutdown_started", grace_s=grace)
+    server.stop(grace).wait()
+    log.event(
+        "server_stopped",
+        calls_started=server.servicer.calls_started,
+        calls_answered=server.servicer.calls_answered,
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _reserved_port(host: str, port: int) -> Iterator[int]:
+    """Hold ``host:port`` with SO_REUSEPORT so every worker binds the same port."""
+    _check_port_free(host, port)
+    infos = socket.getaddrinfo(
+        _bare(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def _serve_forked(registry: Any, options: ServerOptions, workers: int) -> int:
+    """The parent: fork ``workers`` servers on one port, restart crashed ones, stop all."""
+    from prometheus_client import multiprocess
+
+    children: dict[int, tuple[int, float]] = {}
+    stopping = False
+    failed = False
+    quick_deaths = 0
+
+    def spawn(index: int, port: int) -> None:
+        # Block stop signals across fork: the child installs its own handlers first.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # child: never return into the parent's stack
+                code = 1
+                try:
+                    for sig in _SIGNALS:
+                        signal.signal(sig, signal.SIG_DFL)
+                    worker = Server(registry, replace(options, port=port), reuse_port=True)
+                    code = _run_until_signal(worker, worker_index=index)
+                except BaseException as exc:  # noqa: BLE001
+                    log.event("worker_failed", logging.ERROR, worker_index=index,
+                              reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__)
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            children[pid] = (index, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    with _reserved_port(options.host, options.port) as port:
+        for sig in _SIGNALS:
+            signal.signal(sig, on_signal)
+        for index in range(workers):
+            if not stopping:
+                spawn(index, port)
+        log.event("workers_started", address=_join(options.host, port), workers=workers)
+        metrics = _start_metrics(options)
+        try:
+            while children:
+                try:
+                    pid, wait_status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                if pid not in children:
+                    continue
+                index, started = children.pop(pid)
+                code = os.waitstatus_to_exitcode(wait_status)
+                multiprocess.mark_process_dead(pid)
+                if stopping:
+                    failed = failed or code != 0
+                    log.event("worker_stopped", worker_index=index, pid=pid, exit_code=code)
+                    continue
+                log.event("worker_exited", logging.ERROR, worker_index=index, pid=pid,
+                          exit_code=code)
+                quick_deaths = quick_deaths + 1 if time.monotonic() - started < 5 else 0
+                if quick_deaths >= 3:  # a crash loop: give up instead of spinning
+                    failed = True
+                    on_signal(signal.SIGTERM, None)
+                    continue
+                spawn(index, port)
+        finally:
+            if metrics is not None:
+                metrics.shutdown()  # type: ignore[attr-defined]
+    log.event("server_stopped", workers=workers, clean=not failed)
+    return 1 if failed else 0

@@ -1,0 +1,84 @@
+"""``order-policy serve``: serve a bundle over gRPC (see :mod:`server.app`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+DEFAULT_BUNDLE = "rules/cancellation"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``serve`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a policy bundle over gRPC",
+        description="Serve orderpolicy.v1.OrderPolicyService, health and reflection. "
+        "SIGTERM stops gracefully and exits 0.",
+    )
+    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle directory "
+                        f"(default {DEFAULT_BUNDLE})")
+    parser.add_argument("--host", default="[::]", help="address to listen on "
+                        "(default all interfaces)")
+    parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes sharing the port (default one per core)")
+    parser.add_argument("--threads", type=int, default=32,
+                        help="RPC threads per worker (default 32)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus /metrics on this port (default off)")
+    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    parser.add_argument("--tls-client-ca", type=Path,
+                        help="CA (PEM) that client certificates must chain to (mTLS)")
+    parser.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024,
+                        help="largest request accepted (default 4 MiB)")
+    parser.add_argument("--max-batch", type=int, default=1000,
+                        help="most requests in one DecideBatch (default 1000)")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds in-flight calls get on shutdown (default 10)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
+    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch"):
+        if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
+            print(f"error: --{name.replace('_', '-')} must be positive", flush=True)
+            return 2
+    # prometheus_client picks multiprocess mode when first imported: set the directory
+    # before anything imports it, so forked workers' metrics are summed.
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="order-policy-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    pid = os.getpid()
+    try:
+        from server import app
+        from server.api import log
+
+        log.configure()
+        options = app.ServerOptions(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            threads=args.threads,
+            metrics_port=args.metrics_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            max_message_bytes=args.max_message_bytes,
+            max_batch=args.max_batch,
+            grace=args.grace,
+        )
+        return app.serve(args.bundle, options)
+    finally:
+        if own_dir is not None and os.getpid() == pid:
+            shutil.rmtree(own_dir, ignore_errors=True)
