@@ -19,21 +19,28 @@ from __future__ import annotations
 import datetime as dt
 import os
 import string
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from server.bundle import Bundle
 from server.compile import CompiledPolicy, CompiledRule, compile_bundle
 from server.engine import Engine
-from server.errors import SnapshotError
+from server.errors import NoBundleError, SnapshotError
 from server.facts import Facts, derive
 from server.model import ALLOW, DENY, BundleRef, Decision, FollowUp, Reason, Snapshot
 
-__all__ = ["DEFAULT_RULE_ID", "Decider", "fill"]
+__all__ = ["DEFAULT_RULE_ID", "Decider", "RetiredError", "fill"]
 
 DEFAULT_RULE_ID = "default"
 _DECISIVE = ("allow", "deny", "invalid")
 _FORMATTER = string.Formatter()
+
+
+class RetiredError(NoBundleError):
+    """The decider was retired between lookup and use; look up the active one again."""
+
+    code = "bundle_retired"
 
 
 class Decider:
@@ -53,15 +60,33 @@ class Decider:
         except Exception:
             self.close()
             raise
+        # In-flight accounting: a retired decider is closed by the last request
+        # that uses it, never under one (INVARIANT: no request sees a freed ruleset).
+        self._use_lock = threading.Lock()
+        self._inflight = 0
+        self._retired = False
         self._template_params = {
             k: str(v) for k, v in ((bundle.raw_settings or {}).get("params") or {}).items()
         }
 
     def close(self) -> None:
-        """Free the engine's rulesets."""
+        """Free the engine's rulesets now (callers ensure no request uses them)."""
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
+
+    def close_when_unused(self) -> None:
+        """Retire: close now if idle, else when the last in-flight decision ends."""
+        with self._use_lock:
+            self._retired = True
+            idle = self._inflight == 0
+        if idle:
+            self.close()
+
+    @property
+    def retired(self) -> bool:
+        """True once the registry dropped this revision."""
+        return self._retired
 
     def facts(self, snapshot: Snapshot, clock_now: dt.datetime | None = None) -> Facts:
         """The derived facts of a snapshot (raises SnapshotError)."""
@@ -75,10 +100,27 @@ class Decider:
             raise SnapshotError("action", f"the bundle has no policy for action `{action}`")
         return engine.match(values)
 
-    def decide(self, snapshot: Snapshot, *, clock_now: dt.datetime | None = None) -> Decision:
-        """Decide one snapshot. Raises SnapshotError (invalid input) or EvalError."""
+    def decide(
+        self, snapshot: Snapshot, *, explain: bool = False, clock_now: dt.datetime | None = None
+    ) -> Decision:
+        """Decide one snapshot. Raises SnapshotError (invalid input) or EvalError.
+
+        The explanation (facts, matched rules) is always part of the Decision;
+        ``explain`` is accepted for symmetry with the API and changes nothing.
+        """
         facts = self.facts(snapshot, clock_now)
-        matched = self.match(facts.action, facts.values)
+        with self._use_lock:
+            if self._retired:
+                raise RetiredError("this bundle revision was retired")
+            self._inflight += 1
+        try:
+            matched = self.match(facts.action, facts.values)
+        finally:
+            with self._use_lock:
+                self._inflight -= 1
+                close = self._retired and self._inflight == 0
+            if close:
+                self.close()
         return self.combine(facts, matched)
 
     def combine(self, facts: Facts, matched: list[str]) -> Decision:
