@@ -20,6 +20,8 @@ from server.facts import FACTS
 
 __all__ = ["CompiledPolicy", "CompiledRule", "compile_bundle", "compile_policy", "condition_facts"]
 
+#: The condition of a rule with an empty `when`: true for every input.
+_ALWAYS = {INPUT_MARKER: 1}
 _COMPARE = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 
 
@@ -68,8 +70,9 @@ def compile_policy(policy: Policy, bundle: Bundle) -> CompiledPolicy:
     rules: dict[str, CompiledRule] = {}
     facts: set[str] = set()
     for index, rule in enumerate(policy.rules):
-        exprs = [{INPUT_MARKER: 1}, *_condition(rule.when, rule, bundle, facts)]
-        ruleset[rule.id] = {"pri": index + 1, "all": [{"m": {"$and": exprs}}]}
+        # The engine adapter adds its input marker to every rule (pitfall 5).
+        exprs = _condition(rule.when, rule, bundle, facts)
+        ruleset[rule.id] = {"pri": index + 1, "all": [{"m": {"$and": exprs} if exprs else _ALWAYS}]}
         rules[rule.id] = CompiledRule(
             id=rule.id, effect=rule.effect, on=rule.on, reasons=rule.reasons, follow_ups=rule.follow_ups,
             error_field=rule.error_field, error_message=rule.error_message, priority=index + 1,
@@ -109,7 +112,7 @@ def _condition(when: dict[str, Any], rule: Rule, bundle: Bundle, facts: set[str]
     for key in sorted(when):
         value = when[key]
         if key == "any":
-            exprs.append(_or([_and(_condition(sub, rule, bundle, facts) or [{INPUT_MARKER: 1}]) for sub in value]))
+            exprs.append(_or([_and(_condition(sub, rule, bundle, facts) or [_ALWAYS]) for sub in value]))
         elif key == "all":
             for sub in value:
                 exprs.extend(_condition(sub, rule, bundle, facts))

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import durable_rules_engine as _dre
+import orjson as _orjson
 
 from server.errors import CompileError, EvalError
 
@@ -37,6 +39,10 @@ MAX_RULES = 500
 #: INVARIANT (pitfall 12): a process holds at most 131,071 rulesets.
 MAX_RULESETS = 131_000
 
+#: INVARIANT (pitfall 8): values reach the engine only as str, bool or int, never
+#: float, NaN or nested objects (the engine compares loosely); absent is "".
+_STRICT = frozenset((str, bool, int, type(None)))
+_NAME_OK = re.compile(r"^[a-z][a-z0-9_]*$").match
 _SID = itertools.count(1)  # process-wide: sids are looked up by a 32-bit hash
 _NAMES = itertools.count(1)
 _ruleset_count = 0
@@ -60,6 +66,8 @@ class Engine:
                                code="compile_too_many_rules")
         if CATCH_ALL in rules:
             raise CompileError(f"rule name `{CATCH_ALL}` is reserved", code="compile_reserved_name")
+        for rule_name, rule in list(rules.items()):
+            rules[rule_name] = _guarded(rule_name, rule)
         rules[CATCH_ALL] = {"pri": 65535, "all": [{"m": {INPUT_MARKER: 1}}]}
         # INVARIANT (pitfalls 10, 14): the engine gets a JSON string of a copy; the
         # caller's dict is never handed over (registering mutates what it is given).
@@ -77,9 +85,6 @@ class Engine:
             _ruleset_count += 1
         self._lock = threading.Lock()
         self._fact_names = tuple(sorted(set(fact_names)))
-        # INVARIANT (pitfall 8): values reach the engine only as str, bool or int,
-        # never None, float or nested objects; absent strings are "".
-        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     @property
     def fact_names(self) -> tuple[str, ...]:
@@ -88,16 +93,16 @@ class Engine:
 
     def encode(self, facts: Mapping[str, Any], sid: str) -> str:
         """The JSON text asserted for ``facts``: strict scalar types only."""
-        msg: dict[str, Any] = {INPUT_MARKER: 1, "sid": sid, "id": "q"}
-        for name in self._fact_names:
-            value = facts.get(name)
-            if value is None:
-                msg[name] = ""
-            elif type(value) in (str, bool, int):
-                msg[name] = value
-            else:
-                raise EvalError(f"fact `{name}` has unsupported type {type(value).__name__}")
-        return self._dumps(msg)
+        values = [facts.get(name) for name in self._fact_names]
+        if not _STRICT.issuperset(map(type, values)):
+            bad = next(n for n, v in zip(self._fact_names, values) if type(v) not in _STRICT)
+            raise EvalError(f"fact `{bad}` has unsupported type {type(facts.get(bad)).__name__}")
+        msg = dict(zip(self._fact_names, ["" if v is None else v for v in values]))
+        msg[INPUT_MARKER] = 1
+        msg["sid"] = sid
+        msg["id"] = "q"
+        # orjson writes UTF-8 without escaping (pitfall 14: no ensure_ascii escapes).
+        return _orjson.dumps(msg).decode()
 
     def match(self, facts: Mapping[str, Any]) -> list[str]:
         """The rules whose conditions hold for ``facts``, in priority order, each once."""
@@ -159,6 +164,21 @@ class Engine:
             self.close()
         except Exception:  # noqa: S110 - interpreter shutdown
             pass
+
+
+def _guarded(name: str, rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``rule`` whose one pattern also requires the input marker."""
+    if not _NAME_OK(name):
+        raise CompileError(f"rule name `{name}` is not a lower_snake_case identifier", code="compile_rule_name")
+    patterns = rule.get("all")
+    # INVARIANT (pitfall 7): exactly one pattern per rule; two would be a join
+    # over two different messages and never fire for one input.
+    if not isinstance(patterns, list) or len(patterns) != 1 or set(patterns[0]) != {"m"}:
+        raise CompileError(f"rule `{name}` must have exactly one pattern `m`", code="compile_rule_shape")
+    pri = rule.get("pri", 1)
+    if not isinstance(pri, int) or not 0 <= pri < 65535:
+        raise CompileError(f"rule `{name}`: priority must be 0..65534", code="compile_rule_shape")
+    return {"pri": pri, "all": [{"m": {"$and": [{INPUT_MARKER: 1}, patterns[0]["m"]]}}]}
 
 
 def _rule_name(message: str) -> str:

@@ -11,12 +11,13 @@ never a decision. Unknown fields of the order are ignored.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from server.bundle import Settings, Vocabulary
 from server.errors import SnapshotError
@@ -86,8 +87,8 @@ class Facts:
 def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
     """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``."""
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        value = orjson.loads(text)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
         raise SnapshotError(field, f"not valid JSON: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(value, dict):
         raise SnapshotError(field, f"expected a JSON object, got {_kind(value)}")
