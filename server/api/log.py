@@ -43,7 +43,7 @@ def configure(level: int = logging.INFO, stream: Any = None) -> None:
     logger.propagate = False
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log one event with scalar ``fields`` (never snapshot content)."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
