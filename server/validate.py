@@ -366,7 +366,7 @@ def coverage_errors(bundle: Bundle, decider: Decider) -> list[PolicyError]:
                         where = f"with appointment `{appt.get('appointment_status')}`" if appt["appointment_present"] else "without appointment"
                         errors.append(ValidationError(
                             f"{kind} `{name}` of method `{method}` {where} falls through to the default of `{action}`",
-                            code="validation_coverage", location=policy.rules[0].location if policy.rules else Location(),
+                            code="validation_coverage", location=bundle.policies[action].location,
                         ))
                         break
     return errors

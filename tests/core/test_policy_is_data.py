@@ -1,0 +1,77 @@
+"""Policy is data: changing numbers in the bundle's data files changes decisions, no Python touched."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from server.model import Snapshot
+from server.registry import build_decider
+
+ORDER_ID = "5b0c0f4e-1c1a-4bd4-9a57-2f7f1b1f2a01"
+
+
+def at_home(order_created: str = "2026-03-02T15:00:00+00:00") -> dict:
+    return {
+        "id": ORDER_ID, "created_at": order_created, "status": "collecting_sample",
+        "details": {"type": "at_home_phlebotomy", "data": {"id": "d1"}},
+        "events": [{"id": 1, "created_at": order_created,
+                    "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled"}],
+    }
+
+
+def kit_order(created: str) -> dict:
+    return {
+        "id": ORDER_ID, "created_at": created, "status": "received",
+        "details": {"type": "testkit", "data": {"id": "d2", "shipment": None}},
+        "events": [{"id": 1, "created_at": created, "status": "received.testkit.ordered"}],
+    }
+
+
+def follow_ups(decider, snapshot: Snapshot) -> set[str]:
+    return {f.code for f in decider.decide(snapshot).follow_ups}
+
+
+def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
+    """24 h -> 48 h and 13:00 -> 11:00 in data/settings.yaml flip the refund and ship-day follow-ups."""
+    now = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
+    appointment = {"order_id": ORDER_ID, "status": "confirmed", "provider": "getlabs",
+                   "start_at": "2026-03-11T20:00:00+00:00"}  # 32 h ahead
+    refund = Snapshot("cancel_order", at_home(), appointment, now)
+    # Tuesday 2026-03-10 11:30 EDT (15:30Z): before 13:00, after 11:00; `now` is that evening.
+    kit = Snapshot("cancel_order", kit_order("2026-03-10T15:30:00+00:00"), None,
+                   dt.datetime(2026, 3, 10, 22, 0, tzinfo=dt.timezone.utc))
+
+    original = build_decider(bundle_copy)
+    assert "FULL_REFUND" in follow_ups(original, refund)
+    assert "SHIPMENT_IMMINENT" in follow_ups(original, kit)
+    original.close()
+
+    settings = bundle_copy / "data/settings.yaml"
+    text = settings.read_text()
+    assert "refund_window: 24h" in text and 'cutoff: "13:00"' in text
+    settings.write_text(text.replace("refund_window: 24h", "refund_window: 48h")
+                        .replace('cutoff: "13:00"', 'cutoff: "11:00"'))
+
+    changed = build_decider(bundle_copy)
+    assert "NON_REFUNDABLE" in follow_ups(changed, refund)
+    assert "FULL_REFUND" not in follow_ups(changed, refund)
+    assert "SHIPMENT_IMMINENT" not in follow_ups(changed, kit)
+    messages = [f.message for f in changed.decide(refund).follow_ups]
+    assert any("48h" in m for m in messages)
+    changed.close()
+
+
+def test_a_status_moved_between_lists_changes_the_decision(bundle_copy):
+    """Moving a status from the cancellable list to the not-cancellable one is a data-only change."""
+    policy = bundle_copy / "policies/cancel_order.yaml"
+    text = policy.read_text()
+    text = text.replace("          - collecting_sample.at_home_phlebotomy.draw_completed\n", "", 1)
+    text = text.replace("          - collecting_sample.walk_in_test.redraw_available\n",
+                        "          - collecting_sample.walk_in_test.redraw_available\n"
+                        "          - collecting_sample.at_home_phlebotomy.draw_completed\n", 1)
+    policy.write_text(text)
+    order = at_home()
+    order["events"][0]["status"] = "collecting_sample.at_home_phlebotomy.draw_completed"
+    decision = build_decider(bundle_copy).decide(
+        Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.timezone.utc)))
+    assert (decision.outcome, [r.code for r in decision.reasons]) == ("DENY", ["NOT_CANCELLABLE_STATE"])
