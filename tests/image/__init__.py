@@ -1,1 +1,1 @@
-"""Checks of the container image, driven by ``.ci/image-check`` (not collected by pytest)."""
+"""Checks of the container image, run by ``.ci/image-check`` (not by pytest)."""

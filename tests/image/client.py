@@ -1,4 +1,4 @@
-"""Ask a running order-policy server for a few POLICY.md decisions and check the answers.
+"""Ask a running order-policy server for a few POLICY.md decisions and check them.
 
 Usage: ``python -m tests.image.client HOST:PORT``. ``.ci/image-check`` runs it from the
 host's venv against the container. It prints one line per check and exits 1 on any
@@ -35,7 +35,11 @@ def _ts(text: str) -> Timestamp:
 def _order_json(method: str, top: str, *statuses: str) -> str:
     """Junction's order JSON with one event per status, oldest first."""
     events = [
-        {"id": 48200 + i, "created_at": f"2026-03-09T1{i}:03:12.118402+00:00", "status": s}
+        {
+            "id": 48200 + i,
+            "created_at": f"2026-03-09T1{i}:03:12.118402+00:00",
+            "status": s,
+        }
         for i, s in enumerate(statuses)
     ]
     order = {
@@ -63,6 +67,13 @@ class Case:
     extra: Callable[[pb.Decision], str | None] | None = None
 
 
+def _denial_names_status(d: pb.Decision) -> str | None:
+    message = d.reasons[0].message
+    if "collecting_sample.testkit.transit_customer" in message:
+        return None
+    return f"denial message does not name the status: {message!r}"
+
+
 def _cases() -> list[Case]:
     cancel = pb.ACTION_CANCEL_ORDER
     return [
@@ -71,7 +82,9 @@ def _cases() -> list[Case]:
             pb.DecideRequest(
                 request_id="walk-in-ordered",
                 action=cancel,
-                order_json=_order_json("walk_in_test", "received", "received.walk_in_test.ordered"),
+                order_json=_order_json(
+                    "walk_in_test", "received", "received.walk_in_test.ordered"
+                ),
                 now=_ts(NOW),
             ),
             outcome=pb.OUTCOME_ALLOW,
@@ -89,19 +102,23 @@ def _cases() -> list[Case]:
                     details_type="testkit",
                     lab_test_method="testkit",
                     events=[
-                        pb.OrderEvent(id=1, created_at=_ts("2026-03-09T10:03:12+00:00"),
-                                      status="received.testkit.ordered"),
-                        pb.OrderEvent(id=2, created_at=_ts("2026-03-10T09:00:00+00:00"),
-                                      status="collecting_sample.testkit.transit_customer"),
+                        pb.OrderEvent(
+                            id=1,
+                            created_at=_ts("2026-03-09T10:03:12+00:00"),
+                            status="received.testkit.ordered",
+                        ),
+                        pb.OrderEvent(
+                            id=2,
+                            created_at=_ts("2026-03-10T09:00:00+00:00"),
+                            status="collecting_sample.testkit.transit_customer",
+                        ),
                     ],
                 ),
                 now=_ts(NOW),
             ),
             outcome=pb.OUTCOME_DENY,
             reasons=["TESTKIT_SHIPPED"],
-            extra=lambda d: None
-            if "collecting_sample.testkit.transit_customer" in d.reasons[0].message
-            else f"denial message does not name the status: {d.reasons[0].message!r}",
+            extra=_denial_names_status,
         ),
         Case(
             "completed at-home order",
@@ -109,8 +126,10 @@ def _cases() -> list[Case]:
                 request_id="at-home-completed",
                 action=cancel,
                 order_json=_order_json(
-                    "at_home_phlebotomy", "completed",
-                    "received.at_home_phlebotomy.ordered", "completed.at_home_phlebotomy.completed",
+                    "at_home_phlebotomy",
+                    "completed",
+                    "received.at_home_phlebotomy.ordered",
+                    "completed.at_home_phlebotomy.completed",
                 ),
                 now=_ts(NOW),
             ),
@@ -123,22 +142,29 @@ def _cases() -> list[Case]:
                 request_id="walk-in-psc",
                 action=cancel,
                 order_json=_order_json(
-                    "walk_in_test", "collecting_sample",
+                    "walk_in_test",
+                    "collecting_sample",
                     "received.walk_in_test.ordered",
                     "collecting_sample.walk_in_test.appointment_scheduled",
                 ),
                 appointment=pb.Appointment(
-                    id="a1", order_id=ORDER_ID, status="confirmed", provider="quest",
-                    type="patient_service_center", start_at=_ts("2026-03-12T15:00:00+00:00"),
+                    id="a1",
+                    order_id=ORDER_ID,
+                    status="confirmed",
+                    provider="quest",
+                    type="patient_service_center",
+                    start_at=_ts("2026-03-12T15:00:00+00:00"),
                 ),
                 now=_ts(NOW),
             ),
             outcome=pb.OUTCOME_ALLOW,
             reasons=["CANCELLABLE_STATE"],
             follow_ups=["CANCEL_PSC_APPOINTMENT"],
-            extra=lambda d: None
-            if any(ORDER_ID in f.path for f in d.follow_ups)
-            else "CANCEL_PSC_APPOINTMENT path does not carry the order id",
+            extra=lambda d: (
+                None
+                if any(ORDER_ID in f.path for f in d.follow_ups)
+                else "CANCEL_PSC_APPOINTMENT path does not carry the order id"
+            ),
         ),
         Case(
             "malformed event status",
@@ -155,7 +181,9 @@ def _cases() -> list[Case]:
             "unspecified action",
             pb.DecideRequest(
                 request_id="no-action",
-                order_json=_order_json("walk_in_test", "received", "received.walk_in_test.ordered"),
+                order_json=_order_json(
+                    "walk_in_test", "received", "received.walk_in_test.ordered"
+                ),
                 now=_ts(NOW),
             ),
             error=grpc.StatusCode.INVALID_ARGUMENT,
@@ -169,7 +197,8 @@ def _check_decision(case: Case, resp: pb.DecideResponse) -> list[str]:
     problems = []
     if d.outcome != case.outcome:
         problems.append(
-            f"outcome {pb.Outcome.Name(d.outcome)}, want {pb.Outcome.Name(case.outcome or 0)}"
+            f"outcome {pb.Outcome.Name(d.outcome)}, "
+            f"want {pb.Outcome.Name(case.outcome or 0)}"
         )
     reasons = sorted(r.code for r in d.reasons)
     if reasons != sorted(case.reasons):
@@ -178,7 +207,9 @@ def _check_decision(case: Case, resp: pb.DecideResponse) -> list[str]:
     if follow_ups != sorted(case.follow_ups):
         problems.append(f"follow-ups {follow_ups}, want {sorted(case.follow_ups)}")
     if resp.request_id != case.request.request_id:
-        problems.append(f"request_id {resp.request_id!r}, want {case.request.request_id!r}")
+        problems.append(
+            f"request_id {resp.request_id!r}, want {case.request.request_id!r}"
+        )
     if not d.bundle.name or not d.bundle.revision:
         problems.append(f"decision does not name its bundle: {d.bundle}")
     if not problems and case.extra is not None and (msg := case.extra(d)):
@@ -197,7 +228,9 @@ def _check_error(case: Case, err: grpc.RpcError) -> list[str]:
             detail.Unpack(bad)
             fields += [v.field for v in bad.field_violations]
     if not any(f == case.violation or f.startswith(case.violation) for f in fields):
-        return [f"no BadRequest field violation naming {case.violation!r} (got {fields})"]
+        return [
+            f"no BadRequest field violation naming {case.violation!r} (got {fields})"
+        ]
     return []
 
 
@@ -216,8 +249,10 @@ def main(argv: list[str]) -> int:
             health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S
         )
         serving = health.status == health_pb2.HealthCheckResponse.SERVING
-        print(f"client: {'ok  ' if serving else 'FAIL'} health: "
-              f"{health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)}")
+        print(
+            f"client: {'ok  ' if serving else 'FAIL'} health: "
+            f"{health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)}"
+        )
         failures += not serving
         stub = pb_grpc.OrderPolicyServiceStub(channel)
         for case in _cases():
@@ -234,7 +269,10 @@ def main(argv: list[str]) -> int:
                 problems = (
                     _check_decision(case, resp)
                     if case.error is None
-                    else [f"decision {pb.Outcome.Name(resp.decision.outcome)}, want {case.error.name}"]
+                    else [
+                        f"decision {pb.Outcome.Name(resp.decision.outcome)}, "
+                        f"want {case.error.name}"
+                    ]
                 )
                 got = " ".join(
                     [pb.Outcome.Name(resp.decision.outcome)]
