@@ -215,7 +215,11 @@ class Server:
 
 
 def serve(bundle_dir: str | Path, options: ServerOptions) -> int:
-    """Compile ``bundle_dir`` and serve it until SIGTERM/SIGINT; the exit code."""
+    """Compile ``bundle_dir`` and serve it until SIGTERM/SIGINT.
+
+    Returns the exit code: 0 after a clean stop, 1 when the server cannot start,
+    3 when the bundle is invalid (the CLI's ``ExitCode``).
+    """
     from server.registry import Registry
 
     registry = Registry()
@@ -224,7 +228,7 @@ def serve(bundle_dir: str | Path, options: ServerOptions) -> int:
     except PolicyError as exc:
         log.event("bundle_invalid", logging.ERROR, bundle=str(bundle_dir), code=exc.code)
         print(f"error: cannot load bundle `{bundle_dir}`:\n{exc}", file=sys.stderr)
-        return 1
+        return 3
     ref = policy.ref
     log.event("bundle_loaded", name=ref.name, revision=ref.revision, digest=ref.digest)
     workers = options.workers or os.cpu_count() or 1
@@ -368,10 +372,10 @@ def _serve_forked(registry: Any, options: ServerOptions, workers: int) -> int:
                 multiprocess.mark_process_dead(pid)
                 if stopping:
                     failed = failed or code != 0
-                    log.event("worker_stopped", worker_index=index, pid=pid, exit_code=code)
+                    log.event("worker_stopped", worker_index=index, worker_pid=pid, exit_code=code)
                     continue
-                log.event("worker_exited", logging.ERROR, worker_index=index, pid=pid,
-                          exit_code=code)
+                log.event("worker_exited", logging.ERROR, worker_index=index,
+                          worker_pid=pid, exit_code=code)
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started < 5 else 0
                 if quick_deaths >= 3:  # a crash loop: give up instead of spinning
                     failed = True

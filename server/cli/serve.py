@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
     for name in ("port", "workers", "threads", "max_message_bytes", "max_batch"):
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
-            print(f"error: --{name.replace('_', '-')} must be positive", flush=True)
-            return 2
+            print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 1
     # prometheus_client picks multiprocess mode when first imported: set the directory
     # before anything imports it, so forked workers' metrics are summed.
     own_dir = None
