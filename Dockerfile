@@ -33,9 +33,11 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN python3 -c 'import re, tomllib; \
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-tools = [d for d in p.get("optional-dependencies", {}).get("dev", []) if re.match(r"(grpcio-tools|mypy-protobuf)\b", d)]; \
+dev = p.get("optional-dependencies", {}).get("dev", []); \
+tools = [d for d in dev if re.match(r"(grpcio-tools|mypy-protobuf)\b", d)]; \
+names = [re.match(r"[A-Za-z0-9._-]+", d).group(0) for d in tools]; \
 open("/tmp/requirements.txt", "w").write("\n".join(p["dependencies"] + tools) + "\n"); \
-open("/tmp/build-tools.txt", "w").write("\n".join(re.match(r"[A-Za-z0-9._-]+", d).group(0) for d in tools) + "\n")'
+open("/tmp/build-tools.txt", "w").write("\n".join(names) + "\n")'
 RUN --mount=type=secret,id=hostca,target=/run/host-ca/ca.crt \
     if [ -s /run/host-ca/ca.crt ]; then export PIP_CERT=/run/host-ca/ca.crt; fi \
  && pip install -r /tmp/requirements.txt \
@@ -61,7 +63,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
- && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+ && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
 COPY rules /app/rules
 ENV PATH=/opt/venv/bin:$PATH \
@@ -75,4 +78,5 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["order-policy", "health", "--address", "127.0.0.1:50051"]
 # The server stops gracefully on SIGTERM (finishes in-flight calls, exits 0).
 STOPSIGNAL SIGTERM
-CMD ["order-policy", "serve", "--bundle", "/app/rules/cancellation", "--host", "0.0.0.0", "--port", "50051", "--metrics-port", "9464"]
+CMD ["order-policy", "serve", "--bundle", "/app/rules/cancellation", \
+     "--host", "0.0.0.0", "--port", "50051", "--metrics-port", "9464"]
