@@ -163,7 +163,7 @@ class Decider:
             matched_rules=tuple(matched),
         )
 
-    def _follow_ups(self, rules: list[CompiledRule], variables: Mapping[str, Any]) -> tuple[FollowUp, ...]:
+    def _follow_ups(self, rules: list[CompiledRule], variables: _Variables) -> tuple[FollowUp, ...]:
         out: list[FollowUp] = []
         seen: set[str] = set()
         for rule in sorted(rules, key=lambda r: r.priority):
@@ -181,13 +181,30 @@ class Decider:
                 ))
         return tuple(out)
 
-    def _variables(self, facts: Facts) -> dict[str, Any]:
-        v = facts.values
-        variables: dict[str, Any] = {k: ("" if x is None else x) for k, x in v.items()}
-        variables.update(self._template_params)
-        variables["order_id"] = facts.order_id
-        variables["current_status"] = v.get("status_received") or v.get("top_status") or ""
-        return variables
+    def _variables(self, facts: Facts) -> _Variables:
+        return _Variables(facts, self._template_params)
+
+
+class _Variables(dict):  # type: ignore[type-arg]
+    """Template variables, looked up only when a template names them (hot path)."""
+
+    __slots__ = ("_facts", "_params")
+
+    def __init__(self, facts: Facts, params: Mapping[str, str]) -> None:
+        super().__init__()
+        self._facts = facts
+        self._params = params
+
+    def __missing__(self, name: str) -> Any:
+        values = self._facts.values
+        if name == "order_id":
+            return self._facts.order_id
+        if name == "current_status":
+            return values.get("status_received") or values.get("top_status") or ""
+        if name in values:
+            value = values[name]
+            return "" if value is None else value
+        return self._params[name]
 
 
 def fill(template: str, variables: Mapping[str, Any]) -> str:
