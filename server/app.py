@@ -207,6 +207,16 @@ class Server:
         self._health.enter_graceful_shutdown()
         return self._grpc.stop(grace)
 
+    def shutdown(self, grace: float) -> None:
+        """Graceful stop: NOT_SERVING, drain in-flight calls, then stop within ``grace``."""
+        start = time.monotonic()
+        self._health.enter_graceful_shutdown()
+        drained = self.servicer.drain(grace)
+        remaining = max(0.0, grace - (time.monotonic() - start))
+        self._grpc.stop(remaining).wait()
+        if not drained:
+            log.event("shutdown_grace_expired", logging.WARNING, grace_s=grace)
+
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._grpc.wait_for_termination(timeout)
 
@@ -287,11 +297,12 @@ def _run_until_signal(server: Server, **fields: Any) -> int:
         pass
     grace = server.options.grace
     log.event("shutdown_started", grace_s=grace)
-    server.stop(grace).wait()
+    server.shutdown(grace)
     log.event(
         "server_stopped",
         calls_started=server.servicer.calls_started,
         calls_answered=server.servicer.calls_answered,
+        calls_refused=server.servicer.calls_refused,
     )
     return 0
 

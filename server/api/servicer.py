@@ -38,9 +38,41 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         self._max_batch = max_batch
         self._metrics = metrics
         self._lock = threading.Lock()
-        # Decisions or errors answered, for the shutdown log line (no lost calls).
+        # Calls (stream messages) taken on and answered, and calls refused while
+        # draining: the shutdown log line proves no accepted call was lost.
         self.calls_started = 0
         self.calls_answered = 0
+        self.calls_refused = 0
+        self.draining = False
+        self._last_refusal = 0.0
+
+    def drain(self, timeout: float, quiet: float = 0.2) -> bool:
+        """Refuse new calls (UNAVAILABLE) and wait until in-flight calls are answered.
+
+        gRPC's own shutdown cancels calls that reached the server but were not yet
+        handed to a thread (the client sees CANCELLED, which it will not retry), so
+        the server first answers new calls UNAVAILABLE itself, while still taking
+        them, and returns once the calls it took on are done and no call has come
+        for ``quiet`` seconds (clients got their refusal), or after ``timeout``.
+        """
+        self.draining = True
+        self._last_refusal = now = time.monotonic()
+        deadline = now + timeout
+        while (
+            self.calls_started != self.calls_answered
+            or time.monotonic() - self._last_refusal < quiet
+        ):
+            if time.monotonic() >= deadline:
+                return self.calls_started == self.calls_answered
+            time.sleep(0.005)
+        return True
+
+    def _refuse(self, context: grpc.ServicerContext) -> None:
+        with self._lock:
+            self.calls_refused += 1
+            self._last_refusal = time.monotonic()
+        self._metrics.error("shutting_down")
+        context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down: retry")
 
     # -- one request -----------------------------------------------------------------
 
@@ -75,6 +107,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     def Decide(  # noqa: N802 (gRPC method name)
         self, request: pb.DecideRequest, context: grpc.ServicerContext
     ) -> pb.DecideResponse:
+        if self.draining:
+            self._refuse(context)
         start = _perf()
         self._started()
         try:
@@ -101,6 +135,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     def DecideBatch(  # noqa: N802
         self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
     ) -> pb.DecideBatchResponse:
+        if self.draining:
+            self._refuse(context)
         start = _perf()
         self._started()
         try:
@@ -131,6 +167,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         request_iterator: Iterator[pb.DecideStreamRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[pb.DecideStreamResponse]:
+        if self.draining:
+            self._refuse(context)
         for message in request_iterator:
             start = _perf()
             self._started()

@@ -22,6 +22,8 @@ def test_sixteen_client_threads_get_every_decision_right(server_address: str, po
     """16 threads, each on its own channel, mixing Decide, DecideBatch and DecideStream."""
     cases = []
     for case in bundle_cases():
+        if request_for(case, typed=False) is None:
+            continue  # a `now` without offset cannot be sent as a Timestamp
         try:
             cases.append((case, ("decision", model_key(policy.decide(case.snapshot)))))
         except SnapshotError as exc:
