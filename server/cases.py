@@ -33,13 +33,17 @@ class Case:
     expect: dict[str, Any]
     location: Location
     order_json: str | None = None
+    appointment_json: str | None = None
 
     @property
     def snapshot(self) -> Snapshot:
         """The request this case sends (raises SnapshotError for an invalid ``order_json``/``now``)."""
         order = parse_json_object(self.order_json, "order") if self.order_json is not None else self.order
+        appointment = self.appointment
+        if self.appointment_json is not None:
+            appointment = parse_json_object(self.appointment_json, "appointment")
         now = parse_timestamp(self.now_text, "now")
-        return Snapshot(action=self.action, order=order, appointment=self.appointment, now=now)
+        return Snapshot(action=self.action, order=order, appointment=appointment, now=now)
 
 
 @dataclass
@@ -83,7 +87,8 @@ def _resolve(value: Any, fixtures: dict[str, Any], kind: str, file: str, line: i
         errors.append(ValidationError(f"unknown {kind} fixture `{name}`", code="validation_unknown_fixture",
                                       location=Location(file, line), hint=did_you_mean(name, fixtures)))
         return None
-    doc = _deep_merge(fixtures[name], value.get("with") or {})
+    # A deep copy: `without` must never edit the shared fixture other cases use.
+    doc = _deep_merge(copy.deepcopy(fixtures[name]), value.get("with") or {})
     for dotted in value.get("without") or []:
         _delete(doc, dotted)
     return doc
@@ -118,7 +123,7 @@ def load_cases(bundle_dir: str | Path) -> list[Case]:
                             loc.line, errors)
             cases.append(Case(name=raw["name"], action=raw["action"], now_text=str(raw["now"]), order=order,
                               appointment=appt, expect=plain(raw["expect"]), location=loc,
-                              order_json=raw.get("order_json")))
+                              order_json=raw.get("order_json"), appointment_json=raw.get("appointment_json")))
     if errors:
         raise ErrorList(errors)
     return cases

@@ -49,6 +49,7 @@ class FactSpec:
 
 FACTS: dict[str, FactSpec] = {
     "method": FactSpec("string", "method", description="collection method"),
+    "method_known": FactSpec("bool", description="the method is in the vocabulary"),
     "status": FactSpec("string", "status", description="detailed status HIGH.METHOD.LOW, aliases resolved"),
     "status_received": FactSpec("string", "status", description="detailed status as received"),
     "status_high": FactSpec("string", "high", description="HIGH part of the detailed status (aliases resolved)"),
@@ -243,6 +244,7 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
 
     values: dict[str, Any] = dict.fromkeys(("status", "status_received", "status_high", "status_low"))
     values["method"] = method
+    values["method_known"] = method in vocab.methods
     values["top_status"] = top
     if detailed is not None:
         received = detailed[0]

@@ -375,12 +375,12 @@ def coverage_errors(bundle: Bundle, decider: Decider) -> list[PolicyError]:
 def _status_facts(bundle: Bundle, method: str, received: str) -> dict[str, Any]:
     canonical = bundle.vocabulary.aliases.get(received, received)
     high, _, low = canonical.split(".")
-    return {"method": method, "status": canonical, "status_received": received, "status_high": high,
+    return {"method": method, "method_known": True, "status": canonical, "status_received": received, "status_high": high,
             "status_low": low, "status_source": "events", "status_known": True, "top_status": None,
             "top_status_conflict": False}
 
 
 def _top_facts(method: str, top: str) -> dict[str, Any]:
-    return {"method": method, "status": None, "status_received": None, "status_high": None, "status_low": None,
+    return {"method": method, "method_known": True, "status": None, "status_received": None, "status_high": None, "status_low": None,
             "status_source": "top", "status_known": False, "top_status": top, "top_status_conflict": False}
 

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
+from server.bundle.archive import bundle_manifest, canonical, is_archive, read_archive, unpack_archive, verify_files
 from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
 from server.errors import BundleError, ErrorList, Location, PolicyError, ValidationError, did_you_mean
 
@@ -198,11 +199,6 @@ def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> Poli
     )
 
 
-def _canonical_digest(data: Any) -> str:
-    text = json.dumps(plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class _Reader:
     """Collects documents and errors of one bundle directory."""
 
@@ -235,17 +231,29 @@ class _Reader:
             self.errors.append(BundleError("empty file", code="bundle_parse_error", location=Location(rel)))
         if data is None:
             return None
-        self.digests[rel] = _canonical_digest(data)
+        self.digests[rel] = "sha256:" + hashlib.sha256(canonical(data)).hexdigest()
         problems = schema_errors(data, kind, rel)
         self.errors.extend(problems)
         return None if problems else data
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read and schema-check a bundle directory; raises :class:`ErrorList` with every error.
+def load_bundle(path: str | Path, *, verification_key: str | Path | None = None) -> Bundle:
+    """Read and schema-check a bundle directory or archive; raises :class:`ErrorList` with every error.
 
-    Semantic checks (unknown names, coverage, ...) are ``server.validate.validate``.
+    An archive (``.tar.gz``) is checked against its manifest's digests (and its
+    signature when ``verification_key`` is given) and unpacked to a temporary
+    directory first. Semantic checks are ``server.validate.validate``.
     """
+    if is_archive(path):
+        try:
+            files = read_archive(path)
+            verify_files(files, verification_key)
+        except BundleError as exc:
+            raise ErrorList([exc]) from None
+        path = unpack_archive(files)
+    elif verification_key is not None:
+        raise ErrorList([BundleError("a directory bundle cannot be verified: build and sign an archive",
+                                     code="bundle_unsigned")])
     root = Path(path)
     if not root.is_dir():
         raise ErrorList([BundleError(f"bundle directory `{root}` does not exist", code="bundle_io_error")])
@@ -262,9 +270,8 @@ def load_bundle(path: str | Path) -> Bundle:
     policies = _policies(policy_docs, r.errors)
     if r.errors or manifest is None or vocab_doc is None or settings is None or catalogue_doc is None:
         raise ErrorList(r.errors or [BundleError("bundle is incomplete", code="bundle_io_error")])
-    digest = hashlib.sha256(
-        "".join(f"{k}:{v}\n" for k, v in sorted(r.digests.items())).encode()
-    ).hexdigest()
+    # The same digest as the archive's manifest: canonical JSON of every file.
+    digest = bundle_manifest(root)["digest"]
     return Bundle(
         root=root,
         name=manifest["name"],
