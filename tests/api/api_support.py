@@ -142,8 +142,11 @@ def request_for(case: Any, *, typed: bool, request_id: str = "") -> pb.DecideReq
         return None
     request = pb.DecideRequest(request_id=request_id or case.name, action=ACTIONS[case.action])
     _set_ts(request.now, now)
+    appointment_json = getattr(case, "appointment_json", None)
     if typed:
-        if case.order_json is not None or not isinstance(case.order, Mapping):
+        if case.order_json is not None or appointment_json is not None:
+            return None  # raw JSON text has no typed equivalent
+        if not isinstance(case.order, Mapping):
             return None
         order = typed_order(case.order)
         appt = typed_appointment(case.appointment) if case.appointment is not None else None
@@ -158,7 +161,9 @@ def request_for(case: Any, *, typed: bool, request_id: str = "") -> pb.DecideReq
             if case.order_json is not None
             else json.dumps(case.order, ensure_ascii=False)
         )
-        if case.appointment is not None:
+        if appointment_json is not None:
+            request.appointment_json = appointment_json
+        elif case.appointment is not None:
             request.appointment_json = json.dumps(case.appointment, ensure_ascii=False)
     return request
 
