@@ -11,27 +11,49 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from server.bundle import load_bundle
+from server.bundle import bundle_directory, load_bundle
 from server.decide import Decider, RetiredError
 from server.model import Decision, Snapshot
-from server.errors import ErrorList, NoBundleError
+from server.cases import load_cases, run_cases
+from server.errors import ErrorList, NoBundleError, PolicyError, ValidationError
 from server.validate import coverage_errors, validate
 
 __all__ = ["Registry", "build_decider"]
 
 
-def build_decider(path: str | Path) -> Decider:
-    """Load, validate, compile and coverage-check a bundle; raises ErrorList on any error."""
-    bundle = load_bundle(path)
-    errors = validate(bundle)
-    if errors:
-        raise ErrorList(errors)
-    decider = Decider(bundle)
-    errors = coverage_errors(bundle, decider)
+def build_decider(
+    path: str | Path, *, run_tests: bool = False, verification_key: str | Path | None = None
+) -> Decider:
+    """Load, validate, compile and coverage-check a bundle (and run its own cases).
+
+    Raises ErrorList with every error; nothing is activated here.
+    """
+    with bundle_directory(path, verification_key=verification_key) as root:
+        bundle = load_bundle(root)
+        errors = validate(bundle)
+        if errors:
+            raise ErrorList(errors)
+        decider = Decider(bundle)
+        try:
+            errors = coverage_errors(bundle, decider)
+            if not errors and run_tests:
+                errors = _case_errors(decider, root)
+        except Exception:
+            decider.close()
+            raise
     if errors:
         decider.close()
         raise ErrorList(errors)
     return decider
+
+
+def _case_errors(decider: Decider, root: Path) -> list[PolicyError]:
+    failed = [r for r in run_cases(decider, load_cases(root)) if not r.passed]
+    return [
+        ValidationError(f"test case `{r.case.name}` fails: {'; '.join(r.differences)}",
+                        code="bundle_test_failed", location=r.case.location)
+        for r in failed
+    ]
 
 
 class Registry:

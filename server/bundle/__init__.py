@@ -15,10 +15,13 @@ of every file is collected. Semantic checks live in ``server.validate``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -39,6 +42,7 @@ __all__ = [
     "Rule",
     "Settings",
     "Vocabulary",
+    "bundle_directory",
     "load_bundle",
     "parse_duration",
 ]
@@ -237,6 +241,29 @@ class _Reader:
         return None if problems else data
 
 
+@contextlib.contextmanager
+def bundle_directory(path: str | Path, *, verification_key: str | Path | None = None) -> Iterator[Path]:
+    """The bundle as a directory: itself, or an archive checked and unpacked for the duration.
+
+    An archive is checked against its manifest's digests, and against its Ed25519
+    signature when ``verification_key`` is given; a directory cannot be verified.
+    Raises ErrorList.
+    """
+    if not is_archive(path):
+        if verification_key is not None:
+            raise ErrorList([BundleError("a directory bundle cannot be verified: build and sign an archive",
+                                         code="bundle_unsigned")])
+        yield Path(path)
+        return
+    try:
+        files = read_archive(path)
+        verify_files(files, verification_key)
+    except BundleError as exc:
+        raise ErrorList([exc]) from None
+    with tempfile.TemporaryDirectory(prefix="order-policy-bundle-") as tmp:
+        yield unpack_archive(files, tmp)
+
+
 def load_bundle(path: str | Path, *, verification_key: str | Path | None = None) -> Bundle:
     """Read and schema-check a bundle directory or archive; raises :class:`ErrorList` with every error.
 
@@ -244,16 +271,9 @@ def load_bundle(path: str | Path, *, verification_key: str | Path | None = None)
     signature when ``verification_key`` is given) and unpacked to a temporary
     directory first. Semantic checks are ``server.validate.validate``.
     """
-    if is_archive(path):
-        try:
-            files = read_archive(path)
-            verify_files(files, verification_key)
-        except BundleError as exc:
-            raise ErrorList([exc]) from None
-        path = unpack_archive(files)
-    elif verification_key is not None:
-        raise ErrorList([BundleError("a directory bundle cannot be verified: build and sign an archive",
-                                     code="bundle_unsigned")])
+    if is_archive(path) or verification_key is not None:
+        with bundle_directory(path, verification_key=verification_key) as unpacked:
+            return load_bundle(unpacked)
     root = Path(path)
     if not root.is_dir():
         raise ErrorList([BundleError(f"bundle directory `{root}` does not exist", code="bundle_io_error")])
