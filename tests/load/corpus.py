@@ -128,7 +128,9 @@ def _event(raw: Any) -> Any:
     if not isinstance(raw, Mapping):
         return None
     ev_id, created, status = raw.get("id"), _ts(raw.get("created_at")), raw.get("status")
-    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str):
+    # Typed zero values mean "absent": an empty status or id 0 cannot be said typed.
+    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str) \
+            or not status:
         return None
     event = pb.OrderEvent(id=ev_id, status=status)
     event.created_at.FromDatetime(created.astimezone(dt.UTC))
@@ -274,8 +276,9 @@ def build_corpus(bundle: Path = BUNDLE) -> Corpus:
                 if core_error is not None:
                     expect = Expected(field=request_field(core_error.field, request),
                                       message=core_error.message)
+                has_appointment = request.WhichOneof("appointment_input") is not None
                 entries.append(Entry(request.request_id, case.name, kind, case.action,
-                                     case.appointment is not None, request, expect))
+                                     has_appointment, request, expect))
     finally:
         decider.close()
     # ACTION_UNSPECIFIED cannot come from a case: add one JSON and one typed request.
@@ -297,10 +300,12 @@ def _request(case: Any, kind: str, now: dt.datetime) -> Any:
     if kind == "json":
         request.order_json = (case.order_json if case.order_json is not None
                               else json.dumps(case.order, ensure_ascii=False))
-        if case.appointment is not None:
+        if getattr(case, "appointment_json", None) is not None:
+            request.appointment_json = case.appointment_json
+        elif case.appointment is not None:
             request.appointment_json = json.dumps(case.appointment, ensure_ascii=False)
         return request
-    if case.order_json is not None:
+    if case.order_json is not None or getattr(case, "appointment_json", None) is not None:
         return None
     order = typed_order(case.order)
     appointment = typed_appointment(case.appointment) if case.appointment is not None else None
