@@ -265,8 +265,14 @@ def _serve_single(registry: Any, options: ServerOptions) -> int:
 def _start_metrics(options: ServerOptions) -> object | None:
     if options.metrics_port is None:
         return None
+    host = _bare(options.host)
     try:
-        server = serve_metrics(options.metrics_port, _bare(options.host))
+        try:
+            server = serve_metrics(options.metrics_port, host)
+        except OSError:
+            if host != "::":
+                raise
+            server = serve_metrics(options.metrics_port, "0.0.0.0")  # noqa: S104 (no IPv6 here)
     except OSError as exc:
         raise ServeError(
             f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}"

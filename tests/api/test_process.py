@@ -189,3 +189,26 @@ def test_invalid_bundle_exits_3(tmp_path) -> None:  # noqa: ANN001
     )
     assert result.returncode == 3, result.stderr
     assert "cannot load bundle" in result.stderr
+
+
+def test_a_crashed_worker_is_replaced(bundle_dir) -> None:  # noqa: ANN001
+    """When a worker dies, the parent forks a new one; SIGTERM still exits 0."""
+    import os
+
+    with serve_process(bundle_dir, workers=2) as proc:
+        def workers() -> set[int]:
+            return {e["pid"] for e in _events(proc.log()) if e["event"] == "server_started"}
+
+        first = workers()
+        assert len(first) == 2
+        os.kill(min(first), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while len(workers()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers()) == 3, proc.log()
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = pb_grpc.OrderPolicyServiceStub(channel)
+            for _ in range(5):
+                assert stub.Decide(REQUEST, timeout=10).decision.outcome == pb.OUTCOME_ALLOW
+        assert proc.terminate() == 0, proc.log()
+        assert any(e["event"] == "worker_exited" for e in _events(proc.log()))
