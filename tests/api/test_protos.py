@@ -32,7 +32,7 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 def test_generated_imports_point_into_server_gen(tmp_path: Path) -> None:
     """Generated modules import each other as server._gen.*, never as top-level packages."""
     generate(tmp_path)
-    grpc_module = next(tmp_path.rglob("*_pb2_grpc.py")).read_text()
+    grpc_module = (tmp_path / "orderpolicy" / "v1" / "order_policy_pb2_grpc.py").read_text()
     assert "from server._gen.orderpolicy.v1 import order_policy_pb2" in grpc_module
     assert "\nfrom orderpolicy" not in grpc_module
 
