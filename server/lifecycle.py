@@ -99,6 +99,14 @@ class StateDir:
         with contextlib.suppress(FileNotFoundError):
             (self.path / SHADOW).unlink()
 
+    def report_worker(self, decider: Decider) -> None:
+        """Record which revision this process serves (``workers/<pid>.json``)."""
+        workers = self.path / "workers"
+        workers.mkdir(exist_ok=True)
+        record = {"pid": os.getpid(), "revision": decider.ref.revision, "digest": decider.ref.digest,
+                  "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        _write_atomic(workers / f"{os.getpid()}.json", json.dumps(record).encode())
+
     def read(self, name: str = ACTIVE) -> dict[str, Any] | None:
         """The record ``active.json`` (or ``shadow.json``), or None when absent or unreadable."""
         try:
@@ -261,6 +269,8 @@ class BundleManager:
                                            "errors": len(exc.errors)})
 
     def _loaded(self, origin: str, decider: Decider) -> None:
+        if self.state is not None:
+            self.state.report_worker(decider)
         self.status.loads += 1
         self.status.last_loaded_at = _now()
         self._history("activated", origin, decider.ref.revision)
