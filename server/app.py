@@ -15,9 +15,11 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,16 +32,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server._gen.orderpolicy.v1 import bundle_admin_pb2 as apb
+from server._gen.orderpolicy.v1 import bundle_admin_pb2_grpc as apb_grpc
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 from server.api import log
 from server.api.metrics import METRICS, serve_metrics
+from server.api.admin import AdminAuth, BundleAdminServicer, read_token_hashes
 from server.api.servicer import OrderPolicyServicer
+from server.decisionlog import DecisionLog
+from server.lifecycle import BundleManager, StateDir
 from server.errors import PolicyError
 
 __all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "serve"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderPolicyService"].full_name
+ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["BundleAdminService"].full_name
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -63,6 +71,14 @@ class ServerOptions:
     max_batch: int = 1000
     max_concurrent_rpcs: int | None = 1024
     grace: float = 10.0
+    state_dir: Path | None = None
+    verification_key: Path | None = None
+    poll_interval: float = 30.0
+    keep_revisions: int = 3
+    admin_token_file: Path | None = None
+    admin_client_names: tuple[str, ...] = ()
+    decision_log: str | None = None
+    decision_log_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def tls(self) -> bool:
@@ -137,11 +153,23 @@ class Server:
     """One gRPC server: OrderPolicyService, health, reflection, on one port."""
 
     def __init__(
-        self, registry: Any, options: ServerOptions, *, reuse_port: bool = False
+        self,
+        registry: Any,
+        options: ServerOptions,
+        *,
+        reuse_port: bool = False,
+        manager: BundleManager | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.registry = registry
         self.options = options
-        self.servicer = OrderPolicyServicer(registry, max_batch=options.max_batch)
+        self.manager = manager
+        self.servicer = OrderPolicyServicer(
+            registry,
+            max_batch=options.max_batch,
+            shadow=(lambda: manager.shadow) if manager is not None else None,
+            decision_log=decision_log,
+        )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._grpc = grpc.server(
             ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
@@ -153,12 +181,25 @@ class Server:
         )
         pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
+        services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if manager is not None:
+            apb_grpc.add_BundleAdminServiceServicer_to_server(
+                BundleAdminServicer(manager, _admin_auth(options)), self._grpc
+            )
+            services.append(ADMIN_SERVICE_NAME)
+            manager.add_listener(self._on_bundle_event)
+        reflection.enable_server_reflection(services, self._grpc)
         if not reuse_port:
             _check_port_free(options.host, options.port)
         self.port = self._bind()
+        self._refresh()
+
+    def _on_bundle_event(self, event: str, fields: dict[str, Any]) -> None:
+        log.event(event, logging.ERROR if event == "bundle_refused" else logging.INFO, **fields)
+        if event == "bundle_activated":
+            METRICS.bundle_loads.labels("activated").inc()
+        elif event == "bundle_refused":
+            METRICS.bundle_loads.labels("refused").inc()
         self._refresh()
 
     @property
@@ -224,40 +265,111 @@ class Server:
 # -- order-policy serve -------------------------------------------------------------------
 
 
-def serve(bundle_dir: str | Path, options: ServerOptions) -> int:
-    """Compile ``bundle_dir`` and serve it until SIGTERM/SIGINT.
+def _admin_auth(options: ServerOptions) -> AdminAuth:
+    hashes: list[str] = []
+    if options.admin_token_file is not None:
+        try:
+            hashes = read_token_hashes(options.admin_token_file)
+        except (OSError, ValueError) as exc:
+            raise ServeError(f"cannot read the admin token file: {exc}") from None
+    return AdminAuth(hashes, options.admin_client_names)
 
-    Returns the exit code: 0 after a clean stop, 1 when the server cannot start,
-    3 when the bundle is invalid (the CLI's ``ExitCode``).
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def serve(bundle_source: str | Path, options: ServerOptions) -> int:
+    """Load the bundle and serve it until SIGTERM/SIGINT, reloading it when it changes.
+
+    ``bundle_source`` is a directory, an archive or an HTTP(S) URL. With a state
+    directory the last good revision is served when the source is unreachable or
+    invalid after a restart. Returns 0 after a clean stop, 1 when the server
+    cannot start, 3 when no valid bundle could be loaded.
     """
+    from server.errors import ErrorList
     from server.registry import Registry
 
-    registry = Registry()
-    try:
-        policy = registry.load(bundle_dir)
-    except PolicyError as exc:
-        log.event("bundle_invalid", logging.ERROR, bundle=str(bundle_dir), code=exc.code)
-        print(f"error: cannot load bundle `{bundle_dir}`:\n{exc}", file=sys.stderr)
-        return 3
-    ref = policy.ref
-    log.event("bundle_loaded", name=ref.name, revision=ref.revision, digest=ref.digest)
+    source = str(bundle_source)
     workers = options.workers or os.cpu_count() or 1
+    state_dir = options.state_dir
+    own_state = None
+    if state_dir is None and workers > 1:
+        # Workers follow one state directory to stay on one revision.
+        own_state = state_dir = Path(tempfile.mkdtemp(prefix="order-policy-state-"))
+    registry = Registry(keep=options.keep_revisions)
+    manager = BundleManager(
+        registry,
+        state=StateDir(state_dir, keep=options.keep_revisions + 2) if state_dir is not None else None,
+        verification_key=options.verification_key,
+    )
+    etag = ""
     try:
-        if workers == 1:
-            return _serve_single(registry, options)
-        return _serve_forked(registry, options, workers)
-    except ServeError as exc:
-        log.event("serve_failed", logging.ERROR, reason=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        restored = manager.restore()
+        if restored is not None:
+            log.event("bundle_restored", revision=restored.ref.revision, digest=restored.ref.digest)
+        try:
+            if _is_url(source):
+                etag = manager.load_url(source)
+            else:
+                manager.activate_path(source)
+        except ErrorList as exc:
+            log.event("bundle_invalid", logging.ERROR, bundle=source, code=exc.errors[0].code if exc.errors else "")
+            if registry.active() is None and not _is_url(source):
+                print(f"error: cannot load bundle `{source}`:\n{exc}", file=sys.stderr)
+                return 3
+            print(f"warning: bundle `{source}` refused; serving "
+                  f"{'the last good revision' if registry.active() else 'nothing until it loads'}:\n{exc}",
+                  file=sys.stderr)
+        active = registry.active()
+        if active is not None:
+            ref = active.ref
+            log.event("bundle_loaded", name=ref.name, revision=ref.revision, digest=ref.digest)
+        try:
+            if workers == 1:
+                return _serve_single(registry, options, manager, source, etag)
+            return _serve_forked(registry, options, workers, manager, source, etag)
+        except ServeError as exc:
+            log.event("serve_failed", logging.ERROR, reason=str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        manager.stop()
+        if own_state is not None:
+            shutil.rmtree(own_state, ignore_errors=True)
 
 
-def _serve_single(registry: Any, options: ServerOptions) -> int:
-    server = Server(registry, options)
+def _watch(manager: BundleManager, source: str, etag: str, options: ServerOptions) -> None:
+    if _is_url(source):
+        manager.watch_url(source, etag=etag, poll_interval=options.poll_interval)
+    else:
+        manager.watch_source(source)
+
+
+def _decision_log(options: ServerOptions) -> DecisionLog | None:
+    if options.decision_log is None:
+        return None
+    return DecisionLog(
+        options.decision_log,
+        max_bytes=options.decision_log_max_bytes,
+        on_wait=METRICS.decision_log_waits.inc,
+        on_drop=METRICS.decision_log_dropped.inc,
+    )
+
+
+def _serve_single(
+    registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str
+) -> int:
+    dlog = _decision_log(options)
+    server = Server(registry, options, manager=manager, decision_log=dlog)
     metrics = _start_metrics(options)
+    _watch(manager, source, etag, options)
     try:
         return _run_until_signal(server, workers=1)
     finally:
+        manager.stop()
+        if dlog is not None:
+            dlog.close()
         if metrics is not None:
             metrics.shutdown()  # type: ignore[attr-defined]
 
@@ -313,6 +425,13 @@ def _run_until_signal(server: Server, **fields: Any) -> int:
     return 0
 
 
+def _worker_log(target: str | None, index: int) -> str | None:
+    """Each worker writes its own decision log file (stdout is shared as is)."""
+    if target is None or target == "-":
+        return target
+    return f"{target}.{index}" if index else target
+
+
 @contextlib.contextmanager
 def _reserved_port(host: str, port: int) -> Iterator[int]:
     """Hold ``host:port`` with SO_REUSEPORT so every worker binds the same port."""
@@ -330,7 +449,14 @@ def _reserved_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _serve_forked(registry: Any, options: ServerOptions, workers: int) -> int:
+def _serve_forked(
+    registry: Any,
+    options: ServerOptions,
+    workers: int,
+    manager: BundleManager,
+    source: str,
+    etag: str,
+) -> int:
     """The parent: fork ``workers`` servers on one port, restart crashed ones, stop all."""
     from prometheus_client import multiprocess
 
@@ -349,8 +475,19 @@ def _serve_forked(registry: Any, options: ServerOptions, workers: int) -> int:
                 try:
                     for sig in _SIGNALS:
                         signal.signal(sig, signal.SIG_DFL)
-                    worker = Server(registry, replace(options, port=port), reuse_port=True)
+                    # The parent loads sources and writes the state directory;
+                    # each worker follows it, so all end on the same revision.
+                    manager.sync_from_state()
+                    manager.watch_state()
+                    dlog = _decision_log(
+                        replace(options, decision_log=_worker_log(options.decision_log, index))
+                    )
+                    worker = Server(registry, replace(options, port=port), reuse_port=True,
+                                    manager=manager, decision_log=dlog)
                     code = _run_until_signal(worker, worker_index=index)
+                    manager.stop()
+                    if dlog is not None:
+                        dlog.close()
                 except BaseException as exc:  # noqa: BLE001
                     log.event("worker_failed", logging.ERROR, worker_index=index,
                               reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__)
@@ -376,6 +513,7 @@ def _serve_forked(registry: Any, options: ServerOptions, workers: int) -> int:
                 spawn(index, port)
         log.event("workers_started", address=_join(options.host, port), workers=workers)
         metrics = _start_metrics(options)
+        _watch(manager, source, etag, options)
         try:
             while children:
                 try:

@@ -163,11 +163,22 @@ class BundleManager:
         self.verification_key = verification_key
         self.status = LoadStatus()
         self.shadow: Decider | None = None
-        self._on_change = on_change or (lambda event, fields: None)
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = [on_change] if on_change else []
         self._lock = threading.Lock()  # one activation at a time
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._archives: dict[str, Path] = {}  # digest -> stored archive (for rollback)
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``listener(event, fields)`` after every activation, refusal and shadow change."""
+        self._listeners.append(listener)
+
+    def _on_change(self, event: str, fields: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, fields)
+            except Exception:  # a listener never breaks an activation
+                log.exception("bundle listener failed")
 
     # --- activation ---------------------------------------------------------
 
@@ -356,13 +367,15 @@ class BundleManager:
             except Exception:  # a follower never dies; the next change retries
                 log.exception("state sync failed")
 
-    def watch_source(self, source: str, *, poll_interval: float = 30.0) -> None:
-        """Keep loading ``source`` when it changes (watchfiles on disk, ETag polling for URLs)."""
+    def watch_source(self, source: str) -> None:
+        """Keep loading a directory or archive on disk when it changes (watchfiles)."""
         self.status.source = source
-        if source.startswith(("http://", "https://")):
-            self._spawn("source-poller", lambda: self._poll_loop(source, poll_interval))
-        else:
-            self._spawn("source-watcher", lambda: self._watch_loop(source))
+        self._spawn("source-watcher", lambda: self._watch_loop(source))
+
+    def watch_url(self, url: str, *, etag: str = "", poll_interval: float = 30.0) -> None:
+        """Poll an HTTP(S) bundle server with If-None-Match every ``poll_interval`` seconds."""
+        self.status.source = url
+        self._spawn("source-poller", lambda: self._poll_loop(url, etag, poll_interval))
 
     def _watch_loop(self, source: str) -> None:
         import watchfiles
@@ -407,8 +420,7 @@ class BundleManager:
             self.activate_archive(data, origin=url)
         return new_etag
 
-    def _poll_loop(self, url: str, interval: float) -> None:
-        etag = ""
+    def _poll_loop(self, url: str, etag: str, interval: float) -> None:
         while not self._stop.wait(interval):
             with contextlib.suppress(ErrorList):
                 etag = self.load_url(url, etag)

@@ -71,6 +71,28 @@ class Metrics:
             multiprocess_mode="livemax",
             **kw,
         )
+        self.bundle_loads = Counter(
+            "order_policy_bundle_loads",
+            "Bundle activations and refusals, by result",
+            ["result"],
+            **kw,
+        )
+        self.shadow_decisions = Counter(
+            "order_policy_shadow_decisions",
+            "Requests also decided by the shadow candidate, by whether the answers differ",
+            ["differs"],
+            **kw,
+        )
+        self.decision_log_waits = Counter(
+            "order_policy_decision_log_waits",
+            "Decisions that waited because the decision log writer was behind",
+            **kw,
+        )
+        self.decision_log_dropped = Counter(
+            "order_policy_decision_log_dropped",
+            "Decisions the decision log could not write after waiting",
+            **kw,
+        )
         self._decision_children: dict[tuple[str, str], object] = {}
         self._reason_children: dict[tuple[str, str, str], object] = {}
         self._latency_children: dict[str, object] = {}

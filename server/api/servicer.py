@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 from server.api import convert, log, status
 from server.api.metrics import METRICS, Metrics
+from server.decisionlog import DecisionLog, differs
 from server.errors import NoBundleError, SnapshotError
 from server.model import Decision
 
@@ -32,9 +34,17 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     """Answers Decide, DecideBatch and DecideStream from ``registry.active()``."""
 
     def __init__(
-        self, registry: Any, *, max_batch: int = 1000, metrics: Metrics = METRICS
+        self,
+        registry: Any,
+        *,
+        max_batch: int = 1000,
+        metrics: Metrics = METRICS,
+        shadow: Callable[[], Any] | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self._registry = registry
+        self._shadow = shadow
+        self._decision_log = decision_log
         self._max_batch = max_batch
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -80,11 +90,30 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         """Decide one request; raises SnapshotError, NoBundleError or anything."""
         # INVARIANT: one decider per request, so a reload never mixes two revisions.
         policy = self._registry.get(request.bundle_revision)
-        decision: Decision = policy.decide(convert.snapshot_from_request(request))
+        snapshot = convert.snapshot_from_request(request)
+        start = _perf()
+        decision: Decision = policy.decide(snapshot)
         self._metrics.decision(
             decision.action, decision.outcome, [r.code for r in decision.reasons]
         )
+        shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
+        if self._decision_log is not None:
+            self._decision_log.record(decision, snapshot, (_perf() - start) * 1e6, shadow)
         return decision
+
+    def _shadow_decision(self, snapshot: Any, decision: Decision) -> Decision | None:
+        """Decide again with the shadow candidate (never returned); count differences."""
+        candidate = self._shadow() if self._shadow is not None else None
+        if candidate is None:
+            return None
+        try:
+            # The same instant as the live decision, so only the rules can differ.
+            shadow: Decision = candidate.decide(replace(snapshot, now=decision.now))
+        except Exception:  # noqa: BLE001 - the candidate never affects the answer
+            self._metrics.error("shadow_failed")
+            return None
+        self._metrics.shadow_decisions.labels(str(differs(decision, shadow)).lower()).inc()
+        return shadow
 
     def _failure(self, exc: Exception, request: pb.DecideRequest, method: str) -> status.Failure:
         field = None

@@ -23,8 +23,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve orderpolicy.v1.OrderPolicyService, health and reflection. "
         "SIGTERM stops gracefully and exits 0.",
     )
-    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle directory "
-                        f"(default {DEFAULT_BUNDLE})")
+    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle directory, archive (.tar.gz) "
+                        f"or HTTP(S) URL; watched or polled for changes (default {DEFAULT_BUNDLE})")
+    parser.add_argument("--state-dir", type=Path, help="keep the last good revisions here, served "
+                        "after a restart when the source is unreachable")
+    parser.add_argument("--verification-key", type=Path,
+                        help="Ed25519 public key (PEM): refuse unsigned or tampered bundles")
+    parser.add_argument("--poll-interval", type=float, default=30.0,
+                        help="seconds between polls of an HTTP(S) bundle source (default 30)")
+    parser.add_argument("--keep-revisions", type=int, default=3,
+                        help="revisions kept loaded for pinning and rollback (default 3)")
+    parser.add_argument("--admin-token-file", type=Path,
+                        help="file of hashed admin bearer tokens (`order-policy admin hash-token`)")
+    parser.add_argument("--admin-client-cn", action="append", default=[],
+                        help="client certificate common name allowed to administer (mTLS; repeatable)")
+    parser.add_argument("--decision-log", help="write one JSON line per decision to this file (- for stdout)")
+    parser.add_argument("--decision-log-max-bytes", type=int, default=64 * 1024 * 1024,
+                        help="rotate the decision log file past this size (default 64 MiB)")
     parser.add_argument("--host", default="[::]", help="address to listen on "
                         "(default all interfaces)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
@@ -50,7 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
-    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch"):
+    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions"):
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
@@ -78,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             max_batch=args.max_batch,
             grace=args.grace,
+            state_dir=args.state_dir,
+            verification_key=args.verification_key,
+            poll_interval=args.poll_interval,
+            keep_revisions=args.keep_revisions,
+            admin_token_file=args.admin_token_file,
+            admin_client_names=tuple(args.admin_client_cn),
+            decision_log=args.decision_log,
+            decision_log_max_bytes=args.decision_log_max_bytes,
         )
         return app.serve(args.bundle, options)
     finally:
