@@ -112,9 +112,11 @@ def machine() -> dict[str, Any]:
 
 def hot_swap_support() -> str:
     """How the running server reloads a bundle, or "" when it cannot (yet)."""
-    argv = procs.serve_argv(BUNDLE, 0, 1, 0)[:-10] + ["serve", "--help"]
+    argv = [*procs.serve_argv(BUNDLE, 0, 1, 0)[:-11], "serve", "--help"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,  # noqa: S603
                           env={**os.environ, "PYTHONPATH": str(procs.REPO)})
+    if done.returncode != 0 or "--bundle" not in done.stdout:
+        raise RuntimeError(f"`order-policy serve --help` failed: {done.stderr[-500:]}")
     found = re.findall(r"--[\w-]*(?:reload|watch)[\w-]*", done.stdout)
     app = (procs.REPO / "server" / "app.py").read_text()
     if "SIGHUP" in app:
@@ -442,6 +444,23 @@ def table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def compare(report: Report, previous: dict[str, Any]) -> str:
+    """Each row next to the same row of a previous run (ratios travel between machines)."""
+    old = {(r["rpc"], r["server"], r["workers"], r["load"]): r for r in previous.get("rows", [])}
+    lines = [f"compared with the run of {previous.get('started')} on "
+             f"{previous.get('machine', {}).get('cpu_model')} ({previous.get('mode')} mode):"]
+    for row in report.rows:
+        before = old.get((row.rpc, row.server, row.workers, row.load))
+        if before is None:
+            continue
+        ratio = "" if row.vs_echo is None or before.get("vs_echo") is None else (
+            f", vs echo {before['vs_echo']:.2f} -> {row.vs_echo:.2f}")
+        lines.append(f"  {row.rpc} {row.server} {row.workers}w {row.load}: decisions/s "
+                     f"{row.decisions_per_s / max(before['decisions_per_s'], 1e-9):.2f}x, CPU/decision "
+                     f"{before['cpu_us_per_decision']:.0f} -> {row.cpu_us_per_decision:.0f} us{ratio}")
+    return "\n".join(lines)
+
+
 def to_json(report: Report) -> str:
     checks, report.checks = report.checks, collections.Counter()
     try:
@@ -461,10 +480,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the figures here (default loadtest-results.json)")
     parser.add_argument("--bundle", type=Path, default=BUNDLE)
     parser.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
+    parser.add_argument("--compare", type=Path, help="a previous JSON file to compare with")
     args = parser.parse_args(argv)
     report = run(CI if args.ci else FULL, bundle=args.bundle,
                  workers=[int(w) for w in args.workers.split(",")])
     print(table(report))
+    if args.compare:
+        print(compare(report, json.loads(args.compare.read_text())))
     args.json.write_text(to_json(report) + "\n")
     print(f"figures written to {args.json}")
     return 1 if report.failures else 0
