@@ -361,6 +361,7 @@ def _serve_single(
     registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str
 ) -> int:
     dlog = _decision_log(options)
+    manager.mark_serving()
     server = Server(registry, options, manager=manager, decision_log=dlog)
     metrics = _start_metrics(options)
     _watch(manager, source, etag, options)
@@ -477,6 +478,7 @@ def _serve_forked(
                         signal.signal(sig, signal.SIG_DFL)
                     # The parent loads sources and writes the state directory;
                     # each worker follows it, so all end on the same revision.
+                    manager.mark_serving()
                     manager.sync_from_state()
                     manager.watch_state()
                     dlog = _decision_log(

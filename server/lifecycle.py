@@ -168,6 +168,14 @@ class BundleManager:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._archives: dict[str, Path] = {}  # digest -> stored archive (for rollback)
+        self._serving = False  # only processes that answer requests report as workers
+
+    def mark_serving(self) -> None:
+        """This process answers requests: report its revision to the state directory from now on."""
+        self._serving = True
+        active = self.registry.active()
+        if self.state is not None and active is not None:
+            self.state.report_worker(active)
 
     def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``listener(event, fields)`` after every activation, refusal and shadow change."""
@@ -280,7 +288,7 @@ class BundleManager:
                                            "errors": len(exc.errors)})
 
     def _loaded(self, origin: str, decider: Decider) -> None:
-        if self.state is not None:
+        if self.state is not None and self._serving:
             self.state.report_worker(decider)
         self.status.loads += 1
         self.status.last_loaded_at = _now()

@@ -44,11 +44,12 @@ def read_token_hashes(path: str | Path) -> list[str]:
     """Hashed tokens from a token file (blank lines and ``#`` comments ignored)."""
     hashes = []
     for line in Path(path).read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            if not line.startswith("sha256:") or len(line) != 71:
+        fields = line.split("#", 1)[0].split()
+        if fields:  # `sha256:<hex>`, optionally followed by a name
+            entry = fields[0]
+            if not entry.startswith("sha256:") or len(entry) != 71:
                 raise ValueError(f"admin token file `{path}`: expected `sha256:<64 hex>` lines")
-            hashes.append(line.split()[0])
+            hashes.append(entry)
     return hashes
 
 
