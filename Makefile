@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: all venv gen serve test bench check image loadtest clean
+.PHONY: all venv gen serve test bench check image loadtest lint-protos goldens clean
 
 all: test
 
@@ -36,6 +36,18 @@ test: $(GEN_STAMP)
 
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
+
+# Rewrite the golden files (compiled rulesets) after a reviewed change.
+goldens: $(GEN_STAMP)
+	$(PY) -m pytest tests/core/test_compile.py --update-goldens -q
+
+# The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
+loadtest: $(GEN_STAMP)
+	$(PY) -m tests.load
+
+# Build the container image with podman/buildah (needs root).
+image:
+	.ci/image-check --build-only
 
 clean:
 	rm -rf $(VENV) server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache
