@@ -43,6 +43,7 @@ MAX_RULESETS = 131_000
 #: float, NaN or nested objects (the engine compares loosely); absent is "".
 _STRICT = frozenset((str, bool, int, type(None)))
 _NAME_OK = re.compile(r"^[a-z][a-z0-9_]*$").match
+_RESERVED = frozenset(("id", "sid", INPUT_MARKER))  # fields of the engine's own
 _SID = itertools.count(1)  # process-wide: sids are looked up by a 32-bit hash
 _NAMES = itertools.count(1)
 _ruleset_count = 0
@@ -66,8 +67,15 @@ class Engine:
                                code="compile_too_many_rules")
         if CATCH_ALL in rules:
             raise CompileError(f"rule name `{CATCH_ALL}` is reserved", code="compile_reserved_name")
+        self._fact_names = tuple(sorted(set(fact_names)))
+        # The engine parses every input's JSON text and echoes it once per fired
+        # rule: short field names ("a", "b", ...) inside the engine make that
+        # cheaper. The mapping is private to this adapter.
+        names = (_short_name(i) for i in itertools.count())
+        self._short = tuple(itertools.islice((n for n in names if n not in _RESERVED), len(self._fact_names)))
+        mapping = dict(zip(self._fact_names, self._short))
         for rule_name, rule in list(rules.items()):
-            rules[rule_name] = _guarded(rule_name, rule)
+            rules[rule_name] = _guarded(rule_name, rule, mapping)
         rules[CATCH_ALL] = {"pri": 65535, "all": [{"m": {INPUT_MARKER: 1}}]}
         # INVARIANT (pitfalls 10, 14): the engine gets a JSON string of a copy; the
         # caller's dict is never handed over (registering mutates what it is given).
@@ -84,7 +92,6 @@ class Engine:
                                    code="compile_engine_error") from None
             _ruleset_count += 1
         self._lock = threading.Lock()
-        self._fact_names = tuple(sorted(set(fact_names)))
 
     @property
     def fact_names(self) -> tuple[str, ...]:
@@ -97,7 +104,7 @@ class Engine:
         if not _STRICT.issuperset(map(type, values)):
             bad = next(n for n, v in zip(self._fact_names, values) if type(v) not in _STRICT)
             raise EvalError(f"fact `{bad}` has unsupported type {type(facts.get(bad)).__name__}")
-        msg = dict(zip(self._fact_names, ["" if v is None else v for v in values]))
+        msg = dict(zip(self._short, ["" if v is None else v for v in values]))
         msg[INPUT_MARKER] = 1
         msg["sid"] = sid
         msg["id"] = "q"
@@ -166,7 +173,34 @@ class Engine:
             pass
 
 
-def _guarded(name: str, rule: Mapping[str, Any]) -> dict[str, Any]:
+def _short_name(i: int) -> str:
+    """a, b, ..., z, ba, bb, ... (never the marker or the engine's own `sid`/`id`)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    out = letters[i % 26]
+    while i >= 26:
+        i //= 26
+        out = letters[i % 26] + out
+    return out
+
+
+def _rename(expr: Any, mapping: Mapping[str, str]) -> Any:
+    """The same condition with fact names replaced by their engine-side names."""
+    if isinstance(expr, list):
+        return [_rename(e, mapping) for e in expr]
+    if not isinstance(expr, dict):
+        return expr
+    out: dict[str, Any] = {}
+    for key, value in expr.items():
+        if key in ("$and", "$or"):
+            out[key] = _rename(value, mapping)
+        elif key.startswith("$") and isinstance(value, dict):
+            out[key] = {mapping.get(k, k): v for k, v in value.items()}
+        else:
+            out[mapping.get(key, key)] = value
+    return out
+
+
+def _guarded(name: str, rule: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
     """A copy of ``rule`` whose one pattern also requires the input marker."""
     if not _NAME_OK(name):
         raise CompileError(f"rule name `{name}` is not a lower_snake_case identifier", code="compile_rule_name")
@@ -178,7 +212,7 @@ def _guarded(name: str, rule: Mapping[str, Any]) -> dict[str, Any]:
     pri = rule.get("pri", 1)
     if not isinstance(pri, int) or not 0 <= pri < 65535:
         raise CompileError(f"rule `{name}`: priority must be 0..65534", code="compile_rule_shape")
-    return {"pri": pri, "all": [{"m": {"$and": [{INPUT_MARKER: 1}, patterns[0]["m"]]}}]}
+    return {"pri": pri, "all": [{"m": {"$and": [{INPUT_MARKER: 1}, _rename(patterns[0]["m"], mapping)]}}]}
 
 
 def _rule_name(message: str) -> str:
