@@ -12,4 +12,9 @@ growth fails it; absolute speed never does). Modules:
 * ``h2load``      runs h2load processes pinned to a core and reads their results
 * ``procs``       the servers under test: start, pin, CPU time, RSS, metrics counters
 * ``harness``     the runs, the table, the JSON file and the pass/fail verdict
+* ``profile``     py-spy over a loaded worker, summarised by function (not run in CI)
+
+``make loadtest`` = ``python -m tests.load --json loadtest-results.json`` (about 5
+minutes); ``--compare OLD.json`` prints each row against a previous run. CI runs
+``python -m tests.load --ci`` (about 65 s); ``pytest -m load tests/load`` runs the same.
 """

@@ -423,7 +423,8 @@ def table(report: Report) -> str:
                      for r in report.rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for i, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(cells)))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("p50/p99 are per call (a DecideBatch or DecideStream call carries 100 requests); "
