@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decision_problems(got: Any, want: Any, explain: bool) -> list[str]:
-    """Differences between a ``pb.Decision`` and the core's ``Decision`` (none: equal)."""
+def decision_problems(got: Any, want: Any, explain: bool,
+                      revisions: Collection[str] | None = None) -> list[str]:
+    """Differences between a ``pb.Decision`` and the core's ``Decision`` (none: equal).
+
+    ``revisions``: during hot swaps, any of these revisions (and its digest) is right.
+    """
     problems = []
 
     def same(what: str, g: Any, w: Any) -> None:
@@ -57,8 +61,13 @@ def decision_problems(got: Any, want: Any, explain: bool) -> list[str]:
          [(r.code, r.message, r.rule_id) for r in want.reasons])
     same("follow_ups", [(f.code, f.message, f.http_method, f.path, f.rule_id) for f in got.follow_ups],
          [(f.code, f.message, f.http_method, f.path, f.rule_id) for f in want.follow_ups])
-    same("bundle", (got.bundle.name, got.bundle.revision, got.bundle.digest),
-         (want.bundle.name, want.bundle.revision, want.bundle.digest))
+    if revisions is None:
+        same("bundle", (got.bundle.name, got.bundle.revision, got.bundle.digest),
+             (want.bundle.name, want.bundle.revision, want.bundle.digest))
+    else:
+        same("bundle.name", got.bundle.name, want.bundle.name)
+        if got.bundle.revision not in revisions or not got.bundle.digest:
+            problems.append(f"bundle: revision {got.bundle.revision!r} was never served")
     same("evaluated_at", got.evaluated_at.ToDatetime(tzinfo=dt.UTC), want.now.astimezone(dt.UTC))
     same("action", pb.Action.Name(got.action), f"ACTION_{want.action.upper()}")
     same("order_id", got.order_id, want.order_id)
@@ -86,7 +95,7 @@ def error_problems(code: int, reason: str, violations: Sequence[tuple[str, str]]
     return problems
 
 
-def result_problems(result: Any, entry: Entry) -> list[str]:
+def result_problems(result: Any, entry: Entry, revisions: Collection[str] | None = None) -> list[str]:
     """Check one ``DecideResult``/``DecideStreamResponse`` against its entry."""
     problems = []
     if result.request_id != entry.request_id:
@@ -102,7 +111,8 @@ def result_problems(result: Any, entry: Entry) -> list[str]:
     elif which != "decision":
         problems.append(f"got {which} {result.error.reason if which == 'error' else ''}, want a decision")
     else:
-        problems += decision_problems(result.decision, entry.expect.decision, entry.request.explain)
+        problems += decision_problems(result.decision, entry.expect.decision, entry.request.explain,
+                                      revisions)
     return problems
 
 
@@ -129,7 +139,8 @@ def rpc_error_problems(error: grpc.RpcError, entry: Entry) -> list[str]:
 class RawClient:
     """The three RPCs over one channel, sending pre-serialized request bytes."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, revisions: Collection[str] | None = None) -> None:
+        self.revisions = revisions
         self.channel = grpc.insecure_channel(address)
         base = f"/{SERVICE}/"
         self.decide = self.channel.unary_unary(
@@ -152,7 +163,8 @@ class RawClient:
             return rpc_error_problems(exc, entry)
         if entry.expect.invalid:
             return ["got a decision, want INVALID_ARGUMENT"]
-        problems = decision_problems(response.decision, entry.expect.decision, entry.request.explain)
+        problems = decision_problems(response.decision, entry.expect.decision, entry.request.explain,
+                                     self.revisions)
         if response.request_id != entry.request_id:
             problems.append(f"request_id: got {response.request_id!r}")
         return problems
@@ -167,7 +179,7 @@ class RawClient:
         if len(response.results) != len(entries):
             return [f"batch: {len(response.results)} results for {len(entries)} requests"]
         return [f"[{i}] {p}" for i, (r, e) in enumerate(zip(response.results, entries, strict=True))
-                for p in result_problems(r, e)]
+                for p in result_problems(r, e, self.revisions)]
 
     def check_stream(self, entries: Sequence[Entry], messages: Iterable[bytes] | None = None) -> list[str]:
         if messages is None:
@@ -179,7 +191,7 @@ class RawClient:
         if len(responses) != len(entries):
             return [f"stream: {len(responses)} responses for {len(entries)} requests"]
         return [f"[{i}] {p}" for i, (r, e) in enumerate(zip(responses, entries, strict=True))
-                for p in result_problems(r, e)]
+                for p in result_problems(r, e, self.revisions)]
 
 
 def _unframe(data: bytes) -> Iterator[bytes]:
@@ -295,12 +307,14 @@ class Checker(threading.Thread):
     """
 
     def __init__(self, address: str, rpc: str, entries: Sequence[Entry], *, start: int = 0,
-                 interval: float = 0.02, per_call: int = 10) -> None:
+                 interval: float = 0.02, per_call: int = 10,
+                 revisions: Collection[str] | None = None) -> None:
         super().__init__(name=f"checker-{rpc}", daemon=True)
         self.address, self.rpc, self.entries = address, rpc, list(entries)
         self.next = start % len(self.entries)
         self.interval = interval
         self.per_call = 1 if rpc == "Decide" else per_call
+        self.revisions = revisions
         self.stop = threading.Event()
         self.calls = 0
         self.checked = 0
@@ -309,7 +323,7 @@ class Checker(threading.Thread):
         self.counters: collections.Counter[tuple[str, ...]] = collections.Counter()
 
     def run(self) -> None:
-        client = RawClient(self.address)
+        client = RawClient(self.address, self.revisions)
         try:
             while not self.stop.is_set():
                 began = time.monotonic()

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,11 +53,13 @@ class Mode:
     cli_sample: int
     paced_rps: int = 2000
     paced_workers: tuple[int, ...] = (1,)
+    swap_workers: tuple[int, ...] = (1,)
+    swaps: int = 10
 
 
 CI = Mode("ci", warmup_s=1.0, measure_s=3.0, paced_s=4.0, unloaded_calls=1000, cli_sample=6)
 FULL = Mode("full", warmup_s=3.0, measure_s=15.0, paced_s=20.0, unloaded_calls=5000,
-            cli_sample=24, paced_workers=(1, 2))
+            cli_sample=24, paced_workers=(1, 2), swap_workers=(1, 2))
 
 
 @dataclass
@@ -118,6 +121,8 @@ def hot_swap_support() -> str:
     if done.returncode != 0 or "--bundle" not in done.stdout:
         raise RuntimeError(f"`order-policy serve --help` failed: {done.stderr[-500:]}")
     found = re.findall(r"--[\w-]*(?:reload|watch)[\w-]*", done.stdout)
+    if re.search(r"watched\s+or\s+polled", done.stdout):
+        found.append("watching --bundle")
     app = (procs.REPO / "server" / "app.py").read_text()
     if "SIGHUP" in app:
         found.append("SIGHUP")
@@ -146,18 +151,37 @@ def _counts_problems(delta: collections.Counter[tuple[str, ...]],
 def measure(report: Report, srv: procs.Running, rpc: str, bodies: Sequence[Body], *,
             counts: Sequence[int], load: str, load_core: int, log_dir: Path,
             corpus: Corpus, rps: float | None = None, connections: int | None = None,
-            checker_start: int = 0, timeout_s: float = 120.0) -> Row:
-    """Load ``srv`` with a fixed number of calls per body; check everything; one row."""
+            checker_start: int = 0, timeout_s: float = 120.0,
+            swapper: Swapper | None = None) -> Row:
+    """Load ``srv`` with a fixed number of calls per body; check everything; one row.
+
+    With a ``swapper``, rounds of ``counts`` calls repeat until its swaps are done
+    (at most 40 rounds), and decisions of any revision it made are correct.
+    """
     conns = connections or _connections(bodies)
     service = srv.kind == "service"
     before = srv.settled_scrape() if service else collections.Counter()
     cpu0 = srv.cpu()
     checker = None
     if service:
-        checker = check.Checker(srv.address, rpc, corpus.entries, start=checker_start)
+        checker = check.Checker(srv.address, rpc, corpus.entries, start=checker_start,
+                                revisions=swapper.revisions if swapper else None)
         checker.start()
+    if swapper is not None:
+        swapper.start()
     run = h2load.run(srv.port, bodies, core=load_core, log_dir=log_dir, connections=conns,
                      count=counts, rps=rps, timeout_s=timeout_s)
+    rounds = [run]
+    while swapper is not None and swapper.is_alive() and len(rounds) < 40:
+        rounds.append(h2load.run(srv.port, bodies, core=load_core, log_dir=log_dir,
+                                 connections=conns, count=counts, rps=rps, timeout_s=timeout_s))
+    if swapper is not None:
+        swapper.join(120)
+        report.failures += [f"hot swap: {p}" for p in swapper.problems]
+        if swapper.is_alive() or swapper.done < swapper.swaps:
+            report.failures.append(f"hot swap: {swapper.done} of {swapper.swaps} swaps done")
+    run = h2load.Run([r for rnd in rounds for r in rnd.results], sum(r.wall_s for r in rounds))
+    counts = [c for _ in rounds for c in counts]
     checked = 0
     if checker is not None:
         checker.stop.set()
@@ -172,6 +196,7 @@ def measure(report: Report, srv: procs.Running, rpc: str, bodies: Sequence[Body]
         if result.done != max(wanted, conns):
             report.failures += [f"{label}: {result.body.path.name}: {result.done} of {wanted} done"]
     sent = [r.done for r in run.results]
+    bodies = [r.body for r in run.results]
     decisions = sum(n * len(b.entries) for n, b in zip(sent, bodies, strict=True))
     calls = sum(sent)
     extra = 0
@@ -206,6 +231,52 @@ def _expected(bodies: Sequence[Body], sent: Sequence[int]) -> collections.Counte
     return out
 
 
+class Swapper(threading.Thread):
+    """Changes the served bundle's revision ``swaps`` times, each once every worker has
+    activated the previous one (``bundle_activated`` in the server log)."""
+
+    def __init__(self, srv: procs.Running, bundle: Path, swaps: int, tag: str) -> None:
+        super().__init__(daemon=True, name="swapper")
+        self.srv, self.bundle, self.swaps = srv, bundle, swaps
+        self.manifest = bundle / "manifest.yaml"
+        text = self.manifest.read_text(encoding="utf-8")
+        match = re.search(r'^revision: *"?([^"\n]+)"?$', text, re.MULTILINE)
+        assert match, "no revision in the manifest"
+        self.original = match.group(1)
+        self.names = [f"{self.original}-{tag}-swap{i}" for i in range(1, swaps + 1)]
+        self.revisions = {self.original, *self.names}
+        self.done = 0
+        self.seconds: list[float] = []
+        self.problems: list[str] = []
+
+    def _activations(self, revision: str) -> int:
+        count = 0
+        for line in self.srv.log().splitlines():
+            if '"bundle_refused"' in line:
+                self.problems.append(f"the server refused a swapped bundle: {line[:300]}")
+            if '"bundle_activated"' in line and f'"revision":"{revision}"' in line.replace(" ", ""):
+                count += 1
+        return count
+
+    def run(self) -> None:
+        text = self.manifest.read_text(encoding="utf-8")
+        for name in self.names:
+            began = time.monotonic()
+            new = re.sub(r'^revision: *.*$', f'revision: "{name}"', text, count=1, flags=re.MULTILINE)
+            tmp = self.bundle.parent / f".manifest-{name}.yaml"  # outside the watched directory
+            tmp.write_text(new, encoding="utf-8")
+            os.replace(tmp, self.manifest)
+            while self._activations(name) < self.srv.workers and not self.problems:
+                if time.monotonic() - began > 90:
+                    self.problems.append(f"revision {name} not activated by every worker in 90 s")
+                    return
+                time.sleep(0.05)
+            if self.problems:
+                return
+            self.seconds.append(time.monotonic() - began)
+            self.done += 1
+
+
 class RssSampler(threading.Thread):
     """Samples the total RSS of the workers twice a second."""
 
@@ -225,11 +296,14 @@ class RssSampler(threading.Thread):
 
 def load_server(report: Report, mode: Mode, kind: str, workers: int, cores: list[int],
                 corpus: Corpus, bodies: dict[str, list[Body]], work: Path,
-                decision_file: Path) -> None:
+                decision_file: Path, swap: bool = False) -> None:
     server_cores = cores[:workers]
     shared = len(cores) <= workers
     load_core = cores[-1] if shared else cores[workers]
-    with procs.start(kind, workers, server_cores, bundle=corpus.bundle,
+    # A private copy of the bundle: the hot-swap run edits it.
+    bundle = work / f"bundle-{kind}-{workers}w" / corpus.bundle.name
+    shutil.copytree(corpus.bundle, bundle)
+    with procs.start(kind, workers, server_cores, bundle=bundle,
                      decision_file=decision_file) as srv:
         if kind == "service" and workers == 1:
             problems = check.precheck(srv.address, corpus.entries, bodies)
@@ -277,6 +351,20 @@ def load_server(report: Report, mode: Mode, kind: str, workers: int, cores: list
         sampler.stop.set()
         sampler.join(5)
         rss_end = srv.rss()
+        if kind == "service" and swap and workers in mode.swap_workers:
+            swapper = Swapper(srv, bundle, mode.swaps, f"{workers}w")
+            counts = [max(1, round(rate * 3)) for rate in rates["Decide"]]
+            row = measure(report, srv, "Decide", bodies["Decide"], counts=counts,
+                          load=f"{mode.swaps} hot swaps", load_core=load_core,
+                          log_dir=work / f"{kind}-{workers}w-swap", corpus=corpus,
+                          timeout_s=60 + 4 * mode.measure_s, swapper=swapper)
+            row.loadgen_shares_core = shared
+            report.rows.append(row)
+            report.notes.append(
+                f"hot swap {workers}w: {swapper.done} swaps under Decide load, each active on every "
+                f"worker after {min(swapper.seconds, default=0):.1f}-{max(swapper.seconds, default=0):.1f} s; "
+                f"RSS {sum(srv.rss().values())} KiB after them (not in the growth check: "
+                "old revisions stay loaded for pinning)")
         start_total, end_total = sum(rss_start.values()), sum(rss_end.values())
         growth = (end_total - start_total) / max(1, start_total)
         report.memory.append({"server": kind, "workers": workers,
@@ -344,15 +432,15 @@ def run(mode: Mode, *, bundle: Path = BUNDLE, workers: Sequence[int] = (1, 2),
         report.checks["CLI cross-checks"] += checked
         report.failures += problems
         swap = hot_swap_support()
-        report.notes.append(f"hot swap under load: the server reloads via {swap}; not run yet"
-                            if swap else "hot swap under load: not run, the server has no bundle "
-                            "reload (no serve flag, no SIGHUP)")
+        if not swap:
+            report.notes.append("hot swap under load: not run, the server has no bundle reload")
         for w in workers:
             if len(cores) <= w:
                 report.notes.append(f"{w} workers: only {len(cores)} cores, h2load shares core "
                                     f"{cores[-1]} with a worker (ratios understate the service)")
             for kind in ("echo", "service"):
-                load_server(report, mode, kind, w, cores, corpus, bodies, work, decision_file)
+                load_server(report, mode, kind, w, cores, corpus, bodies, work, decision_file,
+                            swap=bool(swap))
     _ratios(report)
     _targets(report)
     report.duration_s = round(time.monotonic() - began, 1)
