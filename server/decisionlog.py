@@ -176,9 +176,9 @@ class DecisionLog:
             self._write(batch)
 
     def _write(self, batch: list[tuple[Decision, Snapshot, float, Decision | None]]) -> None:
-        lines = b"".join(orjson.dumps(entry_of(*item)) + b"\n" for item in batch)
         try:
-            self._sink.write(lines)
+            for item in batch:  # line by line, so rotation happens between entries
+                self._sink.write(orjson.dumps(entry_of(*item)) + b"\n")
             self._sink.flush()
             self.written += len(batch)
         except OSError:

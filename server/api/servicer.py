@@ -89,10 +89,10 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     def _decide(self, request: pb.DecideRequest) -> Decision:
         """Decide one request; raises SnapshotError, NoBundleError or anything."""
         # INVARIANT: one decider per request, so a reload never mixes two revisions.
-        policy = self._registry.get(request.bundle_revision)
         snapshot = convert.snapshot_from_request(request)
         start = _perf()
-        decision: Decision = policy.decide(snapshot)
+        # The registry retries when a swap retires the revision between lookup and use.
+        decision: Decision = self._registry.decide(snapshot, request.bundle_revision)
         self._metrics.decision(
             decision.action, decision.outcome, [r.code for r in decision.reasons]
         )

@@ -215,6 +215,7 @@ def test_an_http_source_is_polled_with_etags(tmp_path, manager):
         assert _BundleServer.hits == [200, 304, 200]
     finally:
         httpd.shutdown()
+        httpd.server_close()
     with pytest.raises(ErrorList):
         manager.load_url(url, etag)  # the server is gone: refused, h2 keeps serving
     assert manager.registry.active().ref.revision == "h2"
@@ -267,3 +268,18 @@ def test_memory_stays_flat_over_1000_swaps_under_use(default_bundle):
         assert registry.decide(snap).outcome == "ALLOW", i
     grown = rss_kib() - before
     assert grown < 20 * 1024, f"RSS grew by {grown} KiB over 1,000 swaps"
+
+
+def test_a_revision_retired_between_lookup_and_use_is_retried_with_the_new_one(default_bundle):
+    """A request that looked up a revision just before a swap gets the new revision, not an error."""
+    from server.bundle import load_bundle
+    from server.decide import RetiredError
+
+    bundle = load_bundle(default_bundle)
+    registry = Registry(keep=1)
+    old = registry.activate(Decider(bundle))
+    new = registry.activate(Decider(bundle))
+    snap = Snapshot("cancel_order", ORDER, APPT, NOW)
+    with pytest.raises(RetiredError):
+        old.decide(snap)  # retired and freed: refuses instead of touching a deleted ruleset
+    assert registry.decide(snap).bundle == new.ref
