@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: all venv gen serve test bench check image loadtest lint-protos goldens clean
+.PHONY: all venv gen serve test bench check image loadtest loadtest-ci goldens clean
 
 all: test
 
@@ -44,6 +44,10 @@ goldens: $(GEN_STAMP)
 # The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
 loadtest: $(GEN_STAMP)
 	$(PY) -m tests.load
+
+# The short load test CI runs (at most 3 minutes; fails on errors, never on speed).
+loadtest-ci: $(GEN_STAMP)
+	$(PY) -m tests.load --ci --json loadtest-results.json
 
 # Build the container image with podman/buildah (needs root).
 image:
