@@ -111,7 +111,14 @@ def _kind(value: Any) -> str:
 
 
 def parse_timestamp(value: Any, field: str) -> dt.datetime:
-    """An ISO 8601 timestamp with a time-zone offset; anything else names ``field``."""
+    """An ISO 8601 timestamp with a time-zone offset; anything else names ``field``.
+
+    An aware ``datetime`` (the typed gRPC input) is taken as it is.
+    """
+    if type(value) is dt.datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise SnapshotError(field, "has no time-zone offset")
+        return value
     if not isinstance(value, str):
         raise SnapshotError(field, f"expected a timestamp string, got {_kind(value)}")
     try:

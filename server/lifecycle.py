@@ -190,11 +190,17 @@ class BundleManager:
 
     # --- activation ---------------------------------------------------------
 
-    def activate_archive(self, data: bytes, *, origin: str, persist: bool = True) -> Decider:
-        """Verify, validate, test and compile an archive, then swap it in. Raises ErrorList."""
+    def activate_archive(
+        self, data: bytes, *, origin: str, persist: bool = True, run_tests: bool = True
+    ) -> Decider:
+        """Verify, validate, test and compile an archive, then swap it in. Raises ErrorList.
+
+        ``run_tests=False`` is for revisions another process already activated (their
+        own cases passed there); digests, signature and validation are still checked.
+        """
         with self._lock:
             try:
-                decider = self._build(data)
+                decider = self._build(data, run_tests=run_tests)
             except ErrorList as exc:
                 self._failed(origin, exc)
                 raise
@@ -246,10 +252,10 @@ class BundleManager:
             self._loaded(f"rollback to {revision}", decider)
             return decider
 
-    def set_shadow_archive(self, data: bytes, *, persist: bool = True) -> Decider:
+    def set_shadow_archive(self, data: bytes, *, persist: bool = True, run_tests: bool = True) -> Decider:
         """Load a candidate that decides every request in shadow (its answers are never returned)."""
         with self._lock:
-            decider = self._build(data)
+            decider = self._build(data, run_tests=run_tests)
             if persist and self.state is not None:
                 self.state.set_shadow(decider, self.state.store(data))
             old, self.shadow = self.shadow, decider
@@ -268,7 +274,7 @@ class BundleManager:
             old.close_when_unused()
             self._on_change("shadow_cleared", {"revision": old.ref.revision})
 
-    def _build(self, data: bytes) -> Decider:
+    def _build(self, data: bytes, *, run_tests: bool = True) -> Decider:
         try:
             files = read_archive_bytes(data)
             verify_files(files, self.verification_key)
@@ -277,7 +283,7 @@ class BundleManager:
         with tempfile.TemporaryDirectory(prefix="order-policy-upload-") as tmp:
             path = Path(tmp) / "bundle.tar.gz"
             path.write_bytes(data)
-            return build_decider(path, run_tests=True, verification_key=self.verification_key)
+            return build_decider(path, run_tests=run_tests, verification_key=self.verification_key)
 
     def _failed(self, origin: str, exc: ErrorList) -> None:
         self.status.failures += 1
@@ -326,7 +332,8 @@ class BundleManager:
             self.clear_shadow(persist=False)
         elif shadow is not None and (current is None or current.ref.digest != shadow["digest"]):
             with contextlib.suppress(ErrorList, OSError):
-                self.set_shadow_archive(self.state.archive_path(shadow).read_bytes(), persist=False)
+                self.set_shadow_archive(self.state.archive_path(shadow).read_bytes(), persist=False,
+                                        run_tests=False)
         return result
 
     def _follow(self, record: dict[str, Any]) -> Decider | None:
@@ -346,7 +353,8 @@ class BundleManager:
         except OSError:
             return None
         try:
-            decider = self.activate_archive(data, origin=f"state {path.name}", persist=False)
+            decider = self.activate_archive(data, origin=f"state {path.name}", persist=False,
+                                            run_tests=False)
         except ErrorList:
             return None
         self._archives[decider.ref.digest] = path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,7 +83,7 @@ def order_to_dict(order: pb.Order) -> dict[str, Any]:
     if order.id:
         out["id"] = order.id
     if order.HasField("created_at"):
-        out["created_at"] = _iso(order.created_at) or _bad(order.created_at, "order.created_at")
+        out["created_at"] = _datetime(order.created_at, "order.created_at")
     if order.status:
         out["status"] = order.status
     if order.details_type:
@@ -110,7 +109,7 @@ def appointment_to_dict(appointment: pb.Appointment) -> dict[str, Any]:
             out[name] = value
     start = appointment.start_at
     out["start_at"] = (
-        (_iso(start) or _bad(start, "appointment.start_at"))
+        _datetime(start, "appointment.start_at")
         if appointment.HasField("start_at")
         else None
     )
@@ -123,7 +122,7 @@ def _event_to_dict(event: pb.OrderEvent, index: int) -> dict[str, Any]:
         out["id"] = event.id
     if event.HasField("created_at"):
         created = event.created_at
-        out["created_at"] = _iso(created) or _bad(
+        out["created_at"] = _datetime(
             created,
             f"order.events[{index}].created_at" if index >= 0 else "order.last_event.created_at",
         )
@@ -133,6 +132,8 @@ def _event_to_dict(event: pb.OrderEvent, index: int) -> dict[str, Any]:
 
 
 def _datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """The instant as an aware UTC datetime (the facts layer takes it as it is: no text
+    round trip), or a SnapshotError naming ``field`` outside Timestamp's range."""
     if not 0 <= ts.nanos < _NANOS:
         raise SnapshotError(field, f"nanos `{ts.nanos}` out of range")
     if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
@@ -140,27 +141,8 @@ def _datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
     return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
-def _bad(ts: timestamp_pb2.Timestamp, field: str) -> str:
-    """The ISO text of a Timestamp outside the fast range, or its SnapshotError."""
-    return _datetime(ts, field).isoformat()
-
-
-# Timestamp's own range (0001-01-01 .. 9999-12-31); from year 1000 on, %Y has 4 digits.
+# Timestamp's own range (0001-01-01 .. 9999-12-31).
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
-_FAST_MIN_SECONDS = -30610224000
-_strftime, _gmtime = time.strftime, time.gmtime
-
-
-def _iso(ts: timestamp_pb2.Timestamp) -> str:
-    """ISO 8601 in UTC as Junction writes it (``2026-03-09T14:03:12.204118+00:00``),
-    or "" outside the fast range (see :func:`_bad`)."""
-    seconds, nanos = ts.seconds, ts.nanos
-    if not (_FAST_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < _NANOS):
-        return ""
-    # About twice as fast as datetime arithmetic + isoformat on this hot path.
-    text = _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(seconds))
-    micros = nanos // 1000
-    return f"{text}.{micros:06d}+00:00" if micros else f"{text}+00:00"
 
 
 _FIELD_HEAD = re.compile(r"^(order|appointment)(?=$|[.\[])")
