@@ -280,3 +280,43 @@ def test_restart_serves_the_last_good_revision_when_the_source_is_gone(tmp_path:
             reply = pb_grpc.OrderPolicyServiceStub(channel).Decide(request(), timeout=10)
         assert (reply.decision.bundle.revision, follow_up(reply)) == ("r48", "NON_REFUNDABLE")
         assert proc.terminate() == 0
+
+
+def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # noqa: ANN001
+    """`order-policy admin status|activate|rollback|shadow` against a running server, with the token."""
+    import os
+    import subprocess
+
+    from server.testing import serve_command
+
+    r24, r48 = tmp_path / "r24.tar.gz", tmp_path / "r48.tar.gz"
+    r24.write_bytes(archives["r24"])
+    r48.write_bytes(archives["r48"])
+    token_file = tmp_path / "tokens"
+    hashed = subprocess.run(serve_command("admin", "hash-token"), input=TOKEN + "\n", capture_output=True,
+                            text=True, cwd=REPO, check=True).stdout.strip()
+    assert hashed == hash_token(TOKEN)
+    token_file.write_text(hashed + "\n")
+    with serve_process(r24, "--admin-token-file", str(token_file)) as proc:
+        def admin_cli(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            env.pop("ORDER_POLICY_ADMIN_TOKEN", None)
+            if token is not None:
+                env["ORDER_POLICY_ADMIN_TOKEN"] = token
+            return subprocess.run(serve_command("admin", *args, "--address", proc.address), capture_output=True,
+                                  text=True, cwd=REPO, env=env, timeout=120)
+
+        denied = admin_cli("status", token=None)
+        assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+        assert "PERMISSION_DENIED" in admin_cli("status", token="wrong").stderr
+        assert admin_cli("activate", str(r48)).stdout.strip() == "ok: cancellation@r48"
+        status = json.loads(admin_cli("status", "--format", "json").stdout)
+        assert status["active"]["revision"] == "r48"
+        assert [r["revision"] for r in status["loaded"]] == ["r24", "r48"]
+        assert admin_cli("shadow", str(r24)).returncode == 0
+        assert json.loads(admin_cli("status", "--format", "json").stdout)["shadow"]["revision"] == "r24"
+        assert admin_cli("shadow", "--clear").returncode == 0
+        assert admin_cli("rollback", "r24").stdout.strip() == "ok: cancellation@r24"
+        human = admin_cli("status").stdout
+        assert human.startswith("active: cancellation@r24") and "loaded: r48, r24" in human  # most recently activated last
+        assert proc.terminate() == 0
