@@ -10,6 +10,7 @@ subprocess on a free loopback port and waits until it reports SERVING.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import socket
@@ -17,14 +18,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-__all__ = ["ServeProcess", "free_port", "running_server", "serve_process", "serving", "wait_serving"]
+__all__ = [
+    "ServeProcess",
+    "free_port",
+    "running_server",
+    "serve_process",
+    "serving",
+    "aware_datetime",
+    "typed_appointment",
+    "typed_order",
+    "wait_serving",
+]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -162,3 +173,109 @@ def serve_process(
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+# -- typed inputs: Junction's JSON as the typed messages of the API -------------------
+
+
+def aware_datetime(value: Any) -> dt.datetime | None:
+    """A JSON timestamp with an offset as an aware datetime, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.utcoffset() is not None else None
+
+
+def _event(raw: Any) -> Any:
+    from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+
+    if not isinstance(raw, Mapping):
+        return None
+    ev_id, created, status = raw.get("id"), aware_datetime(raw.get("created_at")), raw.get("status")
+    # Typed zero values mean "absent": an empty status or id 0 cannot be said typed.
+    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str) \
+            or not status:
+        return None
+    event = pb.OrderEvent(id=ev_id, status=status)
+    event.created_at.FromDatetime(created.astimezone(dt.UTC))
+    return event
+
+
+def _sub(order: Mapping[str, Any], key: str, name: str) -> str | None:
+    """``order[key][name]`` as a non-empty string, "" when absent, None when not sayable."""
+    sub = order.get(key)
+    if sub is None:
+        return ""
+    if not isinstance(sub, Mapping):
+        return None
+    value = sub.get(name)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) and value else None
+
+
+def typed_order(order: Any) -> Any:
+    """The typed ``Order`` saying exactly what the policy reads from Junction's order JSON,
+    or None when the JSON holds something the typed message cannot say (invalid input)."""
+    from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+
+    if not isinstance(order, Mapping):
+        return None
+    out = pb.Order()
+    if not isinstance(order.get("id"), str) or not order["id"]:
+        return None
+    out.id = order["id"]
+    if order.get("created_at") is not None:
+        created = aware_datetime(order["created_at"])
+        if created is None:
+            return None
+        out.created_at.FromDatetime(created.astimezone(dt.UTC))
+    status = order.get("status")
+    if status is not None:
+        if not isinstance(status, str) or not status:
+            return None
+        out.status = status
+    details, method = _sub(order, "details", "type"), _sub(order, "lab_test", "method")
+    if details is None or method is None or _sub(order, "diagnostic_lab_test", "method") != "":
+        return None
+    out.details_type, out.lab_test_method = details, method
+    events = order.get("events")
+    if events is not None:
+        if not isinstance(events, list):
+            return None
+        for raw in events:
+            event = _event(raw)
+            if event is None:
+                return None
+            out.events.append(event)
+    if order.get("last_event") is not None:
+        event = _event(order["last_event"])
+        if event is None:
+            return None
+        out.last_event.CopyFrom(event)
+    return out
+
+
+def typed_appointment(appt: Any) -> Any:
+    """The typed ``Appointment`` for an appointment JSON, or None when it cannot be said exactly."""
+    from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+
+    if not isinstance(appt, Mapping):
+        return None
+    out = pb.Appointment()
+    for name in ("id", "order_id", "status", "provider", "type"):
+        value = appt.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            return None
+        setattr(out, name, value)
+    if appt.get("start_at") is not None:
+        start = aware_datetime(appt["start_at"])
+        if start is None:
+            return None
+        out.start_at.FromDatetime(start.astimezone(dt.UTC))
+    return out

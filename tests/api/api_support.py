@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from server.testing import aware_datetime, typed_appointment, typed_order
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "rules" / "cancellation"
@@ -32,112 +33,15 @@ def case_ids() -> list[str]:
     return [c.name for c in bundle_cases()]
 
 
-def _ts(value: Any) -> dt.datetime | None:
-    """A datetime for a JSON timestamp a typed message can carry exactly, else None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.utcoffset() is not None else None
-
-
 def _set_ts(target: Any, value: dt.datetime) -> None:
     target.FromDatetime(value.astimezone(dt.UTC))
-
-
-def _event(raw: Any) -> pb.OrderEvent | None:
-    if not isinstance(raw, Mapping):
-        return None
-    ev_id, created, status = raw.get("id"), _ts(raw.get("created_at")), raw.get("status")
-    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str):
-        return None
-    event = pb.OrderEvent(id=ev_id, status=status)
-    _set_ts(event.created_at, created)
-    return event
-
-
-def _method_of(order: Mapping[str, Any], key: str) -> tuple[bool, str]:
-    sub = order.get(key)
-    if sub is None:
-        return True, ""
-    if not isinstance(sub, Mapping):
-        return False, ""
-    value = sub.get(key == "details" and "type" or "method")
-    if value is None:
-        return True, ""
-    return isinstance(value, str) and value != "", value if isinstance(value, str) else ""
-
-
-def typed_order(order: Mapping[str, Any]) -> pb.Order | None:
-    """The typed Order carrying exactly what the policy reads from ``order``, or None
-    when the JSON holds something the typed message cannot say (invalid input)."""
-    out = pb.Order()
-    order_id = order.get("id")
-    if not isinstance(order_id, str) or not order_id:
-        return None
-    out.id = order_id
-    if order.get("created_at") is not None:
-        created = _ts(order["created_at"])
-        if created is None:
-            return None
-        _set_ts(out.created_at, created)
-    status = order.get("status")
-    if status is not None:
-        if not isinstance(status, str) or not status:
-            return None
-        out.status = status
-    for key, attr in (("details", "details_type"), ("lab_test", "lab_test_method")):
-        ok, value = _method_of(order, key)
-        if not ok:
-            return None
-        setattr(out, attr, value)
-    ok, legacy = _method_of(order, "diagnostic_lab_test")
-    if not ok or legacy:
-        return None
-    events = order.get("events")
-    if events is not None:
-        if not isinstance(events, list):
-            return None
-        for raw in events:
-            event = _event(raw)
-            if event is None:
-                return None
-            out.events.append(event)
-    if order.get("last_event") is not None:
-        event = _event(order["last_event"])
-        if event is None:
-            return None
-        out.last_event.CopyFrom(event)
-    return out
-
-
-def typed_appointment(appt: Mapping[str, Any]) -> pb.Appointment | None:
-    """The typed Appointment for ``appt``, or None when it cannot be said exactly."""
-    if not isinstance(appt, Mapping):
-        return None
-    out = pb.Appointment()
-    for name in ("id", "order_id", "status", "provider", "type"):
-        value = appt.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value:
-            return None
-        setattr(out, name, value)
-    if appt.get("start_at") is not None:
-        start = _ts(appt["start_at"])
-        if start is None:
-            return None
-        _set_ts(out.start_at, start)
-    return out
 
 
 def request_for(case: Any, *, typed: bool, request_id: str = "") -> pb.DecideRequest | None:
     """The DecideRequest of a bundle case, JSON or typed (None: not expressible so)."""
     import json
 
-    now = _ts(case.now_text)
+    now = aware_datetime(case.now_text)
     if case.action not in ACTIONS or now is None:
         return None
     request = pb.DecideRequest(request_id=request_id or case.name, action=ACTIONS[case.action])

@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import random
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ def ensure_generated() -> None:
 ensure_generated()
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb  # noqa: E402
+from server.testing import aware_datetime, typed_appointment, typed_order  # noqa: E402
 
 ACTIONS = {"cancel_order": pb.ACTION_CANCEL_ORDER, "cancel_appointment": pb.ACTION_CANCEL_APPOINTMENT}
 
@@ -111,102 +112,7 @@ def frame(message: bytes) -> bytes:
     return struct.pack(">BI", 0, len(message)) + message
 
 
-# -- typed inputs ------------------------------------------------------------------------
-
-
-def _ts(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.utcoffset() is not None else None
-
-
-def _event(raw: Any) -> Any:
-    if not isinstance(raw, Mapping):
-        return None
-    ev_id, created, status = raw.get("id"), _ts(raw.get("created_at")), raw.get("status")
-    # Typed zero values mean "absent": an empty status or id 0 cannot be said typed.
-    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str) \
-            or not status:
-        return None
-    event = pb.OrderEvent(id=ev_id, status=status)
-    event.created_at.FromDatetime(created.astimezone(dt.UTC))
-    return event
-
-
-def _sub(order: Mapping[str, Any], key: str, name: str) -> str | None:
-    """``order[key][name]`` as a non-empty string, "" when absent, None when not sayable."""
-    sub = order.get(key)
-    if sub is None:
-        return ""
-    if not isinstance(sub, Mapping):
-        return None
-    value = sub.get(name)
-    if value is None:
-        return ""
-    return value if isinstance(value, str) and value else None
-
-
-def typed_order(order: Any) -> Any:
-    """The typed Order saying exactly what the policy reads, or None when it cannot."""
-    if not isinstance(order, Mapping):
-        return None
-    out = pb.Order()
-    if not isinstance(order.get("id"), str) or not order["id"]:
-        return None
-    out.id = order["id"]
-    if order.get("created_at") is not None:
-        created = _ts(order["created_at"])
-        if created is None:
-            return None
-        out.created_at.FromDatetime(created.astimezone(dt.UTC))
-    status = order.get("status")
-    if status is not None:
-        if not isinstance(status, str) or not status:
-            return None
-        out.status = status
-    details, method = _sub(order, "details", "type"), _sub(order, "lab_test", "method")
-    if details is None or method is None or _sub(order, "diagnostic_lab_test", "method") != "":
-        return None
-    out.details_type, out.lab_test_method = details, method
-    events = order.get("events")
-    if events is not None:
-        if not isinstance(events, list):
-            return None
-        for raw in events:
-            event = _event(raw)
-            if event is None:
-                return None
-            out.events.append(event)
-    if order.get("last_event") is not None:
-        event = _event(order["last_event"])
-        if event is None:
-            return None
-        out.last_event.CopyFrom(event)
-    return out
-
-
-def typed_appointment(appt: Any) -> Any:
-    """The typed Appointment for ``appt``, or None when it cannot be said exactly."""
-    if not isinstance(appt, Mapping):
-        return None
-    out = pb.Appointment()
-    for name in ("id", "order_id", "status", "provider", "type"):
-        value = appt.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value:
-            return None
-        setattr(out, name, value)
-    if appt.get("start_at") is not None:
-        start = _ts(appt["start_at"])
-        if start is None:
-            return None
-        out.start_at.FromDatetime(start.astimezone(dt.UTC))
-    return out
+# Typed inputs come from server.testing (typed_order, typed_appointment).
 
 
 # -- the corpus --------------------------------------------------------------------------
@@ -257,7 +163,7 @@ def build_corpus(bundle: Path = BUNDLE) -> Corpus:
     skipped: list[str] = []
     try:
         for index, case in enumerate(load_cases(bundle)):
-            now = _ts(case.now_text)
+            now = aware_datetime(case.now_text)
             if now is None or case.action not in ACTIONS:
                 skipped.append(f"{case.name}: `now` or `action` cannot be sent over gRPC")
                 continue
