@@ -195,7 +195,6 @@ class Server:
         self._refresh()
 
     def _on_bundle_event(self, event: str, fields: dict[str, Any]) -> None:
-        log.event(event, logging.ERROR if event == "bundle_refused" else logging.INFO, **fields)
         if event == "bundle_activated":
             METRICS.bundle_loads.labels("activated").inc()
         elif event == "bundle_refused":
@@ -303,6 +302,8 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
         state=StateDir(state_dir, keep=options.keep_revisions + 2) if state_dir is not None else None,
         verification_key=options.verification_key,
     )
+    # Every process that loads bundles logs what it did (workers inherit this).
+    manager.add_listener(_log_bundle_event)
     etag = ""
     try:
         restored = manager.restore()
@@ -337,6 +338,10 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
         manager.stop()
         if own_state is not None:
             shutil.rmtree(own_state, ignore_errors=True)
+
+
+def _log_bundle_event(event: str, fields: dict[str, Any]) -> None:
+    log.event(event, logging.ERROR if event == "bundle_refused" else logging.INFO, **fields)
 
 
 def _watch(manager: BundleManager, source: str, etag: str, options: ServerOptions) -> None:
