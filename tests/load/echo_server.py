@@ -85,8 +85,12 @@ def _serve_one(host: str, port: int, decision: Any, reuse_port: bool, index: int
         signal.signal(sig, lambda *_: stop.set())
     server, bound = build(host, port, decision, reuse_port=reuse_port)
     server.start()
-    print(f'{{"event":"server_started","echo":true,"worker_index":{index},"port":{bound},'
-          f'"pid":{os.getpid()}}}', flush=True)
+    # One write per line: workers share stdout, and with unbuffered output print()
+    # writes the text and the newline separately, so lines could interleave.
+    line = (f'{{"event":"server_started","echo":true,"worker_index":{index},"port":{bound},'
+            f'"pid":{os.getpid()}}}\n')
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
     while not stop.wait(0.5):
         pass
     server.stop(2).wait()

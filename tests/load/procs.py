@@ -158,7 +158,7 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with tempfile.TemporaryDirectory(prefix=f"order-policy-load-{kind}-") as tmp:
         log_path = Path(tmp) / "server.log"
-        with open(log_path, "wb") as out:
+        with open(log_path, "ab") as out:  # O_APPEND: workers' lines never overwrite
             process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out,  # noqa: S603
                                        stderr=subprocess.STDOUT, start_new_session=True)
         running = Running(kind, workers, cores, process, port, metrics_port, log_path)
