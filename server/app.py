@@ -42,7 +42,6 @@ from server.api.admin import AdminAuth, BundleAdminServicer, read_token_hashes
 from server.api.servicer import OrderPolicyServicer
 from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, StateDir
-from server.errors import PolicyError
 
 __all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "serve"]
 

@@ -91,7 +91,7 @@ class Decider:
     def facts(self, snapshot: Snapshot, clock_now: dt.datetime | None = None) -> Facts:
         """The derived facts of a snapshot (raises SnapshotError)."""
         return derive(snapshot, self.bundle.vocabulary, self.bundle.settings,
-                      clock_now or dt.datetime.now(dt.timezone.utc))
+                      clock_now or dt.datetime.now(dt.UTC))
 
     def match(self, action: str, values: Mapping[str, Any]) -> list[str]:
         """The ids of the rules of ``action`` that hold for ``values``, in priority order."""

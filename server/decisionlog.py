@@ -60,7 +60,7 @@ def entry_of(decision: Decision, snapshot: Snapshot, latency_us: float,
     """The log entry of one decision (only the allowed fields)."""
     entry = {
         "decision_id": decision.decision_id,
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "time": dt.datetime.now(dt.UTC).isoformat(),
         "action": decision.action,
         "order_id": decision.order_id,
         "now": decision.now.isoformat(),

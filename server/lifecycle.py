@@ -82,7 +82,7 @@ class StateDir:
 
     def _point(self, name: str, decider: Decider, archive: Path) -> None:
         record = {"name": decider.ref.name, "revision": decider.ref.revision, "digest": decider.ref.digest,
-                  "archive": archive.name, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+                  "archive": archive.name, "at": dt.datetime.now(dt.UTC).isoformat()}
         _write_atomic(self.path / name, json.dumps(record, indent=2).encode())
 
     def set_active(self, decider: Decider, archive: Path) -> None:
@@ -104,7 +104,7 @@ class StateDir:
         workers = self.path / "workers"
         workers.mkdir(exist_ok=True)
         record = {"pid": os.getpid(), "revision": decider.ref.revision, "digest": decider.ref.digest,
-                  "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+                  "at": dt.datetime.now(dt.UTC).isoformat()}
         _write_atomic(workers / f"{os.getpid()}.json", json.dumps(record).encode())
 
     def read(self, name: str = ACTIVE) -> dict[str, Any] | None:
@@ -144,7 +144,7 @@ class LoadStatus:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 class BundleManager:

@@ -137,7 +137,7 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
             if active is None:
                 return []
             return [apb.WorkerStatus(pid=os.getpid(), revision=active.ref.revision, digest=active.ref.digest,
-                                     reported_at=_ts(dt.datetime.now(dt.timezone.utc).isoformat()))]
+                                     reported_at=_ts(dt.datetime.now(dt.UTC).isoformat()))]
         out = []
         for path in sorted((state.path / "workers").glob("*.json")):
             try:

@@ -19,7 +19,7 @@ ORDER = {
     "patient_address": {"first_line": "1 Main St", "city": "Brooklyn", "zip": "11215"},
     "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}],
 }
-NOW = dt.datetime(2026, 3, 10, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 
 
 def test_entries_hold_the_decision_and_no_patient_data(tmp_path, default_bundle):

@@ -29,7 +29,7 @@ ORDER = {"id": "o-1", "created_at": "2026-03-02T15:00:00+00:00", "status": "coll
          "events": [{"id": 1, "created_at": "2026-03-02T15:00:00+00:00",
                      "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled"}]}
 APPT = {"order_id": "o-1", "status": "confirmed", "provider": "getlabs", "start_at": "2026-03-11T20:00:00+00:00"}
-NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.timezone.utc)  # 32 h notice
+NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)  # 32 h notice
 
 
 def revision_of(tmp: Path, name: str, *, refund: str = "24h") -> Path:

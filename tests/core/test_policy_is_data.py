@@ -33,13 +33,13 @@ def follow_ups(decider, snapshot: Snapshot) -> set[str]:
 
 def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
     """24 h -> 48 h and 13:00 -> 11:00 in data/settings.yaml flip the refund and ship-day follow-ups."""
-    now = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
     appointment = {"order_id": ORDER_ID, "status": "confirmed", "provider": "getlabs",
                    "start_at": "2026-03-11T20:00:00+00:00"}  # 32 h ahead
     refund = Snapshot("cancel_order", at_home(), appointment, now)
     # Tuesday 2026-03-10 11:30 EDT (15:30Z): before 13:00, after 11:00; `now` is that evening.
     kit = Snapshot("cancel_order", kit_order("2026-03-10T15:30:00+00:00"), None,
-                   dt.datetime(2026, 3, 10, 22, 0, tzinfo=dt.timezone.utc))
+                   dt.datetime(2026, 3, 10, 22, 0, tzinfo=dt.UTC))
 
     original = build_decider(bundle_copy)
     assert "FULL_REFUND" in follow_ups(original, refund)
@@ -73,5 +73,5 @@ def test_a_status_moved_between_lists_changes_the_decision(bundle_copy):
     order = at_home()
     order["events"][0]["status"] = "collecting_sample.at_home_phlebotomy.draw_completed"
     decision = build_decider(bundle_copy).decide(
-        Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.timezone.utc)))
+        Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))
     assert (decision.outcome, [r.code for r in decision.reasons]) == ("DENY", ["NOT_CANCELLABLE_STATE"])

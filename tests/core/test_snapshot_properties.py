@@ -15,7 +15,7 @@ from server.model import Snapshot
 from server.registry import build_decider
 from tests.conftest import DEFAULT_BUNDLE
 
-NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
