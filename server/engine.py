@@ -13,6 +13,7 @@ names of the rules that fired, de-duplicated, in priority order.
 from __future__ import annotations
 
 import itertools
+import operator
 import json
 import re
 import threading
@@ -92,6 +93,7 @@ class Engine:
                                    code="compile_engine_error") from None
             _ruleset_count += 1
         self._lock = threading.Lock()
+        self._get_all = _tuple_getter(self._fact_names)
 
     @property
     def fact_names(self) -> tuple[str, ...]:
@@ -100,11 +102,14 @@ class Engine:
 
     def encode(self, facts: Mapping[str, Any], sid: str) -> str:
         """The JSON text asserted for ``facts``: strict scalar types only."""
-        values = [facts.get(name) for name in self._fact_names]
+        try:
+            values = self._get_all(facts)  # one C call when every fact is there
+        except KeyError:
+            values = tuple(facts.get(name) for name in self._fact_names)
         if not _STRICT.issuperset(map(type, values)):
             bad = next(n for n, v in zip(self._fact_names, values) if type(v) not in _STRICT)
             raise EvalError(f"fact `{bad}` has unsupported type {type(facts.get(bad)).__name__}")
-        msg = dict(zip(self._short, ["" if v is None else v for v in values]))
+        msg = {k: ("" if v is None else v) for k, v in zip(self._short, values)}
         msg[INPUT_MARKER] = 1
         msg["sid"] = sid
         msg["id"] = "q"
@@ -171,6 +176,16 @@ class Engine:
             self.close()
         except Exception:  # noqa: S110 - interpreter shutdown
             pass
+
+
+def _tuple_getter(names: tuple[str, ...]) -> Any:
+    """``mapping -> tuple of values`` (KeyError when one is missing), for 0, 1 or more names."""
+    if not names:
+        return lambda mapping: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda mapping: (mapping[name],)
+    return operator.itemgetter(*names)
 
 
 def _short_name(i: int) -> str:

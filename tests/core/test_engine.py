@@ -201,3 +201,14 @@ def test_one_million_decisions_keep_memory_flat():
     grown = rss_kib() - before
     eng.close()
     assert grown < 5 * 1024, f"RSS grew by {grown} KiB over 1,000,000 decisions"
+
+
+def test_one_fact_and_missing_facts_are_encoded_right():
+    """A ruleset testing one fact, and inputs that lack a fact (sent as absent), still match correctly."""
+    eng = Engine("t", {"a": rule({"x": "1"}), "b": rule({"$neq": {"y": "2"}}, 2)}, ["x", "y"])
+    assert eng.match({"x": "1"}) == ["a", "b"]
+    assert eng.match({"y": "2"}) == []
+    eng.close()
+    one = Engine("t", {"a": rule({"x": "1"})}, ["x"])
+    assert one.match({"x": "1"}) == ["a"] and one.match({}) == []
+    one.close()
