@@ -37,6 +37,10 @@ _DECISIVE = ("allow", "deny", "invalid")
 _FORMATTER = string.Formatter()
 
 
+def _priority(rule: CompiledRule) -> int:
+    return rule.priority
+
+
 class RetiredError(NoBundleError):
     """The decider was retired between lookup and use; look up the active one again."""
 
@@ -124,18 +128,25 @@ class Decider:
         return self.combine(facts, matched)
 
     def combine(self, facts: Facts, matched: list[str]) -> Decision:
-        """Apply the combining algorithm to the rules that held."""
+        """Apply the combining algorithm to the rules that held (in priority order)."""
         policy = self.compiled[facts.action]
-        rules = [policy.rules[r] for r in matched]
-        decisive = [r for r in rules if r.effect in _DECISIVE]
-        if policy.combining == "first_match":
+        index = policy.rules
+        decisive: list[CompiledRule] = []
+        advice: list[CompiledRule] = []
+        for name in matched:
+            rule = index[name]
+            (advice if rule.effect == "advise" else decisive).append(rule)
+        if decisive and policy.combining == "first_match":
             decisive = decisive[:1]
-        invalid = next((r for r in decisive if r.effect == "invalid"), None)
-        if invalid is not None:
+        effects = {rule.effect for rule in decisive}
+        if "invalid" in effects:
+            invalid = next(r for r in decisive if r.effect == "invalid")
             raise SnapshotError(invalid.error_field, invalid.error_message)
-        outcome = DENY if any(r.effect == "deny" for r in decisive) else ALLOW if decisive else DENY
+        on = "deny" if "deny" in effects or not decisive else "allow"
+        outcome = DENY if on == "deny" else ALLOW
         variables = self._variables(facts)
-        producing = [r for r in decisive if r.effect == outcome.lower()]
+        producing = [r for r in decisive if r.effect == on]
+        messages = self.bundle.reasons
         reasons: list[Reason] = []
         if producing:
             seen: set[str] = set()
@@ -143,17 +154,19 @@ class Decider:
                 for code in rule.reasons:
                     if code not in seen:
                         seen.add(code)
-                        reasons.append(Reason(code, fill(self.bundle.reasons[code].message, variables), rule.id))
+                        reasons.append(Reason(code, messages[code].message.format_map(variables), rule.id))
         else:
             code = policy.default_reason
-            reasons.append(Reason(code, fill(self.bundle.reasons[code].message, variables), DEFAULT_RULE_ID))
-        on = outcome.lower()
-        advising = [r for r in rules if r.effect == "advise" and r.on in (on, "any")]
-        follow_ups = self._follow_ups([*producing, *advising], variables)
+            reasons.append(Reason(code, messages[code].message.format_map(variables), DEFAULT_RULE_ID))
+        # Follow-ups in priority order: the producing rules' and the advice for this outcome.
+        giving = [r for r in producing if r.follow_ups]
+        giving += [r for r in advice if r.on == on or r.on == "any"]
+        if len(giving) > 1:
+            giving.sort(key=_priority)
         return Decision(
             outcome=outcome,
             reasons=tuple(reasons),
-            follow_ups=follow_ups,
+            follow_ups=self._follow_ups(giving, variables) if giving else (),
             bundle=self.ref,
             now=facts.now,
             action=facts.action,
@@ -166,7 +179,7 @@ class Decider:
     def _follow_ups(self, rules: list[CompiledRule], variables: _Variables) -> tuple[FollowUp, ...]:
         out: list[FollowUp] = []
         seen: set[str] = set()
-        for rule in sorted(rules, key=lambda r: r.priority):
+        for rule in rules:
             for code in rule.follow_ups:
                 if code in seen:
                     continue

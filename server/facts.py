@@ -96,6 +96,11 @@ def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
     return value
 
 
+def _is_mapping(value: Any) -> bool:
+    # Decoded JSON is a dict: test that first (an ABC isinstance check is slower).
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -131,7 +136,7 @@ def parse_timestamp(value: Any, field: str) -> dt.datetime:
 
 
 def _event(raw: Any, field: str) -> tuple[dt.datetime, int, str, str]:
-    if not isinstance(raw, Mapping):
+    if not _is_mapping(raw):
         raise SnapshotError(field, f"expected an object, got {_kind(raw)}")
     ev_id = raw.get("id")
     if ev_id is None:
@@ -174,13 +179,13 @@ def _latest_status(order: Mapping[str, Any]) -> tuple[str, str] | None:
 def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
     sources: list[tuple[str, Any]] = []
     details = order.get("details")
-    if isinstance(details, Mapping):
+    if _is_mapping(details):
         sources.append(("order.details.type", details.get("type")))
     elif details is not None:
         raise SnapshotError("order.details", f"expected an object, got {_kind(details)}")
     for key in ("lab_test", "diagnostic_lab_test"):
         sub = order.get(key)
-        if isinstance(sub, Mapping):
+        if _is_mapping(sub):
             sources.append((f"order.{key}.method", sub.get("method")))
         elif sub is not None:
             raise SnapshotError(f"order.{key}", f"expected an object, got {_kind(sub)}")
@@ -235,7 +240,7 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
     if now.tzinfo is None or now.utcoffset() is None:
         raise SnapshotError("now", "has no time-zone offset")
     order = snapshot.order
-    if not isinstance(order, Mapping):
+    if not _is_mapping(order):
         raise SnapshotError("order", f"expected an object, got {_kind(order)}")
     order_id = order.get("id")
     if not isinstance(order_id, str) or not order_id:
@@ -283,7 +288,7 @@ def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) 
             "appointment_has_start": False,
             "appointment_notice_seconds": 0,
         }
-    if not isinstance(appt, Mapping):
+    if not _is_mapping(appt):
         raise SnapshotError("appointment", f"expected an object, got {_kind(appt)}")
     other = appt.get("order_id")
     if other is not None and other != order_id:
