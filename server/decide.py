@@ -30,10 +30,9 @@ from server.errors import NoBundleError, SnapshotError
 from server.facts import Facts, derive
 from server.model import ALLOW, DENY, BundleRef, Decision, FollowUp, Reason, Snapshot
 
-__all__ = ["DEFAULT_RULE_ID", "Decider", "RetiredError", "fill"]
+__all__ = ["DEFAULT_RULE_ID", "Decider", "RetiredError", "template_names"]
 
 DEFAULT_RULE_ID = "default"
-_DECISIVE = ("allow", "deny", "invalid")
 _FORMATTER = string.Formatter()
 
 
@@ -87,11 +86,6 @@ class Decider:
         if idle:
             self.close()
 
-    @property
-    def retired(self) -> bool:
-        """True once the registry dropped this revision."""
-        return self._retired
-
     def facts(self, snapshot: Snapshot, clock_now: dt.datetime | None = None) -> Facts:
         """The derived facts of a snapshot (raises SnapshotError)."""
         return derive(snapshot, self.bundle.vocabulary, self.bundle.settings,
@@ -104,13 +98,11 @@ class Decider:
             raise SnapshotError("action", f"the bundle has no policy for action `{action}`")
         return engine.match(values)
 
-    def decide(
-        self, snapshot: Snapshot, *, explain: bool = False, clock_now: dt.datetime | None = None
-    ) -> Decision:
+    def decide(self, snapshot: Snapshot, *, clock_now: dt.datetime | None = None) -> Decision:
         """Decide one snapshot. Raises SnapshotError (invalid input) or EvalError.
 
         The explanation (facts, matched rules) is always part of the Decision;
-        ``explain`` is accepted for symmetry with the API and changes nothing.
+        callers choose whether to show it.
         """
         facts = self.facts(snapshot, clock_now)
         with self._use_lock:
@@ -187,10 +179,10 @@ class Decider:
                 entry = self.bundle.follow_ups[code]
                 out.append(FollowUp(
                     code=code,
-                    message=fill(entry.message, variables),
+                    message=entry.message.format_map(variables),
                     rule_id=rule.id,
                     http_method=entry.http_method,
-                    path=fill(entry.path, variables) if entry.path else "",
+                    path=entry.path.format_map(variables) if entry.path else "",
                 ))
         return tuple(out)
 
@@ -199,7 +191,8 @@ class Decider:
 
 
 class _Variables(dict):  # type: ignore[type-arg]
-    """Template variables, looked up only when a template names them (hot path)."""
+    """Template variables for ``str.format_map``, looked up only when a template names
+    them (hot path). Names are checked when the bundle is validated."""
 
     __slots__ = ("_facts", "_params")
 
@@ -218,11 +211,6 @@ class _Variables(dict):  # type: ignore[type-arg]
             value = values[name]
             return "" if value is None else value
         return self._params[name]
-
-
-def fill(template: str, variables: Mapping[str, Any]) -> str:
-    """Fill ``{name}`` placeholders (names are checked when the bundle is validated)."""
-    return template.format_map(variables)
 
 
 def template_names(template: str) -> list[str]:

@@ -12,10 +12,10 @@ import threading
 from pathlib import Path
 
 from server.bundle import bundle_directory, load_bundle
-from server.decide import Decider, RetiredError
-from server.model import Decision, Snapshot
 from server.cases import load_cases, run_cases
+from server.decide import Decider, RetiredError
 from server.errors import ErrorList, NoBundleError, PolicyError, ValidationError
+from server.model import Decision, Snapshot
 from server.validate import coverage_errors, validate
 
 __all__ = ["Registry", "build_decider"]
@@ -66,7 +66,7 @@ class Registry:
         self._loaded: dict[str, Decider] = {}
 
     def load(self, path: str | Path) -> Decider:
-        """Load a bundle directory and make it active (the old one stays active on error)."""
+        """Load a bundle and make it active (the old one stays active on error)."""
         return self.activate(build_decider(path))
 
     def activate(self, decider: Decider) -> Decider:
@@ -78,8 +78,8 @@ class Registry:
             dropped = list(self._loaded)[: max(0, len(self._loaded) - self._keep)]
             retired = [self._loaded.pop(rev) for rev in dropped]
         for d in ([old] if old is not None and old is not decider else []) + retired:
-            # INVARIANT: a retired decider is never active; requests that still hold
-            # it finish first (CPython keeps it alive until they drop the reference).
+            # INVARIANT: a retired decider is never active; its rulesets are freed
+            # by the last in-flight request that uses it (Decider.close_when_unused).
             d.close_when_unused()
         return decider
 
