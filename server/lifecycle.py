@@ -312,8 +312,7 @@ class BundleManager:
         """Activate the persisted last good revision (and shadow), if any; None otherwise."""
         if self.state is None:
             return None
-        decider = self.sync_from_state()
-        return decider
+        return self.sync_from_state()
 
     def sync_from_state(self) -> Decider | None:
         """Load whatever ``active.json`` (and ``shadow.json``) name, when it differs from ours."""
@@ -326,7 +325,7 @@ class BundleManager:
                 result = active
             else:
                 result = self._follow(record)
-        shadow = self.state.read("shadow.json")
+        shadow = self.state.read(SHADOW)
         current = self.shadow
         if shadow is None and current is not None:
             self.clear_shadow(persist=False)
