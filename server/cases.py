@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.bundle import schema_errors
-from server.bundle.yamlio import line_of, load_yaml, plain
+from server.bundle import checked_yaml
+from server.bundle.yamlio import line_of, plain
 from server.decide import Decider
 from server.errors import ErrorList, Location, PolicyError, SnapshotError, ValidationError, did_you_mean
 from server.facts import parse_json_object, parse_timestamp
@@ -102,13 +102,9 @@ def load_cases(bundle_dir: str | Path) -> list[Case]:
     names: dict[str, Location] = {}
     for path in sorted((root / "tests").glob("*.yaml")):
         rel = path.relative_to(root).as_posix()
-        data, problems = load_yaml(path.read_text(encoding="utf-8"), rel)
+        data, problems = checked_yaml(path.read_text(encoding="utf-8"), rel, "cases")
         errors += problems
-        if data is None:
-            continue
-        problems = schema_errors(data, "cases", rel)
-        errors += problems
-        if problems:
+        if data is None or problems:
             continue
         fixtures = plain(data.get("fixtures") or {})
         for i, raw in enumerate(data["cases"]):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+import functools
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from server.bundle.archive import bundle_manifest, canonical, is_archive, read_archive, unpack_archive, verify_files
+from server.bundle.archive import bundle_manifest, is_archive, read_archive, unpack_archive, verify_files
 from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
 from server.errors import BundleError, ErrorList, Location, PolicyError, ValidationError, did_you_mean
 
@@ -43,6 +43,7 @@ __all__ = [
     "Settings",
     "Vocabulary",
     "bundle_directory",
+    "checked_yaml",
     "load_bundle",
     "parse_duration",
 ]
@@ -175,6 +176,20 @@ def _node_at(data: Any, path: Any) -> tuple[Any, Any]:
     return parent, last
 
 
+def checked_yaml(text: str, file: str, kind: str) -> tuple[Any, list[PolicyError]]:
+    """Parse a document and check it against its kind's schema: (data, every error)."""
+    data, errors = _checked_cached(text, file, kind)
+    return data, list(errors)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_cached(text: str, file: str, kind: str) -> tuple[Any, tuple[PolicyError, ...]]:
+    data, errors = load_yaml(text, file)
+    if data is None or errors:
+        return data, tuple(errors)
+    return data, tuple(schema_errors(data, kind, file))
+
+
 def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> PolicyError:
     if err.context:
         # oneOf/anyOf: report the most specific branch failure.
@@ -209,7 +224,6 @@ class _Reader:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.errors: list[PolicyError] = []
-        self.digests: dict[str, str] = {}
 
     def read(self, rel: str, kind: str, *, required: bool = True) -> Any:
         path = self.root / rel
@@ -229,16 +243,11 @@ class _Reader:
         except (OSError, UnicodeDecodeError) as exc:
             self.errors.append(BundleError(f"cannot read file: {exc}", code="bundle_io_error", location=Location(rel)))
             return None
-        data, errors = load_yaml(text, rel)
+        data, errors = checked_yaml(text, rel, kind)
         self.errors.extend(errors)
         if data is None and not errors:
             self.errors.append(BundleError("empty file", code="bundle_parse_error", location=Location(rel)))
-        if data is None:
-            return None
-        self.digests[rel] = "sha256:" + hashlib.sha256(canonical(data)).hexdigest()
-        problems = schema_errors(data, kind, rel)
-        self.errors.extend(problems)
-        return None if problems else data
+        return None if errors else data
 
 
 @contextlib.contextmanager
@@ -290,8 +299,8 @@ def load_bundle(path: str | Path, *, verification_key: str | Path | None = None)
     policies = _policies(policy_docs, r.errors)
     if r.errors or manifest is None or vocab_doc is None or settings is None or catalogue_doc is None:
         raise ErrorList(r.errors or [BundleError("bundle is incomplete", code="bundle_io_error")])
-    # The same digest as the archive's manifest: canonical JSON of every file.
-    digest = bundle_manifest(root)["digest"]
+    # The same digests as the archive's manifest: canonical JSON of every file.
+    archive_manifest = bundle_manifest(root)
     return Bundle(
         root=root,
         name=manifest["name"],
@@ -303,8 +312,8 @@ def load_bundle(path: str | Path, *, verification_key: str | Path | None = None)
         reasons=_entries(catalogue_doc, "reasons"),
         follow_ups=_entries(catalogue_doc, "follow_ups"),
         policies=policies,
-        digest=digest,
-        file_digests=dict(sorted(r.digests.items())),
+        digest=archive_manifest["digest"],
+        file_digests=archive_manifest["files"],
         raw_settings=settings_doc,
     )
 

@@ -11,6 +11,7 @@ file against its digest, and that no file is missing or extra.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -52,6 +53,7 @@ def canonical(data: Any) -> bytes:
     return json.dumps(plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@functools.lru_cache(maxsize=64)
 def file_digest(rel: str, content: bytes) -> str:
     """sha256 of a bundle file over its canonical JSON (raw bytes for non-YAML)."""
     if rel.endswith((".yaml", ".yml")):

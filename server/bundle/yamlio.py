@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -71,7 +72,23 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_t
 
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[BundleError]]:
-    """Parse one YAML document; returns (data, errors). Syntax errors name the line."""
+    """Parse one YAML document; returns (data, errors). Syntax errors name the line.
+
+    INVARIANT: the returned document is shared (parses are cached by content, so
+    verifying, loading and testing a bundle, and reloading unchanged files, parse
+    each file once): callers never mutate it; :func:`plain` makes a private copy.
+    """
+    data, errors = _load_cached(text, file)
+    return data, list(errors)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_cached(text: str, file: str) -> tuple[Any, tuple[BundleError, ...]]:
+    data, errors = _load(text, file)
+    return data, tuple(errors)
+
+
+def _load(text: str, file: str) -> tuple[Any, list[BundleError]]:
     loader = _Loader(text)
     loader.duplicates = []
     try:
