@@ -199,10 +199,13 @@ def test_a_crashed_worker_is_replaced(bundle_dir) -> None:  # noqa: ANN001
         def workers() -> set[int]:
             return {e["pid"] for e in _events(proc.log()) if e["event"] == "server_started"}
 
+        # SERVING means one worker answers; the other may still be starting.
+        deadline = time.monotonic() + 30
+        while len(workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         first = workers()
         assert len(first) == 2
         os.kill(min(first), signal.SIGKILL)
-        deadline = time.monotonic() + 30
         while len(workers()) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(workers()) == 3, proc.log()
