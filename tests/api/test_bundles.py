@@ -320,3 +320,24 @@ def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # 
         human = admin_cli("status").stdout
         assert human.startswith("active: cancellation@r24") and "loaded: r48, r24" in human  # most recently activated last
         assert proc.terminate() == 0
+
+
+def test_serve_writes_every_decision_to_the_decision_log(tmp_path: Path, archives) -> None:  # noqa: ANN001
+    """`serve --decision-log F --workers 2`: one line per decision across the workers' files, no patient data."""
+    source = tmp_path / "bundle.tar.gz"
+    source.write_bytes(archives["r24"])
+    target = tmp_path / "decisions.log"
+    order = dict(ORDER, patient_details={"first_name": "Ada", "email": "ada@example.com"})
+    with serve_process(source, "--decision-log", str(target), workers=2) as proc:
+        ids = set()
+        for _ in range(20):  # fresh connections spread over both workers
+            with grpc.insecure_channel(proc.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                req = request()
+                req.order_json = json.dumps(order)
+                ids.add(pb_grpc.OrderPolicyServiceStub(channel).Decide(req, timeout=10).decision.decision_id)
+        assert proc.terminate() == 0  # a clean stop flushes every queued entry
+    lines = [line for f in sorted(tmp_path.glob("decisions.log*")) for line in f.read_text().splitlines()]
+    entries = [json.loads(line) for line in lines]
+    assert {e["decision_id"] for e in entries} == ids and len(entries) == 20
+    assert all(e["bundle"]["revision"] == "r24" and e["order_id"] == "o-1" for e in entries)
+    assert "Ada" not in "".join(lines) and "example.com" not in "".join(lines)
