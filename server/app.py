@@ -430,6 +430,17 @@ def _run_until_signal(server: Server, **fields: Any) -> int:
     return 0
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM when the parent dies (even by SIGKILL): no orphans on the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_log(target: str | None, index: int) -> str | None:
     """Each worker writes its own decision log file (stdout is shared as is)."""
     if target is None or target == "-":
@@ -473,6 +484,7 @@ def _serve_forked(
     def spawn(index: int, port: int) -> None:
         # Block stop signals across fork: the child installs its own handlers first.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        parent = os.getpid()
         try:
             pid = os.fork()
             if pid == 0:  # child: never return into the parent's stack
@@ -480,6 +492,7 @@ def _serve_forked(
                 try:
                     for sig in _SIGNALS:
                         signal.signal(sig, signal.SIG_DFL)
+                    _die_with_parent(parent)
                     # The parent loads sources and writes the state directory;
                     # each worker follows it, so all end on the same revision.
                     manager.mark_serving()

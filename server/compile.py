@@ -109,7 +109,7 @@ def _or(exprs: list[Any]) -> Any:
 
 def _condition(when: dict[str, Any], rule: Rule, bundle: Bundle, facts: set[str]) -> list[Any]:
     exprs: list[Any] = []
-    for key in sorted(when):
+    for key in sorted(when, key=lambda k: (_cost(when[k]) if k not in ("any", "all") else 4, k)):
         value = when[key]
         if key == "any":
             exprs.append(_or([_and(_condition(sub, rule, bundle, facts) or [_ALWAYS]) for sub in value]))
@@ -119,6 +119,19 @@ def _condition(when: dict[str, Any], rule: Rule, bundle: Bundle, facts: set[str]
         else:
             exprs.extend(_matcher(key, value, rule, bundle, facts))
     return exprs
+
+
+def _cost(m: Any) -> int:
+    """Test order inside a rule: the engine stops a rule at its first false test, and rules
+    with the same leading tests share them, so single equalities go first, then sets,
+    then comparisons, then exclusions (one `$neq` per value), then nested `any`/`all`."""
+    if not isinstance(m, dict):
+        return 0
+    if "in" in m or "in_set" in m or "exists" in m:
+        return 1
+    if "not_in" in m or "not_in_set" in m:
+        return 3
+    return 2
 
 
 def _matcher(fact: str, m: Any, rule: Rule, bundle: Bundle, facts: set[str]) -> list[Any]:

@@ -162,7 +162,8 @@ def serve_process(
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with open(log_path, "wb") as out:
             process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                argv, cwd=_REPO, stdout=out, stderr=subprocess.STDOUT, env=full_env
+                argv, cwd=_REPO, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                start_new_session=True,  # its own process group: cleanup reaches every worker
             )
         handle = ServeProcess(process, f"127.0.0.1:{port}", port, log_path, argv)
         try:
@@ -170,9 +171,9 @@ def serve_process(
                 wait_serving(handle.address, timeout, alive=lambda: process.poll() is None)
             yield handle
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the parent and any worker left
+            process.wait(10)
 
 
 # -- typed inputs: Junction's JSON as the typed messages of the API -------------------

@@ -215,3 +215,27 @@ def test_a_crashed_worker_is_replaced(bundle_dir) -> None:  # noqa: ANN001
                 assert stub.Decide(REQUEST, timeout=10).decision.outcome == pb.OUTCOME_ALLOW
         assert proc.terminate() == 0, proc.log()
         assert any(e["event"] == "worker_exited" for e in _events(proc.log()))
+
+
+def test_workers_do_not_outlive_a_killed_parent(bundle_dir) -> None:  # noqa: ANN001
+    """SIGKILL to the parent: its workers stop too, leaving nothing on the port."""
+    import os
+
+    with serve_process(bundle_dir, workers=2) as proc:
+        deadline = time.monotonic() + 30
+        pids: set[int] = set()
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids = {e["pid"] for e in _events(proc.log()) if e["event"] == "server_started"}
+            time.sleep(0.05)
+        assert len(pids) == 2
+        proc.process.send_signal(signal.SIGKILL)
+        proc.process.wait(10)
+        alive = set(pids)
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.05)
+        assert alive == set()
