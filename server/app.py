@@ -43,7 +43,7 @@ from server.api.servicer import OrderPolicyServicer
 from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, StateDir
 
-__all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "serve"]
+__all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "grpc_server", "serve"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderPolicyService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["BundleAdminService"].full_name
@@ -148,6 +148,21 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on `{_join(host, port)}`: {exc.strerror}") from None
 
 
+def grpc_server(options: ServerOptions, *, reuse_port: bool = False) -> grpc.Server:
+    """A bare ``grpc.Server`` with the service's thread pool, port sharing and limits.
+
+    The load test's echo baseline uses it too, so both measure the same stack.
+    """
+    return grpc.server(
+        ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+        ],
+        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+    )
+
+
 class Server:
     """One gRPC server: OrderPolicyService, health, reflection, on one port."""
 
@@ -170,14 +185,7 @@ class Server:
             decision_log=decision_log,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
-        self._grpc = grpc.server(
-            ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
-            options=[
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
-                ("grpc.max_receive_message_length", options.max_message_bytes),
-            ],
-            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
-        )
+        self._grpc = grpc_server(options, reuse_port=reuse_port)
         pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]

@@ -1,9 +1,9 @@
 """A bare echo of OrderPolicyService on the same gRPC stack: the load test's baseline.
 
 Same methods, same request parsing (the real ``DecideRequest`` messages), the same
-server options as ``server.app.Server`` (a ThreadPoolExecutor of ``threads`` threads,
-``grpc.so_reuseport``, ``grpc.max_receive_message_length``, ``maximum_concurrent_rpcs``,
-read from ``server.app.ServerOptions`` defaults), health and reflection registered, and
+``grpc.Server`` (built by ``server.app.grpc_server`` from ``ServerOptions`` defaults:
+thread pool, ``grpc.so_reuseport``, message size, ``maximum_concurrent_rpcs``), health
+and reflection registered, and
 the same process model (compile nothing, fork ``workers`` processes sharing the port
 with SO_REUSEPORT). Each answer is a canned decision of realistic size (read from
 ``--decision``, a serialized ``Decision``) with the request's ``request_id``: the RPC
@@ -22,7 +22,6 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +56,10 @@ def _handlers(decision: Any) -> grpc.GenericRpcHandler:
 
 
 def build(host: str, port: int, decision: Any, *, reuse_port: bool) -> tuple[grpc.Server, int]:
-    """One echo server with the options ``server.app.Server`` uses (copied: see module doc)."""
-    from server.app import ServerOptions
+    """One echo server built by ``server.app.grpc_server``, as the service's servers are."""
+    from server.app import ServerOptions, grpc_server
 
-    options = ServerOptions(host=host, port=port)
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
-        options=[
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", options.max_message_bytes),
-        ],
-        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
-    )
+    server = grpc_server(ServerOptions(host=host, port=port), reuse_port=reuse_port)
     server.add_generic_rpc_handlers((_handlers(decision),))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
