@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: all venv gen serve test bench check image loadtest loadtest-ci goldens clean
+.PHONY: all venv gen serve test lint bench check image loadtest loadtest-ci goldens clean
 
 all: test
 
@@ -31,8 +31,11 @@ check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
 
-test: $(GEN_STAMP)
+test: $(GEN_STAMP) lint
 	$(PY) -m pytest
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check server tests
 
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
