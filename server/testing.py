@@ -32,6 +32,7 @@ __all__ = [
     "serve_process",
     "serving",
     "aware_datetime",
+    "case_request",
     "typed_appointment",
     "typed_order",
     "wait_serving",
@@ -280,3 +281,37 @@ def typed_appointment(appt: Any) -> Any:
             return None
         out.start_at.FromDatetime(start.astimezone(dt.UTC))
     return out
+
+
+def case_request(case: Any, *, typed: bool) -> Any:
+    """The ``DecideRequest`` of a bundle test case (``server.cases.Case``), with its order and
+    appointment as JSON text or as typed messages; None when the case cannot be said so
+    (a ``now`` without offset, raw JSON text for a typed request, ...)."""
+    import json
+
+    from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+
+    actions = {"cancel_order": pb.ACTION_CANCEL_ORDER, "cancel_appointment": pb.ACTION_CANCEL_APPOINTMENT}
+    now = aware_datetime(case.now_text)
+    if case.action not in actions or now is None:
+        return None
+    request = pb.DecideRequest(action=actions[case.action])
+    request.now.FromDatetime(now.astimezone(dt.UTC))
+    if not typed:
+        request.order_json = (case.order_json if case.order_json is not None
+                              else json.dumps(case.order, ensure_ascii=False))
+        if case.appointment_json is not None:
+            request.appointment_json = case.appointment_json
+        elif case.appointment is not None:
+            request.appointment_json = json.dumps(case.appointment, ensure_ascii=False)
+        return request
+    if case.order_json is not None or case.appointment_json is not None:
+        return None  # raw JSON text has no typed equivalent
+    order = typed_order(case.order)
+    appointment = typed_appointment(case.appointment) if case.appointment is not None else None
+    if order is None or (case.appointment is not None and appointment is None):
+        return None
+    request.order.CopyFrom(order)
+    if appointment is not None:
+        request.appointment.CopyFrom(appointment)
+    return request

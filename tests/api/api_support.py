@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
-from server.testing import aware_datetime, typed_appointment, typed_order
+from server.testing import case_request
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "rules" / "cancellation"
-ACTIONS = {"cancel_order": pb.ACTION_CANCEL_ORDER, "cancel_appointment": pb.ACTION_CANCEL_APPOINTMENT}
 
 
 @functools.cache
@@ -33,42 +31,11 @@ def case_ids() -> list[str]:
     return [c.name for c in bundle_cases()]
 
 
-def _set_ts(target: Any, value: dt.datetime) -> None:
-    target.FromDatetime(value.astimezone(dt.UTC))
-
-
 def request_for(case: Any, *, typed: bool, request_id: str = "") -> pb.DecideRequest | None:
     """The DecideRequest of a bundle case, JSON or typed (None: not expressible so)."""
-    import json
-
-    now = aware_datetime(case.now_text)
-    if case.action not in ACTIONS or now is None:
-        return None
-    request = pb.DecideRequest(request_id=request_id or case.name, action=ACTIONS[case.action])
-    _set_ts(request.now, now)
-    appointment_json = getattr(case, "appointment_json", None)
-    if typed:
-        if case.order_json is not None or appointment_json is not None:
-            return None  # raw JSON text has no typed equivalent
-        if not isinstance(case.order, Mapping):
-            return None
-        order = typed_order(case.order)
-        appt = typed_appointment(case.appointment) if case.appointment is not None else None
-        if order is None or (case.appointment is not None and appt is None):
-            return None
-        request.order.CopyFrom(order)
-        if appt is not None:
-            request.appointment.CopyFrom(appt)
-    else:
-        request.order_json = (
-            case.order_json
-            if case.order_json is not None
-            else json.dumps(case.order, ensure_ascii=False)
-        )
-        if appointment_json is not None:
-            request.appointment_json = appointment_json
-        elif case.appointment is not None:
-            request.appointment_json = json.dumps(case.appointment, ensure_ascii=False)
+    request = case_request(case, typed=typed)
+    if request is not None:
+        request.request_id = request_id or case.name
     return request
 
 

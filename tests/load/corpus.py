@@ -17,8 +17,6 @@ one file per unary request chosen for the load (``unary_bodies``), and files hol
 from __future__ import annotations
 
 import collections
-import datetime as dt
-import json
 import random
 import struct
 from collections.abc import Iterable, Sequence
@@ -44,7 +42,7 @@ def ensure_generated() -> None:
 ensure_generated()
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb  # noqa: E402
-from server.testing import aware_datetime, typed_appointment, typed_order  # noqa: E402
+from server.testing import aware_datetime, case_request  # noqa: E402
 
 ACTIONS = {"cancel_order": pb.ACTION_CANCEL_ORDER, "cancel_appointment": pb.ACTION_CANCEL_APPOINTMENT}
 
@@ -173,7 +171,7 @@ def build_corpus(bundle: Path = BUNDLE) -> Corpus:
             except SnapshotError as exc:
                 reference, core_error = Expected(), exc
             for kind in ("json", "typed"):
-                request = _request(case, kind, now)
+                request = case_request(case, typed=kind == "typed")
                 if request is None:
                     continue
                 request.request_id = f"c{index}-{kind}"
@@ -198,29 +196,6 @@ def build_corpus(bundle: Path = BUNDLE) -> Corpus:
                              Expected(field="action", message="an action is required: "
                                       "`ACTION_CANCEL_ORDER` or `ACTION_CANCEL_APPOINTMENT`")))
     return Corpus(entries, bundle, skipped)
-
-
-def _request(case: Any, kind: str, now: dt.datetime) -> Any:
-    request = pb.DecideRequest(action=ACTIONS[case.action])
-    request.now.FromDatetime(now.astimezone(dt.UTC))
-    if kind == "json":
-        request.order_json = (case.order_json if case.order_json is not None
-                              else json.dumps(case.order, ensure_ascii=False))
-        if getattr(case, "appointment_json", None) is not None:
-            request.appointment_json = case.appointment_json
-        elif case.appointment is not None:
-            request.appointment_json = json.dumps(case.appointment, ensure_ascii=False)
-        return request
-    if case.order_json is not None or getattr(case, "appointment_json", None) is not None:
-        return None
-    order = typed_order(case.order)
-    appointment = typed_appointment(case.appointment) if case.appointment is not None else None
-    if order is None or (case.appointment is not None and appointment is None):
-        return None
-    request.order.CopyFrom(order)
-    if appointment is not None:
-        request.appointment.CopyFrom(appointment)
-    return request
 
 
 # -- h2load data files -------------------------------------------------------------------
