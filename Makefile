@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: all venv gen serve test lint bench check image loadtest loadtest-ci goldens clean
+.PHONY: all venv gen serve test lint bench check image loadtest loadtest-ci goldens proto-image clean
 
 all: test
 
@@ -51,6 +51,16 @@ loadtest: $(GEN_STAMP)
 # The short load test CI runs (at most 3 minutes; fails on errors, never on speed).
 loadtest-ci: $(GEN_STAMP)
 	$(PY) -m tests.load --ci --json loadtest-results.json
+
+BUF := tools/buf/node_modules/.bin/buf
+
+$(BUF): tools/buf/package-lock.json
+	cd tools/buf && npm ci --no-audit --no-fund
+	touch $@
+
+# Record the released proto contract that `buf breaking` (in `make test`) checks against.
+proto-image: $(BUF)
+	cd protos && ../$(BUF) build --exclude-source-info -o released-image.json
 
 # Build the container image with podman/buildah (needs root).
 image:
