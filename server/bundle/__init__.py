@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jsonschema
 
 from server.bundle.archive import bundle_manifest, is_archive, read_archive, unpack_archive
+from server.bundle.reader import DEFAULT_LIMITS
 from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
 from server.errors import BundleError, ErrorList, Location, PolicyError, ValidationError, did_you_mean
 
@@ -47,7 +48,7 @@ __all__ = [
     "parse_duration",
 ]
 
-MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = DEFAULT_LIMITS.max_file_bytes
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DURATION = re.compile(r"^(-?[0-9]+)(s|m|h|d)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
