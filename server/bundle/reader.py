@@ -51,7 +51,7 @@ def _too_large(message: str) -> BundleError:
 
 
 def _bad(message: str) -> BundleError:
-    return BundleError(message, code="bundle_bad_archive")
+    return BundleError(f"not a readable bundle archive: {message}", code="bundle_bad_archive")
 
 
 def _unsafe(name: str, why: str) -> BundleError:
@@ -97,7 +97,7 @@ class _Inflater:
         try:
             out = self._inflate.decompress(tail, _CHUNK)
         except zlib.error as exc:
-            raise _bad(f"not a gzip archive: {exc}") from None
+            raise _bad(f"not gzip data ({exc})") from None
         self.total += len(out)
         if self.total > self._limit:
             raise _too_large(f"archive content larger than {self._limit} bytes")
