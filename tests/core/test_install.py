@@ -56,7 +56,7 @@ def test_a_missing_default_bundle_names_the_packaged_path(tmp_path, monkeypatch)
     assert server.default_bundle() == tmp_path / "server" / "_bundle" / "cancellation"
 
 
-def test_check_test_and_decide_default_to_the_default_bundle_from_any_directory(tmp_path):
+def test_check_test_decide_and_matrix_default_to_the_default_bundle_from_any_directory(tmp_path):
     """Without a bundle argument the commands use the default bundle, wherever they run from."""
     name = yaml.safe_load((DEFAULT_BUNDLE / "manifest.yaml").read_text())["name"]
     check = run_cli("check", "--format", "json", cwd=tmp_path)
@@ -70,6 +70,9 @@ def test_check_test_and_decide_default_to_the_default_bundle_from_any_directory(
     decide = run_cli("decide", "--order", str(order), "--format", "json", cwd=tmp_path)
     assert decide.returncode == 0, decide.stdout + decide.stderr
     assert json.loads(decide.stdout)["bundle"]["name"] == name
+    table = run_cli("matrix", "--format", "json", "--now", "2026-03-10T12:00:00Z", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert json.loads(table.stdout)["bundle"]["name"] == name
 
 
 def test_serve_help_names_the_shipped_default(tmp_path):
