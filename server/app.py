@@ -78,6 +78,7 @@ class ServerOptions:
     admin_client_names: tuple[str, ...] = ()
     decision_log: str | None = None
     decision_log_max_bytes: int = 64 * 1024 * 1024
+    decision_log_backups: int = 5
 
     @property
     def tls(self) -> bool:
@@ -364,6 +365,7 @@ def _decision_log(options: ServerOptions) -> DecisionLog | None:
     return DecisionLog(
         options.decision_log,
         max_bytes=options.decision_log_max_bytes,
+        backups=options.decision_log_backups,
         on_wait=METRICS.decision_log_waits.inc,
         on_drop=METRICS.decision_log_dropped.inc,
     )
@@ -450,10 +452,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_log(target: str | None, index: int) -> str | None:
-    """Each worker writes its own decision log file (stdout is shared as is)."""
+    """Each worker writes its own decision log file, ``<log>.w<index>`` (stdout is shared as is).
+
+    Rotation renames ``<log>.w1`` to ``<log>.w1.1``: a worker's name never collides
+    with another worker's rotated file.
+    """
     if target is None or target == "-":
         return target
-    return f"{target}.{index}" if index else target
+    return f"{target}.w{index}"
 
 
 @contextlib.contextmanager

@@ -98,7 +98,9 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         )
         shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
         if self._decision_log is not None:
-            self._decision_log.record(decision, snapshot, (_perf() - start) * 1e6, shadow)
+            self._decision_log.record(
+                decision, convert.input_parts(request), (_perf() - start) * 1e6, shadow
+            )
         return decision
 
     def _shadow_decision(self, snapshot: Any, decision: Decision) -> Decision | None:
