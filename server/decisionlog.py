@@ -5,8 +5,8 @@ codes, matched rule ids, bundle name/revision/digest, an input digest (sha256 of
 the inputs as the request carried them: the order and appointment JSON text or
 typed message, the action and ``now``; computed off the request path and never
 by re-serialising parsed input), latency; with shadow evaluation, the
-candidate's decision too. Patient details, addresses and contact data are never
-copied: only the fields listed here are written.
+candidate's decision too; with tracing, the call's trace id. Patient details,
+addresses and contact data are never copied: only the fields listed here are written.
 
 Writing happens on a background thread from a bounded queue. When the writer
 cannot keep up, the caller waits (bounded by ``max_wait``) and ``waits`` counts
@@ -87,7 +87,7 @@ def _summary(d: Decision) -> dict[str, Any]:
 
 
 def entry_of(decision: Decision, inputs: Iterable[Any], latency_us: float,
-             shadow: Decision | None = None) -> dict[str, Any]:
+             shadow: Decision | None = None, trace_id: str = "") -> dict[str, Any]:
     """The log entry of one decision (only the allowed fields); ``inputs`` as for :func:`input_digest`."""
     entry = {
         "decision_id": decision.decision_id,
@@ -99,6 +99,8 @@ def entry_of(decision: Decision, inputs: Iterable[Any], latency_us: float,
         "input_digest": input_digest(inputs),
         "latency_us": round(latency_us, 1),
     }
+    if trace_id:
+        entry["trace_id"] = trace_id
     if shadow is not None:
         entry["shadow"] = _summary(shadow)
         entry["shadow_differs"] = differs(decision, shadow)
@@ -190,7 +192,7 @@ class _Stdout:
             self.flush()
 
 
-_Item = tuple[Decision, tuple[Any, ...], float, "Decision | None"]
+_Item = tuple[Decision, tuple[Any, ...], float, "Decision | None", str]
 
 
 class DecisionLog:
@@ -215,13 +217,13 @@ class DecisionLog:
         self._thread.start()
 
     def record(self, decision: Decision, inputs: tuple[Any, ...], latency_us: float,
-               shadow: Decision | None = None) -> None:
+               shadow: Decision | None = None, trace_id: str = "") -> None:
         """Queue one decision; waits (bounded) when the writer is behind.
 
         ``inputs`` are the request's inputs as received (see :func:`input_digest`);
         they are hashed on the writer thread.
         """
-        item = (decision, inputs, latency_us, shadow)
+        item = (decision, inputs, latency_us, shadow, trace_id)
         if self._closing.is_set():
             self._drop(1, "decision_log_closed", decision_id=decision.decision_id)
             return
