@@ -70,7 +70,7 @@ def rss_kib(pid: int) -> int:
 
 
 def free_port() -> int:
-    from server.testing import free_port as _free
+    from tests.support.servers import free_port as _free
 
     return _free("127.0.0.1")
 
