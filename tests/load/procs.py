@@ -168,7 +168,7 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
                 _pin(pid, {cores[i % len(cores)]})
             if workers > 1:
                 _pin(process.pid, {cores[0]})
-            from server.testing import wait_serving
+            from tests.support.servers import wait_serving
 
             wait_serving(running.address, timeout, alive=lambda: process.poll() is None)
             yield running
