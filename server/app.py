@@ -1,7 +1,7 @@
 """Build and run the gRPC server: servicer, health, reflection, TLS, workers, shutdown.
 
 ``Server`` is one gRPC server in this process (tests use it in-process through
-``server.testing``). ``serve`` is the ``order-policy serve`` command: it compiles the
+``tests/support/servers.py``). ``serve`` is the ``order-policy serve`` command: it compiles the
 bundle once, then either serves in this process (one worker, ``grpc.so_reuseport=0`` so
 a taken port fails clearly) or forks workers that share the port with SO_REUSEPORT
 (grpc's ``examples/python/multiprocessing`` pattern: compile, then fork, and never touch

@@ -34,9 +34,9 @@ ORDER_TEXT = json.dumps(ORDER)
 INPUTS = (1, ORDER_TEXT, None, None)  # action, order as received, no appointment, no now
 
 
-def test_entries_hold_the_decision_and_no_patient_data(tmp_path, default_bundle):
+def test_entries_hold_the_decision_and_no_patient_data(tmp_path, fixture_bundle):
     """One JSON line per decision with ids, codes, rules, bundle and digest; no names, addresses or contacts."""
-    decider = build_decider(default_bundle)
+    decider = build_decider(fixture_bundle)
     path = tmp_path / "decisions.log"
     dlog = DecisionLog(str(path))
     snap = Snapshot("cancel_order", ORDER, None, NOW)
@@ -56,9 +56,9 @@ def test_entries_hold_the_decision_and_no_patient_data(tmp_path, default_bundle)
     decider.close()
 
 
-def test_the_log_rotates_by_size(tmp_path, default_bundle):
+def test_the_log_rotates_by_size(tmp_path, fixture_bundle):
     """Past max_bytes the file rotates to .1, .2 ...; nothing is lost."""
-    decider = build_decider(default_bundle)
+    decider = build_decider(fixture_bundle)
     snap = Snapshot("cancel_order", ORDER, None, NOW)
     path = tmp_path / "d.log"
     dlog = DecisionLog(str(path), max_bytes=4000, backups=50)
@@ -71,9 +71,9 @@ def test_the_log_rotates_by_size(tmp_path, default_bundle):
     decider.close()
 
 
-def test_a_slow_writer_makes_callers_wait_and_counts_it_instead_of_dropping(tmp_path, default_bundle):
+def test_a_slow_writer_makes_callers_wait_and_counts_it_instead_of_dropping(tmp_path, fixture_bundle):
     """A tiny queue and a stalled sink: record() waits, the wait counter rises, no decision is lost."""
-    decider = build_decider(default_bundle)
+    decider = build_decider(fixture_bundle)
     snap = Snapshot("cancel_order", ORDER, None, NOW)
     dlog = DecisionLog(str(tmp_path / "s.log"), capacity=2, max_wait=5.0)
     gate = threading.Event()
