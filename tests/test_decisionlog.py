@@ -20,6 +20,7 @@ from server import decisionlog
 from server.decisionlog import DecisionLog, input_digest
 from server.model import Snapshot
 from server.registry import build_decider
+from tests.support.servers import serving, wait_until
 
 ORDER = {
     "id": "ord-1", "created_at": "2026-03-09T14:03:12+00:00", "status": "received",
@@ -96,8 +97,8 @@ def test_a_slow_writer_makes_callers_wait_and_counts_it_instead_of_dropping(tmp_
 
 
 @pytest.fixture(scope="module")
-def decider(default_bundle):  # noqa: ANN001, ANN201
-    d = build_decider(default_bundle)
+def decider(fixture_bundle):  # noqa: ANN001, ANN201
+    d = build_decider(fixture_bundle)
     yield d
     d.close()
 
@@ -129,12 +130,11 @@ def test_the_input_digest_hashes_the_text_as_received_without_parsing_it():
     assert input_digest((1, "é", None, None)) == input_digest((1, "é".encode(), None, None))
 
 
-def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, default_bundle):
+def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_bundle):
     """Decide with a 1,000-level nested array in an ignored field, then 30 more: every decision
     is logged, no call waits for the writer, and close() returns at once."""
     from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-    from server.testing import serving
 
     import grpc
 
@@ -142,7 +142,7 @@ def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, default_b
     dlog = DecisionLog(str(path), capacity=4, max_wait=1.0)
     hostile = ORDER_TEXT[:-1] + ', "notes": ' + "[" * 1000 + "]" * 1000 + "}"
     ids = []
-    with serving(default_bundle) as server:
+    with serving(fixture_bundle) as server:
         server.servicer._decision_log = dlog
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.OrderPolicyServiceStub(channel)
@@ -173,7 +173,7 @@ def test_the_writer_survives_any_exception_and_counts_what_it_lost(tmp_path, dec
     dlog._sink.write = lambda data: (_ for _ in ()).throw(RuntimeError("boom"))
     caplog.set_level(logging.ERROR, logger="order_policy.decisionlog")
     dlog.record(decisions(), INPUTS, 1.0)
-    _wait_until(lambda: dlog.dropped == 1)
+    wait_until(lambda: dlog.dropped == 1)
     dlog._sink.write = real_write
     dlog.record(decisions(), ("not", "a", object(), None), 1.0)  # its digest cannot be built
     kept = decisions()
@@ -211,11 +211,11 @@ def test_a_short_write_is_cut_back_and_counted(tmp_path, decisions, monkeypatch)
     dlog = DecisionLog(str(path), on_drop=counted.append)
     kept = decisions()
     dlog.record(kept, INPUTS, 1.0)
-    _wait_until(lambda: dlog.written == 1)
+    wait_until(lambda: dlog.written == 1)
     real = os.write
     monkeypatch.setattr(decisionlog.os, "write", lambda fd, data: real(fd, data[: len(data) // 2]))
     dlog.record(decisions(), INPUTS, 1.0)
-    _wait_until(lambda: dlog.dropped == 1)
+    wait_until(lambda: dlog.dropped == 1)
     monkeypatch.setattr(decisionlog.os, "write", real)
     last = decisions()
     dlog.record(last, INPUTS, 1.0)
@@ -248,7 +248,7 @@ def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisi
         for wave in range(40):  # about 90 KB of entries, a few at a time
             for _ in range(5):
                 dlog.record(decisions(), INPUTS, 1.0)
-            _wait_until(lambda: dlog.written + dlog.dropped == 5 * (wave + 1))  # noqa: B023
+            wait_until(lambda: dlog.written + dlog.dropped == 5 * (wave + 1))  # noqa: B023
         assert dlog.written > 0 and dlog.dropped > 0 and sum(counted) == dlog.dropped
         assert len(_lines(disk / "d.log")) == dlog.written
         filler.unlink()
@@ -258,9 +258,3 @@ def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisi
         entries = _lines(disk / "d.log")
         assert entries[-1]["decision_id"] == after.decision_id and len(entries) == dlog.written
 
-
-def _wait_until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
