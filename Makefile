@@ -22,6 +22,7 @@ DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyOb
 
 .PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
 	proto-image clients client-python client-typescript clean
+.PHONY: test-fast check-bundles
 
 all: test
 
@@ -64,14 +65,28 @@ check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
 
-test: $(GEN_STAMP) lint
+# The whole suite, slow tests included (what CI runs), and every bundle under rules/
+# checked and tested against its own cases.
+test: $(GEN_STAMP) lint check-bundles
 	$(PY) -m pytest
 
-# The core and API tests without the slow and load ones: what .ci/run runs on each supported
-# Python besides the one `make test` uses, each in its own venv (VENV=.venv-3.12 PYTHON=python3.12).
-CORE_TESTS ?= tests/core tests/api
+# The suite without the tests marked `slow` (memory over 10^6 decisions, real serve
+# processes, ...): for a quick local run; `make test` stays the reference.
+test-fast: $(GEN_STAMP) lint check-bundles
+	$(PY) -m pytest -m "not slow and not load"
+
+# `order-policy check` and `order-policy test` on every bundle a policy owner ships.
+check-bundles: $(GEN_STAMP)
+	@set -e; for bundle in rules/*/; do \
+	  $(VENV)/bin/order-policy check "$${bundle%/}"; \
+	  $(VENV)/bin/order-policy test "$${bundle%/}"; \
+	done
+
+# The core and API tests (every test but the slow and load ones), nothing else: what .ci/run
+# runs on each supported Python besides the one `make test` uses, each in its own venv
+# (VENV=.venv-3.12 PYTHON=python3.12).
 test-core: $(GEN_STAMP)
-	$(PY) -m pytest $(CORE_TESTS) -m "not slow and not load" -q
+	$(PY) -m pytest -m "not slow and not load" -q
 
 # ruff, and mypy over server/ (strict for the core; the generated .pyi type the messages).
 lint: $(GEN_STAMP)
@@ -81,9 +96,10 @@ lint: $(GEN_STAMP)
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
 
-# Rewrite the golden files (compiled rulesets) after a reviewed change.
+# Rewrite the golden files of the fixture bundles (tests/fixtures/goldens) after a
+# reviewed change to the compiler or to a fixture bundle.
 goldens: $(GEN_STAMP)
-	$(PY) -m pytest tests/core/test_compile.py --update-goldens -q
+	$(PY) -m pytest tests/test_compile.py -k golden --update-goldens -q
 
 # Build the sdist and wheel, install the wheel into a fresh venv and run it from elsewhere.
 install-check: $(VENV)/.stamp

@@ -14,7 +14,11 @@ import yaml
 
 import server
 from server.engine import PY313_BUILD_FIX, Engine
-from tests.conftest import DEFAULT_BUNDLE, ROOT
+from tests.support.bundles import ROOT
+
+# The bundle the package ships (in a checkout: this directory); only its location and its own
+# manifest and cases are used here, never its policy.
+DEFAULT_BUNDLE = ROOT / "rules" / "cancellation"
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
