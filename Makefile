@@ -74,12 +74,15 @@ clients: client-python client-typescript
 $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
 
-# Python: a wheel (code generated from protos/ at build time) into a new venv, then its tests.
+# Python: a wheel (code generated from protos/ at build time) into a new venv, mypy --strict
+# over the installed package, then its tests.
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
 	$(PYTHON) -m venv $(CLIENTS_BUILD)/python/venv
-	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
+	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest \
+	  mypy types-grpcio types-protobuf
+	cd $(CLIENTS_BUILD) && python/venv/bin/mypy --config-file $(abspath clients/python/pyproject.toml) -p order_policy_client
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
 
