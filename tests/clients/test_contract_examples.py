@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,20 +12,16 @@ import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from server.testing import running_server
+from tests.support.bundles import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "protos" / "examples"
+EXAMPLES = ROOT / "protos" / "examples"
 SERVICE = "orderpolicy.v1.OrderPolicyService"
-# The fixture bundle when the suite has it, else the default one (nothing here reads its values).
-BUNDLE = next(p for p in (REPO / "tests" / "fixtures" / "bundles" / "cancellation-fixture",
-                          REPO / "rules" / "cancellation") if p.is_dir())
 
 
 @pytest.fixture(scope="module")
-def call() -> Iterator[Any]:
+def call(server_address: str) -> Iterator[Any]:
     """Call a method of the service with an example's JSON, as grpcurl does through reflection."""
-    with running_server(BUNDLE) as address, grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(server_address) as channel:
         pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
         service = pool.FindServiceByName(SERVICE)
 
