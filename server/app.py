@@ -40,6 +40,7 @@ from server.api import log
 from server.api.metrics import METRICS, serve_metrics
 from server.api.admin import AdminAuth, BundleAdminServicer, read_token_hashes
 from server.api.servicer import OrderPolicyServicer
+from server.api.streams import default_stream_limit
 from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, StateDir
 
@@ -65,6 +66,8 @@ class ServerOptions:
     port: int = 50051
     workers: int = 0  # 0: one per core
     threads: int = 32  # per worker; a DecideStream holds one thread while open
+    max_streams: int | None = None  # open DecideStream calls per worker; None: 3/4 of threads
+    stream_idle_timeout: float = 60.0  # seconds without a message before a stream is cancelled; 0: never
     metrics_port: int | None = None
     health_port: int | None = None  # plaintext listener with grpc.health.v1 only (probes)
     tls_cert: Path | None = None
@@ -84,6 +87,11 @@ class ServerOptions:
     decision_log_max_bytes: int = 64 * 1024 * 1024
     decision_log_backups: int = 5
     otel: bool = False  # OpenTelemetry tracing, configured by the OTEL_* environment variables
+
+    @property
+    def stream_limit(self) -> int:
+        """Open streams allowed per worker: always fewer than the threads (when there are 2+)."""
+        return self.max_streams if self.max_streams is not None else default_stream_limit(self.threads)
 
     @property
     def tls(self) -> bool:
@@ -194,6 +202,8 @@ class Server:
             shadow=(lambda: manager.shadow) if manager is not None else None,
             decision_log=decision_log,
             tracing=self.tracing,
+            max_streams=options.stream_limit,
+            stream_idle_timeout=options.stream_idle_timeout,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)

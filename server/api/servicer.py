@@ -21,6 +21,7 @@ from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 from server.api import convert, log, status
 from server.api.metrics import METRICS, Metrics
+from server.api.streams import StreamSlots
 from server.decisionlog import DecisionLog, differs
 from server.errors import NoBundleError, SnapshotError
 from server.model import Decision
@@ -28,6 +29,7 @@ from server.model import Decision
 __all__ = ["OrderPolicyServicer"]
 
 _perf = time.perf_counter
+_monotonic = time.monotonic
 
 
 class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
@@ -42,8 +44,11 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         shadow: Callable[[], Any] | None = None,
         decision_log: DecisionLog | None = None,
         tracing: Any = None,
+        max_streams: int = 24,
+        stream_idle_timeout: float | None = 60.0,
     ) -> None:
         self._registry = registry
+        self._streams = StreamSlots(max_streams, stream_idle_timeout, metrics.error)
         self._tracing = tracing  # server.api.tracing.Tracing with --otel; None costs nothing
         self._shadow = shadow
         self._decision_log = decision_log
@@ -209,14 +214,28 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     ) -> Iterator[pb.DecideStreamResponse]:
         if self.draining:
             self._refuse(context)
-        for message in request_iterator:
-            if self._tracing is not None:
-                with self._tracing.message("DecideStream"):
+        slot = self._streams.open(context)
+        if slot is None:
+            self._metrics.error("too_many_streams")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many open streams: at most {self._streams.limit} per worker; "
+                "retry later, or use DecideBatch",
+            )
+        try:
+            for message in request_iterator:
+                slot[1] = _monotonic()  # not idle
+                if self._tracing is not None:
+                    with self._tracing.message("DecideStream"):
+                        response = self._stream_item(message)
+                        self._tracing.item(response)
+                else:
                     response = self._stream_item(message)
-                    self._tracing.item(response)
-            else:
-                response = self._stream_item(message)
-            yield response
+                yield response
+        except grpc.RpcError:
+            return  # cancelled (by the client, or here when idle too long): nothing to answer
+        finally:
+            self._streams.close(slot)
 
     def _stream_item(self, message: pb.DecideStreamRequest) -> pb.DecideStreamResponse:
         start = _perf()

@@ -49,6 +49,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="worker processes sharing the port (default one per core)")
     parser.add_argument("--threads", type=int, default=32,
                         help="RPC threads per worker (default 32)")
+    parser.add_argument("--max-streams", type=int, default=None,
+                        help="open DecideStream calls per worker, below --threads so unary calls and "
+                        "health always find a thread (default three quarters of --threads)")
+    parser.add_argument("--stream-idle-timeout", type=float, default=60.0,
+                        help="cancel a DecideStream that sends no message for this many seconds "
+                        "(default 60; 0 never)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus /metrics on this port (default off)")
     parser.add_argument("--health-port", type=int, default=None,
@@ -80,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
+    if args.max_streams is not None and not 0 < args.max_streams < max(args.threads, 2):
+        print(f"error: --max-streams must be at least 1 and below --threads ({args.threads}): "
+              "unary calls and health checks need a thread that no stream holds", file=sys.stderr)
+        return 1
+    if args.stream_idle_timeout < 0:
+        print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
+        return 1
     # prometheus_client picks multiprocess mode when first imported: set the directory
     # before anything imports it, so forked workers' metrics are summed.
     own_dir = None
@@ -97,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             threads=args.threads,
+            max_streams=args.max_streams,
+            stream_idle_timeout=args.stream_idle_timeout,
             metrics_port=args.metrics_port,
             health_port=args.health_port,
             otel=args.otel,
