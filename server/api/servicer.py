@@ -22,11 +22,12 @@ from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 from server.api import convert, log, status
 from server.api.metrics import METRICS, Metrics
 from server.api.streams import StreamSlots
+from server.api.wire import UndecodableRequest, add_servicer
 from server.decisionlog import DecisionLog, differs
 from server.errors import NoBundleError, SnapshotError
 from server.model import Decision
 
-__all__ = ["OrderPolicyServicer"]
+__all__ = ["OrderPolicyServicer", "add_to_server"]
 
 _perf = time.perf_counter
 _monotonic = time.monotonic
@@ -125,6 +126,16 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         self._metrics.shadow_decisions.labels(str(differs(decision, shadow)).lower()).inc()
         return shadow
 
+    def _undecodable(self, request: UndecodableRequest) -> status.Failure:
+        """INVALID_ARGUMENT for bytes protobuf refused (invalid UTF-8 in a string field), counted."""
+        if request.field:
+            failure = status.invalid(request.field, request.message)
+        else:
+            failure = status.Failure(grpc.StatusCode.INVALID_ARGUMENT, SnapshotError.code,
+                                     f"invalid request: {request.message}")
+        self._metrics.error(failure.reason)
+        return failure
+
     def _failure(self, exc: Exception, request: pb.DecideRequest, method: str) -> status.Failure:
         field = None
         if isinstance(exc, SnapshotError):
@@ -148,6 +159,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     ) -> pb.DecideResponse:
         if self.draining:
             self._refuse(context)
+        if type(request) is UndecodableRequest:
+            context.abort_with_status(self._undecodable(request).to_status())
         start = _perf()
         self._started()
         try:
@@ -180,6 +193,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     ) -> pb.DecideBatchResponse:
         if self.draining:
             self._refuse(context)
+        if type(request) is UndecodableRequest:
+            context.abort_with_status(self._undecodable(request).to_status())
         start = _perf()
         self._started()
         try:
@@ -225,6 +240,9 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         try:
             for message in request_iterator:
                 slot[1] = _monotonic()  # not idle
+                if type(message) is UndecodableRequest:
+                    yield pb.DecideStreamResponse(error=self._undecodable(message).to_error())
+                    continue
                 if self._tracing is not None:
                     with self._tracing.message("DecideStream"):
                         response = self._stream_item(message)
@@ -291,3 +309,15 @@ def _expired(context: grpc.ServicerContext) -> bool:
     """True when the client's deadline has passed (its answer would be wasted)."""
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
+
+
+def add_to_server(servicer: OrderPolicyServicer, server: grpc.Server) -> None:
+    """Register the servicer, decoding requests so that bytes protobuf refuses (invalid
+    UTF-8 in ``order_json``, ...) reach it as INVALID_ARGUMENT naming the field, not as
+    gRPC's own INTERNAL."""
+    add_servicer(pb.DESCRIPTOR.services_by_name["OrderPolicyService"], servicer, server, {
+        "Decide": (pb.DecideRequest, pb.DecideResponse, False, ""),
+        "DecideBatch": (pb.DecideBatchRequest, pb.DecideBatchResponse, False, ""),
+        # A stream item's error names the field of its DecideRequest, as Decide does.
+        "DecideStream": (pb.DecideStreamRequest, pb.DecideStreamResponse, True, "request."),
+    })

@@ -33,6 +33,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="seconds between polls of an HTTP(S) bundle source (default 30)")
     parser.add_argument("--keep-revisions", type=int, default=3,
                         help="revisions kept loaded for pinning and rollback (default 3)")
+    parser.add_argument("--admin-address", default="127.0.0.1:50052",
+                        help="HOST:PORT of the admin API's own listener, TLS when --tls-cert is given "
+                        "(default 127.0.0.1:50052; `none`: no admin API)")
     parser.add_argument("--admin-token-file", type=Path,
                         help="file of hashed admin bearer tokens (`order-policy admin hash-token`)")
     parser.add_argument("--admin-client-cn", action="append", default=[],
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             verification_key=args.verification_key,
             poll_interval=args.poll_interval,
             keep_revisions=args.keep_revisions,
+            admin_address=None if args.admin_address.lower() in ("", "none") else args.admin_address,
             admin_token_file=args.admin_token_file,
             admin_client_names=tuple(args.admin_client_cn),
             decision_log=args.decision_log,
