@@ -14,6 +14,7 @@ endif
 PY_VERSION := $(shell $(PYTHON_EXE) -c 'import sys; print(*sys.version_info[:2], sep=".")')
 ifneq ($(PY_VERSION),$(shell $(PY) -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null))
 $(shell rm -f $(VENV)/.stamp)
+VENV_CLEAR := --clear
 endif
 # durable_rules 2.0.28 calls PyEval_CallObject, which Python 3.13 removed from its C API: there
 # it is built with PyObject_CallObject (same arguments) instead. Its setup.py overwrites CFLAGS,
@@ -29,9 +30,10 @@ all: test
 # Dependencies come from requirements-dev.lock (hash-checked); the project itself is installed
 # editable without build isolation, so its build hook uses the locked grpcio-tools. When
 # pyproject.toml changed since the last `make lock`, dependencies missing from the lock are
-# installed unpinned and a warning says to run `make lock`.
+# installed unpinned and a warning says to run `make lock`. An existing .venv of the same
+# Python is updated in place (a fresh clone, as in CI, gets exactly the lock).
 $(VENV)/.stamp: pyproject.toml requirements-dev.lock
-	$(PYTHON_EXE) -m venv --clear $(VENV)
+	$(PYTHON_EXE) -m venv $(VENV_CLEAR) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	CPPFLAGS="$(DURABLE_SHIM) $$CPPFLAGS" $(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	@# a durable_rules wheel built earlier without the shim may sit in pip's cache: build it again
