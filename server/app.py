@@ -41,7 +41,8 @@ from server.api.admin import AdminAuth, BundleAdminServicer, read_token_hashes
 from server.api.servicer import OrderPolicyServicer, add_to_server
 from server.api.streams import default_stream_limit
 from server.decisionlog import DecisionLog
-from server.lifecycle import BundleManager, StateDir
+from server.bundle.reader import DEFAULT_LIMITS, Limits
+from server.lifecycle import BundleManager, FetchOptions, StateDir
 
 __all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "grpc_server", "serve"]
 
@@ -80,6 +81,10 @@ class ServerOptions:
     verification_key: Path | None = None
     poll_interval: float = 30.0
     keep_revisions: int = 3
+    bundle_limits: Limits = DEFAULT_LIMITS
+    fetch_timeout: float = 30.0
+    allow_cross_host_redirects: bool = False
+    allow_unverified_source: bool = False
     admin_address: str | None = "127.0.0.1:50052"  # the admin API's own listener; None: no admin API
     admin_token_file: Path | None = None
     admin_client_names: tuple[str, ...] = ()
@@ -416,6 +421,10 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
     from server.registry import Registry
 
     source = str(bundle_source)
+    if source.startswith("http://") and options.verification_key is None and not options.allow_unverified_source:
+        print(f"error: `{source}` is plain http and no --verification-key is set: anyone on the path could "
+              "replace the policy; sign the bundles or pass --allow-unverified-source", file=sys.stderr)
+        return 1
     workers = options.workers or os.cpu_count() or 1
     state_dir = options.state_dir
     own_state = None
@@ -427,6 +436,10 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
         registry,
         state=StateDir(state_dir, keep=options.keep_revisions + 2) if state_dir is not None else None,
         verification_key=options.verification_key,
+        limits=options.bundle_limits,
+        fetch_options=FetchOptions(timeout=options.fetch_timeout,
+                                   allow_cross_host_redirects=options.allow_cross_host_redirects,
+                                   max_bytes=options.bundle_limits.max_archive_bytes),
     )
     # Every process that loads bundles logs what it did (workers inherit this).
     manager.add_listener(_log_bundle_event)
@@ -436,9 +449,8 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
         if restored is not None:
             log.event("bundle_restored", revision=restored.ref.revision, digest=restored.ref.digest)
         try:
-            if _is_url(source):
-                etag = manager.load_url(source)
-            else:
+            # A URL is fetched once the port is bound (the restored revision serves meanwhile).
+            if not _is_url(source):
                 manager.activate_path(source)
         except ErrorList as exc:
             log.event("bundle_invalid", logging.ERROR, bundle=source, code=exc.errors[0].code if exc.errors else "")
@@ -472,7 +484,7 @@ def _log_bundle_event(event: str, fields: dict[str, Any]) -> None:
 
 def _watch(manager: BundleManager, source: str, etag: str, options: ServerOptions) -> None:
     if _is_url(source):
-        manager.watch_url(source, etag=etag, poll_interval=options.poll_interval)
+        manager.watch_url(source, etag=etag, poll_interval=options.poll_interval, fetch_now=True)
     else:
         manager.watch_source(source)
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from server.bundle import checked_yaml
+from server.bundle import Source, read_bundle, schema_errors
 from server.bundle.yamlio import line_of, plain
 from server.decide import Decider
 from server.errors import ErrorList, Location, PolicyError, SnapshotError, ValidationError, did_you_mean
@@ -94,17 +93,22 @@ def _resolve(value: Any, fixtures: dict[str, Any], kind: str, file: str, line: i
     return doc
 
 
-def load_cases(bundle_dir: str | Path) -> list[Case]:
-    """Every case of ``bundle_dir/tests/*.yaml``; raises ErrorList with every problem."""
-    root = Path(bundle_dir)
-    errors: list[PolicyError] = []
+def load_cases(source: Source) -> list[Case]:
+    """Every case of the bundle's ``tests/*.yaml``; raises ErrorList with every problem.
+
+    ``source`` is a bundle directory or archive, or files already read (:func:`read_bundle`).
+    """
+    files = read_bundle(source)
+    errors: list[PolicyError] = [e for e in files.errors if e.location.file.startswith("tests/")]
     cases: list[Case] = []
     names: dict[str, Location] = {}
-    for path in sorted((root / "tests").glob("*.yaml")):
-        rel = path.relative_to(root).as_posix()
-        data, problems = checked_yaml(path.read_text(encoding="utf-8"), rel, "cases")
+    for rel in files.names("tests"):
+        data = files.documents.get(rel)
+        if data is None:
+            continue
+        problems = schema_errors(data, "cases", rel)
         errors += problems
-        if data is None or problems:
+        if problems:
             continue
         fixtures = plain(data.get("fixtures") or {})
         for i, raw in enumerate(data["cases"]):

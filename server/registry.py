@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from server.bundle import bundle_directory, load_bundle
+from server.bundle import BundleFiles, Limits, Source, load_bundle, read_bundle
+from server.bundle.reader import DEFAULT_LIMITS
 from server.cases import load_cases, run_cases
 from server.decide import Decider, RetiredError
-from server.errors import ErrorList, NoBundleError, PolicyError, ValidationError
+from server.errors import BundleError, ErrorList, NoBundleError, PolicyError, ValidationError
 from server.model import Decision, Snapshot
 from server.validate import coverage_errors, validate
 
@@ -22,33 +23,39 @@ __all__ = ["Registry", "build_decider"]
 
 
 def build_decider(
-    path: str | Path, *, run_tests: bool = False, verification_key: str | Path | None = None
+    source: Source,
+    *,
+    run_tests: bool = False,
+    verification_key: str | Path | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Decider:
-    """Load, validate, compile and coverage-check a bundle (and run its own cases).
+    """The one way from a source to a ready revision: read, validate, compile, check coverage, test.
 
-    Raises ErrorList with every error; nothing is activated here.
+    ``source`` is a bundle directory (read directly), an archive path or bytes
+    (verified once, signature first) or files already read. Each file is read and
+    parsed once. Raises ErrorList with every error; nothing is activated here.
     """
-    with bundle_directory(path, verification_key=verification_key) as root:
-        bundle = load_bundle(root)
-        errors = validate(bundle)
-        if errors:
-            raise ErrorList(errors)
-        decider = Decider(bundle)
-        try:
-            errors = coverage_errors(bundle, decider)
-            if not errors and run_tests:
-                errors = _case_errors(decider, root)
-        except Exception:
-            decider.close()
-            raise
+    files = read_bundle(source, verification_key=verification_key, limits=limits)
+    bundle = load_bundle(files)
+    errors = validate(bundle)
+    if errors:
+        raise ErrorList(errors)
+    decider = Decider(bundle)
+    try:
+        errors = coverage_errors(bundle, decider)
+        if not errors and run_tests:
+            errors = _case_errors(decider, files)
+    except Exception:
+        decider.close()
+        raise
     if errors:
         decider.close()
         raise ErrorList(errors)
     return decider
 
 
-def _case_errors(decider: Decider, root: Path) -> list[PolicyError]:
-    failed = [r for r in run_cases(decider, load_cases(root)) if not r.passed]
+def _case_errors(decider: Decider, files: BundleFiles) -> list[PolicyError]:
+    failed = [r for r in run_cases(decider, load_cases(files)) if not r.passed]
     return [
         ValidationError(f"test case `{r.case.name}` fails: {'; '.join(r.differences)}",
                         code="bundle_test_failed", location=r.case.location)
@@ -69,9 +76,22 @@ class Registry:
         """Load a bundle and make it active (the old one stays active on error)."""
         return self.activate(build_decider(path))
 
+    def conflict(self, decider: Decider) -> PolicyError | None:
+        """The error when ``decider``'s revision label is loaded with another content (labels are immutable)."""
+        loaded = self._loaded.get(decider.ref.revision)
+        if loaded is None or loaded.ref.digest == decider.ref.digest:
+            return None
+        return BundleError(
+            f"revision `{decider.ref.revision}` is already loaded with other content (digest "
+            f"{loaded.ref.digest[:12]}, this one {decider.ref.digest[:12]}): bump the revision in manifest.yaml",
+            code="bundle_revision_reused")
+
     def activate(self, decider: Decider) -> Decider:
-        """Make an already built decider the active one."""
+        """Make an already built decider the active one; ErrorList when its label is taken by other content."""
         with self._lock:
+            reused = self.conflict(decider)
+            if reused is not None:
+                raise ErrorList([reused])
             old = self._loaded.pop(decider.ref.revision, None)
             self._loaded[decider.ref.revision] = decider
             self._active = decider

@@ -189,6 +189,8 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
 
     def Activate(self, request: apb.ActivateRequest, context: grpc.ServicerContext) -> apb.ActivateResponse:  # noqa: N802
         self._auth.check(context)
+        if not request.archive:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "`archive` is empty: send the bytes of a .tar.gz bundle")
         try:
             decider = self._manager.activate_archive(request.archive, origin="admin upload")
         except ErrorList as exc:

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -40,12 +42,24 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: int = logging.INFO, stream: Any = None) -> None:
-    """Send the ``order_policy`` logger's events to ``stream`` (stderr) as JSON lines."""
+    """Send the ``order_policy`` logger's events to ``stream`` (stderr) as JSON lines; an
+    exception that ends any thread is logged the same way (``thread_crashed``)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+    threading.excepthook = _thread_crashed
+
+
+def _thread_crashed(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: one JSON line with the type and frames (never the message)."""
+    if args.exc_type is SystemExit:
+        return
+    frames = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}:{f.name}"
+              for f in traceback.extract_tb(args.exc_traceback)][-8:]
+    event("thread_crashed", logging.ERROR, thread=args.thread.name if args.thread is not None else "",
+          error_type=args.exc_type.__name__, frames=frames)
 
 
 def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:

@@ -15,12 +15,9 @@ of every file is collected. Semantic checks live in ``server.validate``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -30,25 +27,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from server.bundle.archive import bundle_manifest, is_archive, read_archive, unpack_archive
-from server.bundle.reader import DEFAULT_LIMITS
+from server.bundle.files import BundleFiles, Source, read_bundle
+from server.bundle.reader import DEFAULT_LIMITS, Limits
 from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
 from server.errors import BundleError, ErrorList, Location, PolicyError, ValidationError, did_you_mean
 
 __all__ = [
     "Bundle",
+    "BundleFiles",
+    "Limits",
     "Entry",
     "Policy",
     "Rule",
     "Settings",
     "Vocabulary",
-    "bundle_directory",
     "checked_yaml",
     "load_bundle",
     "parse_duration",
+    "read_bundle",
 ]
 
-MAX_FILE_BYTES = DEFAULT_LIMITS.max_file_bytes
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DURATION = re.compile(r"^(-?[0-9]+)(s|m|h|d)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -146,6 +144,8 @@ class Bundle:
     digest: str
     file_digests: dict[str, str] = field(default_factory=dict)
     raw_settings: Any = None
+    serial: int | None = None  # the signed archive's serial (None for a directory)
+    expires: str | None = None  # the signed archive's expiry (RFC 3339), if any
 
 
 @cache
@@ -213,89 +213,54 @@ def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> Poli
 
 
 class _Reader:
-    """Collects documents and errors of one bundle directory."""
+    """Collects the schema-checked documents and every error of one bundle."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.errors: list[PolicyError] = []
+    def __init__(self, files: BundleFiles) -> None:
+        self.files = files
+        self.errors: list[PolicyError] = list(files.errors)
 
     def read(self, rel: str, kind: str, *, required: bool = True) -> Any:
-        path = self.root / rel
-        if not path.is_file():
+        if rel not in self.files.files:
             if required:
                 self.errors.append(
                     BundleError(f"missing file `{rel}`", code="bundle_missing_file", location=Location(rel))
                 )
             return None
-        try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                self.errors.append(
-                    BundleError(f"file larger than {MAX_FILE_BYTES} bytes", code="bundle_too_large", location=Location(rel))
-                )
-                return None
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.errors.append(BundleError(f"cannot read file: {exc}", code="bundle_io_error", location=Location(rel)))
+        data = self.files.documents.get(rel)
+        if data is None:
+            if not any(e.location.file == rel for e in self.files.errors):
+                self.errors.append(BundleError("empty file", code="bundle_parse_error", location=Location(rel)))
             return None
-        data, errors = checked_yaml(text, rel, kind)
+        errors = schema_errors(data, kind, rel)
         self.errors.extend(errors)
-        if data is None and not errors:
-            self.errors.append(BundleError("empty file", code="bundle_parse_error", location=Location(rel)))
         return None if errors else data
 
 
-@contextlib.contextmanager
-def bundle_directory(path: str | Path, *, verification_key: str | Path | None = None) -> Iterator[Path]:
-    """The bundle as a directory: itself, or an archive checked and unpacked for the duration.
+def load_bundle(source: Source, *, verification_key: str | Path | None = None,
+                limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    """Read and schema-check a bundle; raises :class:`ErrorList` with every error.
 
-    An archive is checked against its manifest's digests, and against its Ed25519
-    signature when ``verification_key`` is given; a directory cannot be verified.
-    Raises ErrorList.
+    ``source`` is a directory (read directly), an archive path or bytes (verified
+    once, signature first when ``verification_key`` is given) or files already read
+    (:func:`read_bundle`). Semantic checks are ``server.validate.validate``.
     """
-    if not is_archive(path):
-        if verification_key is not None:
-            raise ErrorList([BundleError("a directory bundle cannot be verified: build and sign an archive",
-                                         code="bundle_unsigned")])
-        yield Path(path)
-        return
-    try:
-        archive = read_archive(path, verification_key)
-    except BundleError as exc:
-        raise ErrorList([exc]) from None
-    with tempfile.TemporaryDirectory(prefix="order-policy-bundle-") as tmp:
-        yield unpack_archive(archive.files, tmp)
-
-
-def load_bundle(path: str | Path, *, verification_key: str | Path | None = None) -> Bundle:
-    """Read and schema-check a bundle directory or archive; raises :class:`ErrorList` with every error.
-
-    An archive (``.tar.gz``) is checked against its manifest's digests (and its
-    signature when ``verification_key`` is given) and unpacked to a temporary
-    directory first. Semantic checks are ``server.validate.validate``.
-    """
-    if is_archive(path) or verification_key is not None:
-        with bundle_directory(path, verification_key=verification_key) as unpacked:
-            return load_bundle(unpacked)
-    root = Path(path)
-    if not root.is_dir():
-        raise ErrorList([BundleError(f"bundle directory `{root}` does not exist", code="bundle_io_error")])
-    r = _Reader(root)
+    files = read_bundle(source, verification_key=verification_key, limits=limits)
+    r = _Reader(files)
     manifest = r.read("manifest.yaml", "manifest")
     vocab_doc = r.read("data/vocabulary.yaml", "vocabulary")
     settings_doc = r.read("data/settings.yaml", "settings")
     catalogue_doc = r.read("data/catalogue.yaml", "catalogue")
-    policy_files = sorted(p.relative_to(root).as_posix() for p in (root / "policies").glob("*.yaml"))
+    policy_files = files.names("policies")
     if not policy_files:
-        r.errors.append(BundleError("no policy files in `policies/`", code="bundle_missing_file", location=Location("policies")))
+        r.errors.append(BundleError("no policy files in `policies/`", code="bundle_missing_file",
+                                    location=Location("policies")))
     policy_docs = [(rel, r.read(rel, "policy")) for rel in policy_files]
     settings = _settings(settings_doc, r.errors) if settings_doc is not None else None
     policies = _policies(policy_docs, r.errors)
     if r.errors or manifest is None or vocab_doc is None or settings is None or catalogue_doc is None:
         raise ErrorList(r.errors or [BundleError("bundle is incomplete", code="bundle_io_error")])
-    # The same digests as the archive's manifest: canonical JSON of every file.
-    archive_manifest = bundle_manifest(root)
     return Bundle(
-        root=root,
+        root=files.directory or Path(files.origin),
         name=manifest["name"],
         revision=str(manifest["revision"]),
         description=manifest["description"],
@@ -305,9 +270,11 @@ def load_bundle(path: str | Path, *, verification_key: str | Path | None = None)
         reasons=_entries(catalogue_doc, "reasons"),
         follow_ups=_entries(catalogue_doc, "follow_ups"),
         policies=policies,
-        digest=archive_manifest["digest"],
-        file_digests=archive_manifest["files"],
+        digest=files.manifest["digest"],
+        file_digests=files.manifest["files"],
         raw_settings=settings_doc,
+        serial=files.manifest.get("serial"),
+        expires=files.manifest.get("expires"),
     )
 
 

@@ -1,7 +1,7 @@
 """Bundle archives: build, sign, verify and unpack ``.tar.gz`` bundles.
 
 An archive holds the bundle's files plus ``.manifest.json``: the bundle name,
-revision and the sha256 of every file over its canonical JSON (sorted keys, no
+revision, an optional serial and expiry, and the sha256 of every file over its canonical JSON (sorted keys, no
 whitespace; OPA's scheme), so reformatting a YAML file does not change its
 digest. ``sign`` adds ``.signature.json``: an Ed25519 signature over the
 canonical JSON of ``.manifest.json``. ``verify`` checks the signature, every
@@ -11,6 +11,7 @@ file against its digest, and that no file is missing or extra.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import io
 import json
@@ -25,13 +26,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited, tar_members
 from server.bundle.yamlio import decode_text, load_yaml, plain
-from server.errors import BundleError
+from server.errors import BundleError, ErrorList
 
 __all__ = [
     "MANIFEST",
     "SIGNATURE",
+    "archive_bytes",
     "build_archive",
-    "bundle_manifest",
+    "canonical",
     "generate_keypair",
     "VerifiedArchive",
     "digest_of",
@@ -39,13 +41,11 @@ __all__ = [
     "open_archive",
     "read_archive",
     "sign_archive",
-    "unpack_archive",
     "verify_archive",
 ]
 
 MANIFEST = ".manifest.json"
 SIGNATURE = ".signature.json"
-_INCLUDED = ("manifest.yaml", "data/*.yaml", "policies/*.yaml", "tests/*.yaml")
 
 
 def canonical(data: Any) -> bytes:
@@ -66,37 +66,6 @@ def digest_of(rel: str, content: bytes, limits: Limits = DEFAULT_LIMITS) -> tupl
     return "sha256:" + hashlib.sha256(content).hexdigest(), None
 
 
-def file_digest(rel: str, content: bytes) -> str:
-    """sha256 of a bundle file over its canonical JSON (raw bytes for non-YAML)."""
-    return digest_of(rel, content)[0]
-
-
-def bundle_manifest(bundle_dir: str | Path) -> dict[str, Any]:
-    """The archive manifest of a bundle directory (its digests and bundle digest)."""
-    return _manifest(_bundle_files(Path(bundle_dir)))
-
-
-def _bundle_files(root: Path) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    for pattern in _INCLUDED:
-        for path in sorted(root.glob(pattern)):
-            if path.is_file():
-                files[path.relative_to(root).as_posix()] = path.read_bytes()
-    if "manifest.yaml" not in files:
-        raise BundleError(f"`{root}` has no manifest.yaml", code="bundle_missing_file")
-    return files
-
-
-def _manifest(files: dict[str, bytes]) -> dict[str, Any]:
-    meta, errors = load_yaml(files["manifest.yaml"].decode("utf-8"), "manifest.yaml")
-    if errors or not isinstance(meta, dict):
-        raise BundleError("manifest.yaml is not a mapping", code="bundle_manifest_error")
-    digests = {rel: file_digest(rel, content) for rel, content in sorted(files.items())}
-    bundle_digest = hashlib.sha256(canonical(digests)).hexdigest()
-    return {"format_version": 1, "name": str(meta.get("name", "")), "revision": str(meta.get("revision", "")),
-            "files": digests, "digest": bundle_digest}
-
-
 def _add(tar: tarfile.TarFile, name: str, content: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(content)
@@ -105,22 +74,46 @@ def _add(tar: tarfile.TarFile, name: str, content: bytes) -> None:
     tar.addfile(info, io.BytesIO(content))
 
 
-def _write(path: Path, files: dict[str, bytes]) -> None:
+def archive_bytes(files: dict[str, bytes], manifest: dict[str, Any], signature: bytes | None = None) -> bytes:
+    """A reproducible ``.tar.gz``: the manifest first, then the signature, then the files by name."""
+    members = {MANIFEST: json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"}
+    if signature is not None:
+        members[SIGNATURE] = signature
+    members.update(sorted((k, v) for k, v in files.items() if k not in (MANIFEST, SIGNATURE)))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(files):
-            _add(tar, name, files[name])
+        for name, content in members.items():
+            _add(tar, name, content)
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
-def build_archive(bundle_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write ``out`` (.tar.gz) from a bundle directory; returns the archive manifest."""
-    files = _bundle_files(Path(bundle_dir))
-    manifest = _manifest(files)
-    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    _write(Path(out), files)
+def build_archive(bundle_dir: str | Path | Any, out: str | Path, *, serial: int | None = None,
+                  expires: dt.datetime | None = None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Write ``out`` (.tar.gz) from a bundle directory; returns the archive manifest.
+
+    ``bundle_dir`` may also be the :class:`server.bundle.BundleFiles` already read.
+    ``serial`` (signed with the manifest) orders revisions: a server refuses one not
+    above its active revision's; ``expires`` is when servers stop accepting it.
+    """
+    from server.bundle.files import BundleFiles, read_directory  # files.py reads archives with this module
+
+    bundle = bundle_dir if isinstance(bundle_dir, BundleFiles) else read_directory(bundle_dir, limits)
+    if bundle.errors:
+        raise ErrorList(bundle.errors)
+    if "manifest.yaml" not in bundle.files:
+        raise BundleError(f"`{bundle_dir}` has no manifest.yaml", code="bundle_missing_file")
+    manifest = dict(bundle.manifest)
+    if serial is not None:
+        manifest["serial"] = serial
+    if expires is not None:
+        manifest["expires"] = expires.astimezone(dt.UTC).isoformat(timespec="seconds")
+    _write(Path(out), archive_bytes(bundle.files, manifest))
     return manifest
 
 
@@ -146,6 +139,16 @@ def _parse_manifest(content: bytes) -> dict[str, Any]:
     for key in ("name", "revision", "digest"):
         if not isinstance(manifest.get(key, ""), str):
             raise BundleError(f"`{MANIFEST}`: `{key}` is not text", code="bundle_bad_archive")
+    serial = manifest.get("serial")
+    if serial is not None and (isinstance(serial, bool) or not isinstance(serial, int) or serial < 0):
+        raise BundleError(f"`{MANIFEST}`: `serial` is not a whole number", code="bundle_bad_archive")
+    expires = manifest.get("expires")
+    if expires is not None:
+        try:
+            if dt.datetime.fromisoformat(expires).tzinfo is None:
+                raise ValueError(expires)
+        except (TypeError, ValueError):
+            raise BundleError(f"`{MANIFEST}`: `expires` is not a time with a zone", code="bundle_bad_archive") from None
     return manifest
 
 
@@ -238,14 +241,12 @@ def sign_archive(path: str | Path, private_key: str | Path) -> None:
     archive = read_archive(path)
     key = _load_key(private_key, private=True)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    files = dict(archive.files)
-    files[MANIFEST] = archive.manifest_bytes
-    files[SIGNATURE] = json.dumps({
+    signature = json.dumps({
         "algorithm": "ed25519",
         "key_id": hashlib.sha256(public).hexdigest()[:16],
         "signature": base64.b64encode(key.sign(canonical(archive.manifest))).decode(),
     }, indent=2, sort_keys=True).encode() + b"\n"
-    _write(Path(path), files)
+    _write(Path(path), archive_bytes(archive.files, archive.manifest, signature))
 
 
 def verify_archive(path: str | Path, public_key: str | Path | None,
@@ -257,13 +258,3 @@ def verify_archive(path: str | Path, public_key: str | Path | None,
 def is_archive(path: str | Path) -> bool:
     """True for a ``.tar.gz``/``.tgz`` path."""
     return str(path).endswith((".tar.gz", ".tgz"))
-
-
-def unpack_archive(files: dict[str, bytes], dest: str | Path) -> Path:
-    """Write checked archive members into a directory."""
-    root = Path(dest)
-    for rel, content in files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    return root

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
+from server.bundle import parse_duration, read_bundle
 from server.bundle.archive import build_archive, generate_keypair, sign_archive, verify_archive
 from server.cli import ExitCode, add_format, exit_code_for
 from server.errors import ErrorList, PolicyError
@@ -20,6 +24,11 @@ def add_parser(sub: Any) -> None:
     b = bsub.add_parser("build", help="validate, test and archive a bundle directory")
     b.add_argument("dir", help="bundle directory")
     b.add_argument("-o", "--output", required=True, help="archive to write (.tar.gz)")
+    b.add_argument("--serial", type=int, default=None,
+                   help="the archive's serial: servers refuse one not above the active revision's "
+                        "(default: the current Unix time)")
+    b.add_argument("--expires-in", default=None, metavar="DURATION",
+                   help="servers refuse the archive after this long, e.g. 90d (default: never)")
     add_format(b)
     b.set_defaults(func=run_build)
     s = bsub.add_parser("sign", help="add an Ed25519 signature to an archive")
@@ -39,9 +48,22 @@ def add_parser(sub: Any) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     """Refuse an invalid or failing bundle; otherwise write the archive (exit 0)."""
+    serial = int(time.time()) if args.serial is None else args.serial
+    if serial < 0:
+        print("error: --serial must not be negative", file=sys.stderr)
+        return ExitCode.FAILURE
+    expires = None
+    if args.expires_in is not None:
+        try:
+            expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=parse_duration(args.expires_in))
+        except ValueError:
+            print(f"error: --expires-in `{args.expires_in}` is not a duration such as 90d or 12h", file=sys.stderr)
+            return ExitCode.FAILURE
     try:
-        build_decider(args.dir, run_tests=True).close()
-        manifest = build_archive(args.dir, args.output)
+        files = read_bundle(args.dir)
+        build_decider(files, run_tests=True).close()
+        previous = _previous(args.output)
+        manifest = build_archive(files, args.output, serial=serial, expires=expires)
     except ErrorList as exc:
         for e in exc.errors:
             print(f"{str(e.location) or args.dir}: error[{e.code}]: {e.message}", file=sys.stderr)
@@ -49,12 +71,27 @@ def run_build(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
         return ExitCode.FAILURE
+    if previous is not None and previous["revision"] == manifest["revision"] \
+            and previous["digest"] != manifest["digest"]:
+        print(f"warning: `{args.output}` held revision `{manifest['revision']}` with other content: bump the "
+              "revision in manifest.yaml (a server refuses a loaded revision label with other content)",
+              file=sys.stderr)
     if args.format == "json":
         print(json.dumps(manifest, indent=2, sort_keys=True))
     else:
         print(f"built {args.output}: {manifest['name']}@{manifest['revision']}, {len(manifest['files'])} files, "
               f"digest {manifest['digest'][:16]}")
     return ExitCode.OK
+
+
+def _previous(path: str) -> dict[str, Any] | None:
+    """The manifest of the archive about to be replaced, if there is a readable one."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return verify_archive(path, None)
+    except PolicyError:
+        return None
 
 
 def run_sign(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from server import default_bundle
+from server.bundle.reader import DEFAULT_LIMITS, Limits
 
 __all__ = ["add_parser", "run"]
 
@@ -34,6 +35,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="seconds between polls of an HTTP(S) bundle source (default 30)")
     parser.add_argument("--keep-revisions", type=int, default=3,
                         help="revisions kept loaded for pinning and rollback (default 3)")
+    limits = DEFAULT_LIMITS
+    parser.add_argument("--bundle-max-bytes", type=int, default=limits.max_bytes,
+                        help=f"largest bundle content, all files together (default {limits.max_bytes})")
+    parser.add_argument("--bundle-max-file-bytes", type=int, default=limits.max_file_bytes,
+                        help=f"largest bundle file (default {limits.max_file_bytes})")
+    parser.add_argument("--bundle-max-files", type=int, default=limits.max_files,
+                        help=f"most archive members, directories included (default {limits.max_files})")
+    parser.add_argument("--bundle-max-name-bytes", type=int, default=limits.max_name_bytes,
+                        help=f"longest archive member name (default {limits.max_name_bytes})")
+    parser.add_argument("--bundle-max-yaml-nodes", type=int, default=limits.max_yaml_nodes,
+                        help=f"most YAML nodes in one bundle file (default {limits.max_yaml_nodes})")
+    parser.add_argument("--fetch-timeout", type=float, default=30.0,
+                        help="seconds one fetch of an HTTP(S) bundle source may take in all (default 30)")
+    parser.add_argument("--allow-cross-host-redirects", action="store_true",
+                        help="follow an HTTP(S) source's redirects to other hosts (default: refused)")
+    parser.add_argument("--allow-unverified-source", action="store_true",
+                        help="accept a plain http:// source without --verification-key (default: refused)")
     parser.add_argument("--admin-address", default="127.0.0.1:50052",
                         help="HOST:PORT of the admin API's own listener, TLS when --tls-cert is given "
                         "(default 127.0.0.1:50052; `none`: no admin API)")
@@ -86,13 +104,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
     for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions",
-                 "decision_log_max_bytes", "decision_log_backups"):
+                 "decision_log_max_bytes", "decision_log_backups", "bundle_max_bytes", "bundle_max_file_bytes",
+                 "bundle_max_files", "bundle_max_name_bytes", "bundle_max_yaml_nodes"):
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
     if args.max_streams is not None and not 0 < args.max_streams < max(args.threads, 2):
         print(f"error: --max-streams must be at least 1 and below --threads ({args.threads}): "
               "unary calls and health checks need a thread that no stream holds", file=sys.stderr)
+        return 1
+    if args.fetch_timeout <= 0:
+        print("error: --fetch-timeout must be positive", file=sys.stderr)
         return 1
     if args.stream_idle_timeout < 0:
         print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
@@ -133,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
             verification_key=args.verification_key,
             poll_interval=args.poll_interval,
             keep_revisions=args.keep_revisions,
+            bundle_limits=Limits(max_bytes=args.bundle_max_bytes, max_file_bytes=args.bundle_max_file_bytes,
+                                 max_files=args.bundle_max_files, max_name_bytes=args.bundle_max_name_bytes,
+                                 max_yaml_nodes=args.bundle_max_yaml_nodes),
+            fetch_timeout=args.fetch_timeout,
+            allow_cross_host_redirects=args.allow_cross_host_redirects,
+            allow_unverified_source=args.allow_unverified_source,
             admin_address=None if args.admin_address.lower() in ("", "none") else args.admin_address,
             admin_token_file=args.admin_token_file,
             admin_client_names=tuple(args.admin_client_cn),

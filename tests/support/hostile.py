@@ -159,16 +159,16 @@ def _one(manager: Any, attack: str, keyed: bool) -> dict[str, object]:
     good_revision = manager.registry.active().ref.revision
     before = _rss_kib()
     _reset_peak()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     code = ""
     try:
         manager.activate_archive(data, origin=attack)
     except ErrorList as exc:
         code = exc.errors[0].code if exc.errors else "?"
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     growth = max(0, _peak_kib() - before)
     decision = manager.registry.decide(Snapshot("cancel_order", ORDER, APPT, NOW))
-    return {"attack": attack, "keyed": keyed, "seconds": round(seconds, 3), "rss_growth_kib": growth,
+    return {"attack": attack, "keyed": keyed, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "rss_growth_kib": growth,
             "code": code, "serving": manager.registry.active().ref.revision,
             "good_revision": good_revision, "decided": bool(decision.outcome),
             "compressed_bytes": len(data)}
