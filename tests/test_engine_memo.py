@@ -7,11 +7,9 @@ engine fires for it without the memo.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +17,8 @@ from server.bundle import load_bundle
 from server.cases import load_cases, run_case
 from server.decide import Decider
 from server.engine import Engine, thresholds
-from tests.conftest import DEFAULT_BUNDLE
+from tests.support.bundles import FIXTURE_BUNDLE as DEFAULT_BUNDLE
+from tests.support.bundles import copy_bundle, set_revision, set_value
 
 
 def rule(m: dict, pri: int = 1) -> dict:
@@ -136,24 +135,18 @@ def test_every_bundle_case_passes_with_the_memo_on_and_off(decider):
         assert failed == []
 
 
-def _with_refund_window(src: Path, dest: Path, window: str) -> Path:
-    shutil.copytree(src, dest)
-    settings_file = dest / "data" / "settings.yaml"
-    doc = yaml.safe_load(settings_file.read_text(encoding="utf-8"))
-    doc["params"]["refund_window"] = window
-    settings_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    manifest = dest / "manifest.yaml"
-    meta = yaml.safe_load(manifest.read_text(encoding="utf-8"))
-    meta["revision"] = f"{meta['revision']}-{window}"
-    manifest.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+def _with_refund_window(dest: Path, window: str) -> Path:
+    copy_bundle(dest, DEFAULT_BUNDLE)
+    set_value(dest / "data" / "settings.yaml", ["params", "refund_window"], window)
+    set_revision(dest, f"memo-{window}")
     return dest
 
 
 def test_a_new_revision_never_answers_from_the_old_revisions_memo(tmp_path):
     """Two revisions whose threshold differs: the same facts, remembered by the first, decide
     by the second's own rules (the memo belongs to one ruleset of one revision)."""
-    old = Decider(load_bundle(_with_refund_window(DEFAULT_BUNDLE, tmp_path / "a", "1h")))
-    new = Decider(load_bundle(_with_refund_window(DEFAULT_BUNDLE, tmp_path / "b", "1000h")))
+    old = Decider(load_bundle(_with_refund_window(tmp_path / "a", "1h")))
+    new = Decider(load_bundle(_with_refund_window(tmp_path / "b", "1000h")))
     now = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
     facts = None
     for case in CASES:  # an appointment 2 days ahead, where the refund window matters

@@ -13,7 +13,7 @@ import pytest
 from server.engine import CATCH_ALL, MAX_RULES
 from server.engine import Engine as _Engine
 from server.errors import CompileError, EvalError
-from tests.core.memory import rss_kib
+from tests.support.memory import rss_kib
 
 
 def Engine(*args, **kw) -> _Engine:  # noqa: N802 - stands in for the class
@@ -176,6 +176,7 @@ def test_eight_threads_get_every_decision_right():
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_rulesets_are_freed_on_close_so_reloads_keep_memory_flat():
     """1,000 create/close cycles: RSS stays flat because close() deletes the ruleset."""
     rules = {f"r{i}": rule({"$and": [{"x": f"v{i}"}, {"$gt": {"n": i}}]}, i + 1) for i in range(40)}
