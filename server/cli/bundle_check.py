@@ -7,9 +7,10 @@ import json
 import sys
 from typing import Any
 
+from server import default_bundle
 from server.bundle import load_bundle
 from server.cases import load_cases, run_cases
-from server.cli import ExitCode, add_format
+from server.cli import ExitCode, add_format, exit_code_for
 from server.decide import Decider
 from server.errors import ErrorList, PolicyError
 from server.validate import coverage_errors, validate
@@ -18,11 +19,11 @@ from server.validate import coverage_errors, validate
 def add_parser(sub: Any) -> None:
     """Register ``check`` and ``test``."""
     p = sub.add_parser("check", help="validate a bundle and report its coverage")
-    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("bundle", nargs="?", help="bundle directory (default: the bundle shipped with the package)")
     add_format(p)
     p.set_defaults(func=run_check)
     t = sub.add_parser("test", help="run a bundle's own test cases")
-    t.add_argument("bundle", help="bundle directory")
+    t.add_argument("bundle", nargs="?", help="bundle directory (default: the bundle shipped with the package)")
     t.add_argument("-k", dest="pattern", default="", help="only cases whose name contains this text")
     add_format(t)
     t.set_defaults(func=run_test)
@@ -54,6 +55,7 @@ def _check(path: str) -> tuple[Decider | None, list[PolicyError], dict[str, Any]
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when the bundle is valid and covered, 3 otherwise."""
+    args.bundle = args.bundle or str(default_bundle())
     decider, errors, report = _check(args.bundle)
     if decider is not None:
         decider.close()
@@ -62,7 +64,7 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         for e in errors:
             hint = f"\n    help: {e.hint}" if e.hint else ""
-            print(f"{e.location or args.bundle}: error[{e.code}]: {e.message}{hint}")
+            print(f"{str(e.location) or args.bundle}: error[{e.code}]: {e.message}{hint}")
         if not errors:
             b = report["bundle"]
             rules = ", ".join(f"{a}: {n} rules" for a, n in report["policies"].items())
@@ -71,16 +73,17 @@ def run_check(args: argparse.Namespace) -> int:
                   f"{len(report['methods'])} methods reaches a decision")
         else:
             print(f"{len(errors)} error(s)", file=sys.stderr)
-    return ExitCode.INVALID if errors else ExitCode.OK
+    return exit_code_for(errors) if errors else ExitCode.OK
 
 
 def run_test(args: argparse.Namespace) -> int:
     """Exit 0 when every case passes, 2 when any fails, 3 when the bundle or cases are invalid."""
+    args.bundle = args.bundle or str(default_bundle())
     decider, errors, _ = _check(args.bundle)
     if decider is None or errors:
         for e in errors:
-            print(f"{e.location or args.bundle}: error[{e.code}]: {e.message}", file=sys.stderr)
-        return ExitCode.INVALID
+            print(f"{str(e.location) or args.bundle}: error[{e.code}]: {e.message}", file=sys.stderr)
+        return exit_code_for(errors)
     try:
         cases = [c for c in load_cases(args.bundle) if args.pattern in c.name]
     except ErrorList as exc:

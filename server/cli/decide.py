@@ -8,17 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server import default_bundle
 from server.cli import ExitCode, add_format
-from server.errors import ErrorList, PolicyError, SnapshotError
+from server.cli.workbench import load
+from server.errors import PolicyError, SnapshotError
 from server.facts import parse_json_object, parse_timestamp
 from server.model import ACTIONS, Decision, Snapshot
-from server.registry import build_decider
 
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("decide", help="decide one snapshot with a bundle")
-    p.add_argument("--bundle", required=True, help="bundle directory")
+    p.add_argument("--bundle", default=None, help="bundle directory (default: the bundle shipped with "
+                   "the package, rules/cancellation)")
     p.add_argument("--order", required=True, help="file with Junction's order JSON (- for stdin)")
     p.add_argument("--appointment", help="file with the order's appointment JSON")
     p.add_argument("--now", help="evaluation instant, ISO 8601 with offset (default: now)")
@@ -28,28 +30,34 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+class _Unreadable(Exception):
+    """A snapshot file that cannot be read at all (exit 1, not an invalid snapshot)."""
+
+
 def _read(path: str, field: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(field, f"cannot read `{path}`: {exc.__class__.__name__}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        raise _Unreadable(f"`--{field}`: cannot read `{path}`: {reason.lower()}") from None
     return parse_json_object(text, field)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Decide and print; exit 0 with a decision, 3 for an invalid snapshot, 1 otherwise."""
+    """Decide and print; exit 0 with a decision, 3 for an invalid snapshot or bundle, 1 otherwise."""
     as_json = args.format == "json"
-    try:
-        decider = build_decider(args.bundle)
-    except ErrorList as exc:
-        _fail(as_json, "bundle_invalid", f"bundle `{args.bundle}` is invalid: {exc.errors[0]}",
-              errors=[e.to_dict() for e in exc.errors])
-        return ExitCode.FAILURE
+    args.bundle = args.bundle or str(default_bundle())
+    decider = load(args.bundle, as_json)
+    if isinstance(decider, int):
+        return decider
     try:
         order = _read(args.order, "order")
         appointment = _read(args.appointment, "appointment") if args.appointment else None
         now = parse_timestamp(args.now, "now") if args.now else None
         decision = decider.decide(Snapshot(args.action, order, appointment, now))
+    except _Unreadable as exc:
+        _fail(as_json, "input_io_error", str(exc))
+        return ExitCode.FAILURE
     except SnapshotError as exc:
         _fail(as_json, exc.code, str(exc), field=exc.field)
         return ExitCode.INVALID
