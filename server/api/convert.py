@@ -218,12 +218,12 @@ def fill_decision(msg: pb.Decision, decision: Decision, *, explain: bool = False
     msg.order_id = decision.order_id
     # Sub-messages are filled in place (`add`, field by field): building them apart and
     # copying them in, or `Timestamp.FromDatetime`, costs 2-3x more per decision.
-    add = msg.reasons.add
+    add_reason = msg.reasons.add
     for r in decision.reasons:
-        add(code=r.code, message=r.message, rule_id=r.rule_id)
-    add = msg.follow_ups.add
+        add_reason(code=r.code, message=r.message, rule_id=r.rule_id)
+    add_follow_up = msg.follow_ups.add
     for f in decision.follow_ups:
-        add(code=f.code, message=f.message, http_method=f.http_method, path=f.path, rule_id=f.rule_id)
+        add_follow_up(code=f.code, message=f.message, http_method=f.http_method, path=f.path, rule_id=f.rule_id)
     since = decision.now - _EPOCH
     at = msg.evaluated_at
     at.seconds = since.days * 86400 + since.seconds
