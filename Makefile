@@ -22,7 +22,7 @@ endif
 DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
 .PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
-	proto-image clients client-python client-typescript clean
+	proto-image clients client-python client-typescript clean fuzz
 .PHONY: test-fast check-bundles
 
 all: test
@@ -94,6 +94,11 @@ test-core: $(GEN_STAMP)
 lint: $(GEN_STAMP)
 	$(VENV)/bin/ruff check server tests clients/python
 	$(VENV)/bin/mypy
+
+# The long fuzz run: only the `fuzz` tests, each with FUZZ_EXAMPLES hypothesis examples
+# (make test runs them briefly).
+fuzz: $(GEN_STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -m fuzz -q
 
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
