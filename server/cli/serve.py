@@ -77,6 +77,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="largest request accepted (default 4 MiB)")
     parser.add_argument("--max-batch", type=int, default=1000,
                         help="most requests in one DecideBatch (default 1000)")
+    parser.add_argument("--decision-memo-size", type=int, default=None,
+                        help="distinct situations remembered per ruleset, each decided by the engine once "
+                        "(0 turns the memo off; default 4096)")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls get on shutdown (default 10)")
     parser.set_defaults(func=run)
@@ -107,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="order-policy-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    if args.decision_memo_size is not None:
+        if args.decision_memo_size < 0:
+            print("error: --decision-memo-size must be 0 or more", file=sys.stderr)
+            return 1
+        from server import engine
+
+        engine.settings.memo_size = args.decision_memo_size
     pid = os.getpid()
     try:
         from server import app
