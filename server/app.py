@@ -78,6 +78,8 @@ class ServerOptions:
     admin_client_names: tuple[str, ...] = ()
     decision_log: str | None = None
     decision_log_max_bytes: int = 64 * 1024 * 1024
+    capture: str | None = None  # the replayable capture (server.workbench.capture)
+    capture_sample: float = 1.0
 
     @property
     def tls(self) -> bool:
@@ -358,15 +360,24 @@ def _watch(manager: BundleManager, source: str, etag: str, options: ServerOption
         manager.watch_source(source)
 
 
-def _decision_log(options: ServerOptions) -> DecisionLog | None:
-    if options.decision_log is None:
-        return None
-    return DecisionLog(
-        options.decision_log,
-        max_bytes=options.decision_log_max_bytes,
-        on_wait=METRICS.decision_log_waits.inc,
-        on_drop=METRICS.decision_log_dropped.inc,
-    )
+def _decision_log(options: ServerOptions) -> Any:
+    """The decision log and/or the replayable capture, behind the decision log's interface."""
+    dlog = None
+    if options.decision_log is not None:
+        dlog = DecisionLog(
+            options.decision_log,
+            max_bytes=options.decision_log_max_bytes,
+            on_wait=METRICS.decision_log_waits.inc,
+            on_drop=METRICS.decision_log_dropped.inc,
+        )
+    if options.capture is None:
+        return dlog
+    from server.workbench.capture import Capture, Recorders
+
+    # Rotated like the decision log; waits and drops are counted with the decision log's.
+    capture = Capture(options.capture, sample=options.capture_sample, max_bytes=options.decision_log_max_bytes,
+                      on_wait=METRICS.decision_log_waits.inc, on_drop=METRICS.decision_log_dropped.inc)
+    return Recorders(dlog, capture)
 
 
 def _serve_single(
@@ -507,7 +518,8 @@ def _serve_forked(
                     manager.sync_from_state()
                     manager.watch_state()
                     dlog = _decision_log(
-                        replace(options, decision_log=_worker_log(options.decision_log, index))
+                        replace(options, decision_log=_worker_log(options.decision_log, index),
+                                capture=_worker_log(options.capture, index))
                     )
                     worker = Server(registry, replace(options, port=port), reuse_port=True,
                                     manager=manager, decision_log=dlog)

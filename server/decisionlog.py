@@ -122,12 +122,26 @@ class _Stdout:
         self.flush()
 
 
+def encode_entry(decision: Decision, snapshot: Snapshot, latency_us: float,
+                 shadow: Decision | None = None) -> bytes:
+    """One decision log line (without its newline)."""
+    return orjson.dumps(entry_of(decision, snapshot, latency_us, shadow))
+
+
 class DecisionLog:
-    """Bounded queue + writer thread. ``target`` is ``"-"`` (stdout) or a file path."""
+    """Bounded queue + writer thread. ``target`` is ``"-"`` (stdout) or a file path.
+
+    ``encode`` turns a recorded item into its line (``None``: write nothing); the
+    replayable capture uses this writer with its own encoding. It runs on the writer
+    thread, off the request path; an item it fails on is counted as dropped and logged.
+    """
 
     def __init__(self, target: str, *, capacity: int = 10_000, max_wait: float = 2.0,
                  max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
-                 on_wait: Callable[[], None] | None = None, on_drop: Callable[[], None] | None = None) -> None:
+                 on_wait: Callable[[], None] | None = None, on_drop: Callable[[], None] | None = None,
+                 encode: Callable[..., bytes | None] = encode_entry, name: str = "decision log") -> None:
+        self._encode = encode
+        self._name = name
         self._sink: Any = _Stdout() if target == "-" else RotatingFile(target, max_bytes, backups)
         self._queue: queue.Queue[tuple[Decision, Snapshot, float, Decision | None] | None] = queue.Queue(capacity)
         self._max_wait = max_wait
@@ -136,7 +150,7 @@ class DecisionLog:
         self.written = 0
         self._on_wait = on_wait or (lambda: None)
         self._on_drop = on_drop or (lambda: None)
-        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name.replace(" ", "-"), daemon=True)
         self._thread.start()
 
     def record(self, decision: Decision, snapshot: Snapshot, latency_us: float,
@@ -154,7 +168,7 @@ class DecisionLog:
         except queue.Full:
             self.dropped += 1
             self._on_drop()
-            log.error("decision log full: dropped decision %s", decision.decision_id)
+            log.error("%s full: dropped decision %s", self._name, decision.decision_id)
 
     def _run(self) -> None:
         while True:
@@ -176,14 +190,25 @@ class DecisionLog:
             self._write(batch)
 
     def _write(self, batch: list[tuple[Decision, Snapshot, float, Decision | None]]) -> None:
+        handled = 0
         try:
             for item in batch:  # line by line, so rotation happens between entries
-                self._sink.write(orjson.dumps(entry_of(*item)) + b"\n")
+                try:
+                    line = self._encode(*item)
+                except Exception:  # noqa: BLE001 - one bad item never stops the writer
+                    self.dropped += 1
+                    self._on_drop()
+                    log.exception("%s: cannot encode decision %s", self._name, item[0].decision_id)
+                    handled += 1
+                    continue
+                if line is not None:
+                    self._sink.write(line + b"\n")
+                    self.written += 1
+                handled += 1
             self._sink.flush()
-            self.written += len(batch)
         except OSError:
-            self.dropped += len(batch)
-            log.exception("decision log write failed: %d decisions lost", len(batch))
+            self.dropped += len(batch) - handled
+            log.exception("%s write failed: %d decisions lost", self._name, len(batch) - handled)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, then stop."""

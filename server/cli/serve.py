@@ -40,6 +40,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--decision-log", help="write one JSON line per decision to this file (- for stdout)")
     parser.add_argument("--decision-log-max-bytes", type=int, default=64 * 1024 * 1024,
                         help="rotate the decision log file past this size (default 64 MiB)")
+    parser.add_argument("--capture", help="write each decided request's replayable projection (no patient "
+                        "data; what `diff --input` reads) to this file (- for stdout), rotated as the decision log")
+    parser.add_argument("--capture-sample", type=float, default=1.0,
+                        help="share of decided requests captured, in (0, 1] (default 1)")
     parser.add_argument("--host", default="[::]", help="address to listen on "
                         "(default all interfaces)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
@@ -75,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="order-policy-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    if not 0.0 < args.capture_sample <= 1.0:
+        print("error: --capture-sample must be in (0, 1]", file=sys.stderr)
+        return 1
     pid = os.getpid()
     try:
         from server import app
@@ -101,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             admin_client_names=tuple(args.admin_client_cn),
             decision_log=args.decision_log,
             decision_log_max_bytes=args.decision_log_max_bytes,
+            capture=args.capture,
+            capture_sample=args.capture_sample,
         )
         return app.serve(args.bundle, options)
     finally:
