@@ -15,6 +15,8 @@ or appointment is for the decider to say, as it would for a live request.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = ["MAX_LINE_BYTES", "InputError", "InputRecord", "input_files", "read_i
 
 #: The longest line (or request file) read; the service's own request limit.
 MAX_LINE_BYTES = 4 * 1024 * 1024
+_LONG_NUMBER = re.compile(rb"[0-9]{19}").search
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,9 @@ def parse_line(raw: bytes, file: str, line: int) -> InputRecord | InputError:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return InputError(file, line, f"not valid JSON: {str(exc).splitlines()[0][:120]}", size=size)
+    if _LONG_NUMBER(raw):
+        # orjson reads integers beyond 64 bits as floats; the standard parser keeps them exact.
+        doc = json.loads(raw)
     if type(doc) is not dict:
         return InputError(file, line, f"expected a JSON object, got {_kind(doc)}", size=size)
     action = doc.get("action")
