@@ -6,7 +6,8 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: FORCE all venv gen serve test lint bench check image loadtest loadtest-ci goldens proto-image clients client-python clean
+.PHONY: FORCE all venv gen serve test lint bench check image loadtest loadtest-ci goldens proto-image clients client-python client-typescript clean
+.PHONY: test-fast check-bundles
 
 all: test
 
@@ -31,8 +32,22 @@ check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
 
-test: $(GEN_STAMP) lint
+# The whole suite, slow tests included (what CI runs), and every bundle under rules/
+# checked and tested against its own cases.
+test: $(GEN_STAMP) lint check-bundles
 	$(PY) -m pytest
+
+# The suite without the tests marked `slow` (memory over 10^6 decisions, real serve
+# processes, ...): for a quick local run; `make test` stays the reference.
+test-fast: $(GEN_STAMP) lint check-bundles
+	$(PY) -m pytest -m "not slow and not load"
+
+# `order-policy check` and `order-policy test` on every bundle a policy owner ships.
+check-bundles: $(GEN_STAMP)
+	@set -e; for bundle in rules/*/; do \
+	  $(VENV)/bin/order-policy check "$${bundle%/}"; \
+	  $(VENV)/bin/order-policy test "$${bundle%/}"; \
+	done
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check server tests clients/python
@@ -40,9 +55,10 @@ lint: $(VENV)/.stamp
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
 
-# Rewrite the golden files (compiled rulesets) after a reviewed change.
+# Rewrite the golden files of the fixture bundles (tests/fixtures/goldens) after a
+# reviewed change to the compiler or to a fixture bundle.
 goldens: $(GEN_STAMP)
-	$(PY) -m pytest tests/core/test_compile.py --update-goldens -q
+	$(PY) -m pytest tests/test_compile.py -k golden --update-goldens -q
 
 # The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
 loadtest: $(GEN_STAMP)
@@ -69,7 +85,7 @@ CLIENTS_BUILD := build/clients
 CLIENT_ENV = ORDER_POLICY_COMMAND=$(abspath $(VENV))/bin/order-policy \
 	ORDER_POLICY_TEST_BUNDLE=$(abspath $(CLIENT_BUNDLE)) ORDER_POLICY_TEST_CASES=$(abspath $(CLIENTS_BUILD))/cases.json
 
-clients: client-python
+clients: client-python client-typescript
 
 $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
@@ -82,6 +98,11 @@ client-python: $(CLIENTS_BUILD)/cases.json
 	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
+
+# TypeScript: `npm ci` in its folder (package-lock.json), generated types, tsc, node --test.
+client-typescript: $(CLIENTS_BUILD)/cases.json
+	cd clients/typescript && npm ci --no-audit --no-fund
+	cd clients/typescript && $(CLIENT_ENV) npm test
 
 FORCE:
 

@@ -1,7 +1,7 @@
 """Build and run the gRPC server: servicer, health, reflection, TLS, workers, shutdown.
 
 ``Server`` is one gRPC server in this process (tests use it in-process through
-``server.testing``). ``serve`` is the ``order-policy serve`` command: it compiles the
+``tests/support/servers.py``). ``serve`` is the ``order-policy serve`` command: it compiles the
 bundle once, then either serves in this process (one worker, ``grpc.so_reuseport=0`` so
 a taken port fails clearly) or forks workers that share the port with SO_REUSEPORT
 (grpc's ``examples/python/multiprocessing`` pattern: compile, then fork, and never touch
@@ -82,6 +82,8 @@ class ServerOptions:
     admin_client_names: tuple[str, ...] = ()
     decision_log: str | None = None
     decision_log_max_bytes: int = 64 * 1024 * 1024
+    decision_log_backups: int = 5
+    otel: bool = False  # OpenTelemetry tracing, configured by the OTEL_* environment variables
     capture: str | None = None  # the replayable capture (server.workbench.capture)
     capture_sample: float = 1.0
 
@@ -154,13 +156,14 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on `{_join(host, port)}`: {exc.strerror}") from None
 
 
-def grpc_server(options: ServerOptions, *, reuse_port: bool = False) -> grpc.Server:
+def grpc_server(options: ServerOptions, *, reuse_port: bool = False, interceptors: Any = ()) -> grpc.Server:
     """A bare ``grpc.Server`` with the service's thread pool, port sharing and limits.
 
     The load test's echo baseline uses it too, so both measure the same stack.
     """
     return grpc.server(
         ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
+        interceptors=list(interceptors) or None,
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", options.max_message_bytes),
@@ -180,19 +183,26 @@ class Server:
         reuse_port: bool = False,
         manager: BundleManager | None = None,
         decision_log: DecisionLog | None = None,
+        tracing: Any = None,
+        capture: Any = None,
     ) -> None:
         self.registry = registry
         self.options = options
         self.manager = manager
+        # server.api.tracing.Tracing: given (tests), from --otel, or None (nothing imported)
+        self.tracing = tracing if tracing is not None else (_tracing() if options.otel else None)
         self.servicer = OrderPolicyServicer(
             registry,
             max_batch=options.max_batch,
             shadow=(lambda: manager.shadow) if manager is not None else None,
             decision_log=decision_log,
+            tracing=self.tracing,
+            capture=capture,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-        self._grpc = grpc_server(options, reuse_port=reuse_port)
+        interceptors = self.tracing.interceptors() if self.tracing is not None else ()
+        self._grpc = grpc_server(options, reuse_port=reuse_port, interceptors=interceptors)
         pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -295,9 +305,26 @@ class Server:
         self._grpc.stop(remaining).wait()
         if not drained:
             log.event("shutdown_grace_expired", logging.WARNING, grace_s=grace)
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._grpc.wait_for_termination(timeout)
+
+
+def _tracing() -> Any:
+    """Tracing from the OTEL_* environment; the only place that imports OpenTelemetry."""
+    try:
+        from server.api import tracing
+    except ImportError as exc:
+        raise ServeError(f"--otel needs the `otel` extra (pip install 'order-policy[otel]'): "
+                         f"cannot import `{exc.name}`") from None
+    try:
+        configured = tracing.configure()
+    except tracing.TracingError as exc:
+        raise ServeError(str(exc)) from None
+    log.trace_id = configured.trace_id
+    return configured
 
 
 # -- order-policy serve -------------------------------------------------------------------
@@ -390,40 +417,45 @@ def _watch(manager: BundleManager, source: str, etag: str, options: ServerOption
         manager.watch_source(source)
 
 
-def _decision_log(options: ServerOptions) -> Any:
-    """The decision log and/or the replayable capture, behind the decision log's interface."""
-    dlog = None
-    if options.decision_log is not None:
-        dlog = DecisionLog(
-            options.decision_log,
-            max_bytes=options.decision_log_max_bytes,
-            on_wait=METRICS.decision_log_waits.inc,
-            on_drop=METRICS.decision_log_dropped.inc,
-        )
-    if options.capture is None:
-        return dlog
-    from server.workbench.capture import Capture, Recorders
+def _decision_log(options: ServerOptions) -> DecisionLog | None:
+    if options.decision_log is None:
+        return None
+    return DecisionLog(
+        options.decision_log,
+        max_bytes=options.decision_log_max_bytes,
+        backups=options.decision_log_backups,
+        on_wait=METRICS.decision_log_waits.inc,
+        on_drop=METRICS.decision_log_dropped.inc,
+    )
 
-    # Rotated like the decision log; waits and drops are counted with the decision log's.
-    capture = Capture(options.capture, sample=options.capture_sample, max_bytes=options.decision_log_max_bytes,
-                      on_wait=METRICS.decision_log_waits.inc, on_drop=METRICS.decision_log_dropped.inc)
-    return Recorders(dlog, capture)
+
+def _capture(options: ServerOptions) -> Any:
+    """The replayable capture (``--capture``), written and rotated like the decision log."""
+    if options.capture is None:
+        return None
+    from server.workbench.capture import Capture
+
+    return Capture(options.capture, sample=options.capture_sample, max_bytes=options.decision_log_max_bytes,
+                   backups=options.decision_log_backups, on_wait=METRICS.decision_log_waits.inc,
+                   on_drop=METRICS.decision_log_dropped.inc)
 
 
 def _serve_single(
     registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str
 ) -> int:
     dlog = _decision_log(options)
+    capture = _capture(options)
     manager.mark_serving()
-    server = Server(registry, options, manager=manager, decision_log=dlog)
+    server = Server(registry, options, manager=manager, decision_log=dlog, capture=capture)
     metrics = _start_metrics(options)
     _watch(manager, source, etag, options)
     try:
         return _run_until_signal(server, workers=1)
     finally:
         manager.stop()
-        if dlog is not None:
-            dlog.close()
+        for sink in (dlog, capture):
+            if sink is not None:
+                sink.close()
         if metrics is not None:
             metrics.shutdown()  # type: ignore[attr-defined]
 
@@ -491,10 +523,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_log(target: str | None, index: int) -> str | None:
-    """Each worker writes its own decision log file (stdout is shared as is)."""
+    """Each worker writes its own decision log file, ``<log>.w<index>`` (stdout is shared as is).
+
+    Rotation renames ``<log>.w1`` to ``<log>.w1.1``: a worker's name never collides
+    with another worker's rotated file.
+    """
     if target is None or target == "-":
         return target
-    return f"{target}.{index}" if index else target
+    return f"{target}.w{index}"
 
 
 @contextlib.contextmanager
@@ -548,15 +584,16 @@ def _serve_forked(
                     manager.sync_from_state()
                     manager.watch_state()
                     dlog = _decision_log(
-                        replace(options, decision_log=_worker_log(options.decision_log, index),
-                                capture=_worker_log(options.capture, index))
+                        replace(options, decision_log=_worker_log(options.decision_log, index))
                     )
+                    capture = _capture(replace(options, capture=_worker_log(options.capture, index)))
                     worker = Server(registry, replace(options, port=port), reuse_port=True,
-                                    manager=manager, decision_log=dlog)
+                                    manager=manager, decision_log=dlog, capture=capture)
                     code = _run_until_signal(worker, worker_index=index)
                     manager.stop()
-                    if dlog is not None:
-                        dlog.close()
+                    for sink in (dlog, capture):
+                        if sink is not None:
+                            sink.close()
                 except BaseException as exc:  # noqa: BLE001
                     log.event("worker_failed", logging.ERROR, worker_index=index,
                               reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__)

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, decider: Any, capture: Capture | None, as_jso
         _fail(as_json, exc.code, str(exc))
         return ExitCode.FAILURE
     if capture is not None:
-        capture.record(decision, snapshot, 0.0)
+        capture.record(decision, snapshot)
     if as_json:
         print(json.dumps(decision.to_dict(explain=args.explain), indent=2, ensure_ascii=False))
     else:

@@ -79,7 +79,7 @@ def run_input(args: argparse.Namespace, decider: Decider, now: dt.datetime | Non
                 continue
             decided += 1
             if capture is not None:
-                capture.record(decision, snapshot, 0.0)
+                capture.record(decision, snapshot)
             out.write(_decision_line(record, decision, as_json, args.explain))
     except OSError as exc:
         fail(as_json, "input_io_error", f"cannot read input `{args.input}`: {exc.strerror or exc}")

@@ -40,6 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--decision-log", help="write one JSON line per decision to this file (- for stdout)")
     parser.add_argument("--decision-log-max-bytes", type=int, default=64 * 1024 * 1024,
                         help="rotate the decision log file past this size (default 64 MiB)")
+    parser.add_argument("--decision-log-backups", type=int, default=5,
+                        help="rotated decision log files kept: FILE.1 .. FILE.N (default 5)")
     parser.add_argument("--capture", help="write each decided request's replayable projection (no patient "
                         "data; what `diff --input` reads) to this file (- for stdout), rotated as the decision log")
     parser.add_argument("--capture-sample", type=float, default=1.0,
@@ -57,6 +59,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="also serve grpc.health.v1 alone, in plaintext, on this port (for "
                         "probes that cannot speak TLS; default off). Service \"\" is SERVING once a "
                         "bundle is loaded, service \"liveness\" while the process serves")
+    parser.add_argument("--otel", action="store_true",
+                        help="OpenTelemetry tracing: a span per RPC, the trace id in decision log "
+                        "entries and log lines; configured by the OTEL_* environment variables "
+                        "(needs the `otel` extra; default off)")
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument("--tls-client-ca", type=Path,
@@ -73,7 +79,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
-    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions"):
+    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions",
+                 "decision_log_max_bytes", "decision_log_backups"):
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             metrics_port=args.metrics_port,
             health_port=args.health_port,
+            otel=args.otel,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
@@ -113,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             admin_client_names=tuple(args.admin_client_cn),
             decision_log=args.decision_log,
             decision_log_max_bytes=args.decision_log_max_bytes,
+            decision_log_backups=args.decision_log_backups,
             capture=args.capture,
             capture_sample=args.capture_sample,
         )

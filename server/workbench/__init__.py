@@ -12,7 +12,7 @@ service uses, so the workbench shows exactly what the service would answer.
 * :func:`rule_source` - a rule's file, line and YAML text.
 """
 
-from server.workbench.capture import Capture, Recorders, capture_entry, project
+from server.workbench.capture import Capture, capture_entry, project
 from server.workbench.inputs import InputError, InputRecord, read_inputs
 from server.workbench.matrix import ANY, ERROR, CellChange, Matrix, MatrixRow, decision_rules, diff_matrices, matrix
 from server.workbench.replay import Impact, ImpactGroup, answer, replay
@@ -29,7 +29,6 @@ __all__ = [
     "InputRecord",
     "Matrix",
     "MatrixRow",
-    "Recorders",
     "answer",
     "capture_entry",
     "decision_rules",

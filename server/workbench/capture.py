@@ -30,7 +30,7 @@ from server.decisionlog import DecisionLog
 from server.facts import READ_FIELDS
 from server.model import Decision, Snapshot
 
-__all__ = ["Capture", "Recorders", "capture_entry", "project"]
+__all__ = ["Capture", "capture_entry", "project"]
 
 
 def project(value: Any, spec: Any) -> Any:
@@ -60,8 +60,8 @@ def capture_entry(snapshot: Snapshot, decision: Decision) -> dict[str, Any]:
     }
 
 
-def _line(decision: Decision, snapshot: Snapshot, latency_us: float = 0.0, shadow: Decision | None = None) -> bytes:
-    entry = capture_entry(snapshot, decision)
+def _line(decision: Decision, inputs: tuple[Snapshot], *_: Any) -> bytes:
+    entry = capture_entry(inputs[0], decision)
     try:
         return orjson.dumps(entry)
     except TypeError:  # integers beyond 64 bits: the standard encoder keeps them exact
@@ -72,18 +72,17 @@ class Capture:
     """Writes a sample (``sample`` in (0, 1]) of decided requests to a rotating file (or ``-``)."""
 
     def __init__(self, target: str, *, sample: float = 1.0, max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
-                 on_wait: Callable[[], None] | None = None, on_drop: Callable[[], None] | None = None) -> None:
+                 on_wait: Callable[[], None] | None = None, on_drop: Callable[[int], None] | None = None) -> None:
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"the capture sample rate must be in (0, 1], not `{sample}`")
         self.sample = sample
         self._log = DecisionLog(target, max_bytes=max_bytes, backups=backups, on_wait=on_wait, on_drop=on_drop,
                                 encode=_line, name="capture")
 
-    def record(self, decision: Decision, snapshot: Snapshot, latency_us: float = 0.0,
-               shadow: Decision | None = None) -> None:
+    def record(self, decision: Decision, snapshot: Snapshot) -> None:
         """Queue one decided request (when it falls in the sample)."""
         if self.sample >= 1.0 or random.random() < self.sample:  # noqa: S311 - sampling, not secrecy
-            self._log.record(decision, snapshot, latency_us, shadow)
+            self._log.record(decision, (snapshot,), 0.0)
 
     @property
     def written(self) -> int:
@@ -96,19 +95,3 @@ class Capture:
     def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, then stop."""
         self._log.close(timeout)
-
-
-class Recorders:
-    """Several recorders (decision log, capture) behind the decision log's interface."""
-
-    def __init__(self, *recorders: Any) -> None:
-        self.recorders = [r for r in recorders if r is not None]
-
-    def record(self, decision: Decision, snapshot: Snapshot, latency_us: float,
-               shadow: Decision | None = None) -> None:
-        for recorder in self.recorders:
-            recorder.record(decision, snapshot, latency_us, shadow)
-
-    def close(self) -> None:
-        for recorder in self.recorders:
-            recorder.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 
 import grpc
 import pytest
@@ -18,12 +17,11 @@ from server.errors import SnapshotError
 from server.facts import READ_FIELDS
 from server.model import Snapshot
 from server.registry import build_decider
-from server.testing import serve_process
 from server.workbench import Capture, capture_entry, project, read_inputs
 from server.workbench.inputs import parse_line
-from tests.conftest import DEFAULT_BUNDLE
-from tests.workbench.cli import cli
-from tests.workbench.conftest import SMALL
+from tests.support.bundles import FIXTURE_BUNDLE
+from tests.support.servers import serve_process
+from tests.support.workbench import SMALL, cli
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 PATIENT = {"first_name": "Ada", "last_name": "Lovelace", "dob": "1815-12-10", "email": "ada@example.com",
@@ -63,16 +61,10 @@ class _fake:  # noqa: N801 - stands in for a decision where there is none (the p
 
 @pytest.fixture(scope="module")
 def rich():
-    """A copy of the default bundle: its cases carry full Junction orders (patients, addresses)."""
-    import tempfile
-    from pathlib import Path
-
-    tmp = Path(tempfile.mkdtemp(prefix="capture-bundle-"))
-    shutil.copytree(DEFAULT_BUNDLE, tmp / "bundle")
-    decider = build_decider(tmp / "bundle")
-    yield decider, load_cases(tmp / "bundle")
+    """The fixture bundle: its cases carry full Junction orders (patients, addresses)."""
+    decider = build_decider(FIXTURE_BUNDLE)
+    yield decider, load_cases(FIXTURE_BUNDLE)
     decider.close()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_every_case_decides_the_same_from_its_capture(rich, small):

@@ -9,7 +9,7 @@ import pytest
 from server.errors import SnapshotError
 from server.registry import build_decider
 from server.workbench import ANY, ERROR, diff_matrices, matrix, rule_source
-from tests.workbench.conftest import edit
+from tests.support.workbench import edit
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 

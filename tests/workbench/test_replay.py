@@ -10,26 +10,7 @@ import pytest
 from server.registry import build_decider
 from server.workbench import InputError, InputRecord, read_inputs, replay
 from server.workbench import inputs as inputs_module
-from tests.workbench.conftest import edit
-
-NOW = "2026-03-10T12:00:00+00:00"
-
-
-def visit(start_at: str | None = "2026-03-10T14:00:01Z", status: str = "received.visit.ordered") -> dict:
-    order = {"id": "o-1", "details": {"type": "visit"},
-             "events": [{"id": 1, "created_at": "2026-03-10T08:00:00Z", "status": status}]}
-    appt = {"status": "booked", "provider": "alpha"}
-    if start_at:
-        appt["start_at"] = start_at
-    return {"order": order, "appointment": appt}
-
-
-def line(request_id: str, action: str = "cancel_order", now: str | None = NOW, **parts) -> str:
-    doc = {"request_id": request_id, "action": action, **(parts or visit())}
-    if now is not None:
-        doc["now"] = now
-    return json.dumps(doc)
-
+from tests.support.workbench import edit, line, visit
 
 def test_read_inputs_names_each_bad_line_by_number(tmp_path):
     """Good lines become records; blank lines are skipped; each bad envelope is an error at its line."""

@@ -1,0 +1,106 @@
+"""Property tests: arbitrary JSON in, a decision or a clean error out; never a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.errors import SnapshotError
+from server.facts import parse_json_object
+from server.model import Snapshot
+from server.registry import build_decider
+from tests.support.bundles import FIXTURE_BUNDLE
+
+NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+statuses = st.sampled_from([
+    "received.walk_in_test.ordered", "collecting_sample.testkit.transit_customer", "cancelled.testkit.cancelled",
+    "received.testkit.registered", "received.brand_new.ordered", "x.y", "Received.walk_in_test.ordered", "",
+])
+timestamps = st.sampled_from(["2026-03-09T14:03:12+00:00", "2026-03-09T14:03:12Z", "2026-03-09T14:03:12",
+                              "2026-03-09", "yesterday", "2026-03-09T10:03:12-04:00"])
+events = st.fixed_dictionaries({}, optional={"id": st.integers(0, 5) | st.text(max_size=2) | st.none(),
+                                             "created_at": timestamps, "status": statuses})
+orders = st.fixed_dictionaries({}, optional={
+    "id": st.sampled_from(["o1", "", None, 7]),
+    "status": st.sampled_from(["received", "cancelled", "collecting_sample", "Bad Status", None, 3]),
+    "details": st.none() | st.fixed_dictionaries({}, optional={"type": st.sampled_from(
+        ["testkit", "walk_in_test", "at_home_phlebotomy", None, 5, "brand_new"])}),
+    "lab_test": st.fixed_dictionaries({}, optional={"method": st.sampled_from(["testkit", "walk_in_test", None])}),
+    "events": st.lists(events, max_size=4) | json_values,
+    "last_event": st.none() | events,
+    "created_at": timestamps,
+    "extra": json_values,
+})
+appointments = st.none() | json_values | st.fixed_dictionaries({}, optional={
+    "order_id": st.sampled_from(["o1", "o2", None]),
+    "status": st.sampled_from(["pending", "confirmed", "in_progress", "cancelled", "bogus", None]),
+    "provider": st.sampled_from(["quest", "sonora_quest", "getlabs", None, 4]),
+    "start_at": timestamps,
+})
+
+
+@pytest.fixture(scope="module")
+def decider():
+    d = build_decider(FIXTURE_BUNDLE)
+    yield d
+    d.close()
+
+
+def _decide_or_error(decider, snapshot):
+    try:
+        decision = decider.decide(snapshot)
+    except SnapshotError as exc:
+        assert exc.field and isinstance(exc.field, str)
+        assert "\n" not in str(exc)
+        return None
+    assert decision.outcome in ("ALLOW", "DENY")
+    assert decision.reasons, "every decision has at least one reason"
+    return decision
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=orders, appointment=appointments, action=st.sampled_from(["cancel_order", "cancel_appointment", "nope"]))
+def test_structured_arbitrary_snapshots_decide_or_fail_cleanly(decider, order, appointment, action):
+    """Order-shaped random input: a decision, or a SnapshotError naming a field."""
+    _decide_or_error(decider, Snapshot(action, order, appointment, NOW))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=json_values)
+def test_any_json_document_decides_or_fails_cleanly(decider, value):
+    """Any JSON value as the order text: parse error or decision, never an exception of another kind."""
+    try:
+        order = parse_json_object(json.dumps(value), "order")
+    except SnapshotError as exc:
+        assert exc.field == "order"
+        return
+    _decide_or_error(decider, Snapshot("cancel_order", order, None, NOW))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=50) | st.binary(max_size=50))
+def test_garbage_text_is_an_error_naming_the_order(text):
+    """Bytes and text that are not a JSON object name the `order` field."""
+    try:
+        parse_json_object(text, "order")
+    except SnapshotError as exc:
+        assert exc.field == "order"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=orders)
+def test_a_terminal_top_status_never_allows(decider, order):
+    """Fail closed: whatever else the snapshot says, a cancelled top status never gives ALLOW."""
+    order = dict(order, status="cancelled")
+    decision = _decide_or_error(decider, Snapshot("cancel_order", order, None, NOW))
+    if decision is not None:
+        assert decision.outcome == "DENY"
