@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _matrices(old: Decider, new: Decider, now: Any, fmt: str) -> int:
-    before = matrix(old, now=now)
-    after = matrix(new, now=before.now)
+    before = matrix(old, now=now, compare_with=[new])
+    after = matrix(new, now=before.now, compare_with=[old])
     changes = diff_matrices(before, after)
     if fmt == "json":
         print(json.dumps(matrix_diff_json(before, after, changes), indent=2, ensure_ascii=False))
