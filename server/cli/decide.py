@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server import default_bundle
 from server.cli import ExitCode, add_format
 from server.cli.decide_input import run_input
 from server.cli.workbench import fail as _fail
@@ -21,7 +22,8 @@ from server.workbench import Capture
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("decide", help="decide one snapshot (or many recorded requests) with a bundle")
-    p.add_argument("--bundle", required=True, help="bundle directory")
+    p.add_argument("--bundle", default=None, help="bundle directory (default: the bundle shipped with "
+                   "the package, rules/cancellation)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--order", help="file with Junction's order JSON (- for stdin)")
     source.add_argument("--input", help="recorded requests, one decision or error per request in order: "
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input is not None and args.appointment:
         _fail(as_json, "usage_error", "--appointment goes with --order; with --input each request carries its own")
         return ExitCode.FAILURE
+    args.bundle = args.bundle or str(default_bundle())
     try:
         decider = build_decider(args.bundle)
     except ErrorList as exc:
