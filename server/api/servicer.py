@@ -159,12 +159,13 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     # -- RPCs ---------------------------------------------------------------------------
 
     def Decide(  # noqa: N802 (gRPC method name)
-        self, request: pb.DecideRequest, context: grpc.ServicerContext
+        self, request: pb.DecideRequest | UndecodableRequest, context: grpc.ServicerContext
     ) -> pb.DecideResponse:
         if self.draining:
             self._refuse(context)
-        if type(request) is UndecodableRequest:
+        if isinstance(request, UndecodableRequest):
             context.abort_with_status(self._undecodable(request).to_status())
+            raise AssertionError("unreachable: abort_with_status raises")
         start = _perf()
         self._started()
         try:
@@ -193,12 +194,13 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         raise AssertionError("unreachable: abort_with_status raises")
 
     def DecideBatch(  # noqa: N802
-        self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
+        self, request: pb.DecideBatchRequest | UndecodableRequest, context: grpc.ServicerContext
     ) -> pb.DecideBatchResponse:
         if self.draining:
             self._refuse(context)
-        if type(request) is UndecodableRequest:
+        if isinstance(request, UndecodableRequest):
             context.abort_with_status(self._undecodable(request).to_status())
+            raise AssertionError("unreachable: abort_with_status raises")
         start = _perf()
         self._started()
         try:
@@ -228,7 +230,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
 
     def DecideStream(  # noqa: N802
         self,
-        request_iterator: Iterator[pb.DecideStreamRequest],
+        request_iterator: Iterator[pb.DecideStreamRequest | UndecodableRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[pb.DecideStreamResponse]:
         if self.draining:
@@ -244,7 +246,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         try:
             for message in request_iterator:
                 slot[1] = _monotonic()  # not idle
-                if type(message) is UndecodableRequest:
+                if isinstance(message, UndecodableRequest):
                     yield pb.DecideStreamResponse(error=self._undecodable(message).to_error())
                     continue
                 if self._tracing is not None:

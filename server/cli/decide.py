@@ -1,4 +1,5 @@
-"""``order-policy decide``: one decision from snapshot files, as a person or a tool reads it."""
+"""``order-policy decide``: one decision from snapshot files (or many recorded requests),
+as a person or a tool reads it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from server import default_bundle
 from server.cli import ExitCode, add_format
 from server.cli.decide_input import run_input
 from server.cli.workbench import fail as _fail
-from server.errors import ErrorList, PolicyError, SnapshotError
+from server.cli.workbench import load, parse_now
+from server.errors import PolicyError, SnapshotError
 from server.facts import parse_json_object, parse_timestamp
 from server.model import ACTIONS, Decision, Snapshot
-from server.registry import build_decider
 from server.workbench import Capture
 
 
@@ -41,16 +42,21 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+class _Unreadable(Exception):
+    """A snapshot file that cannot be read at all (exit 1, not an invalid snapshot)."""
+
+
 def _read(path: str, field: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(field, f"cannot read `{path}`: {exc.__class__.__name__}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        raise _Unreadable(f"`--{field}`: cannot read `{path}`: {reason.lower()}") from None
     return parse_json_object(text, field)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Decide and print; exit 0 with a decision, 3 for an invalid snapshot, 1 otherwise.
+    """Decide and print; exit 0 with a decision, 3 for an invalid snapshot or bundle, 1 otherwise.
 
     With ``--input``: 0 when every request was decided, 3 when any was an error.
     """
@@ -59,12 +65,9 @@ def run(args: argparse.Namespace) -> int:
         _fail(as_json, "usage_error", "--appointment goes with --order; with --input each request carries its own")
         return ExitCode.FAILURE
     args.bundle = args.bundle or str(default_bundle())
-    try:
-        decider = build_decider(args.bundle)
-    except ErrorList as exc:
-        _fail(as_json, "bundle_invalid", f"bundle `{args.bundle}` is invalid: {exc.errors[0]}",
-              errors=[e.to_dict() for e in exc.errors])
-        return ExitCode.FAILURE
+    decider = load(args.bundle, as_json)
+    if isinstance(decider, int):
+        return decider
     try:
         capture = Capture(args.capture, sample=args.capture_sample) if args.capture else None
     except (OSError, ValueError) as exc:
@@ -81,18 +84,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, decider: Any, capture: Capture | None, as_json: bool) -> int:
     if args.input is not None:
-        try:
-            now = parse_timestamp(args.now, "now") if args.now else None
-        except SnapshotError as exc:
-            _fail(as_json, exc.code, str(exc), field=exc.field)
-            return ExitCode.INVALID
-        return run_input(args, decider, now, capture)
+        now, code = parse_now(args.now, as_json)
+        return code or run_input(args, decider, now, capture)
     try:
         order = _read(args.order, "order")
         appointment = _read(args.appointment, "appointment") if args.appointment else None
         now = parse_timestamp(args.now, "now") if args.now else None
         snapshot = Snapshot(args.action, order, appointment, now)
         decision = decider.decide(snapshot)
+    except _Unreadable as exc:
+        _fail(as_json, "input_io_error", str(exc))
+        return ExitCode.FAILURE
     except SnapshotError as exc:
         _fail(as_json, exc.code, str(exc), field=exc.field)
         return ExitCode.INVALID

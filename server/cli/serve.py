@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stream_idle_timeout < 0:
         print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
         return 1
+    bundle = args.bundle or str(default_bundle())
+    if "://" not in bundle and not Path(bundle).exists() and not args.state_dir:
+        print(f"error: bundle `{bundle}` does not exist", file=sys.stderr)
+        return 1
     # prometheus_client picks multiprocess mode when first imported: set the directory
     # before anything imports it, so forked workers' metrics are summed.
     own_dir = None
