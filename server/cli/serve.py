@@ -81,6 +81,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="largest request accepted (default 4 MiB)")
     parser.add_argument("--max-batch", type=int, default=1000,
                         help="most requests in one DecideBatch (default 1000)")
+    parser.add_argument("--decision-memo-size", type=int, default=None,
+                        help="distinct situations remembered per ruleset, each decided by the engine once "
+                        "(0 turns the memo off; default 4096)")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls get on shutdown (default 10)")
     parser.set_defaults(func=run)
@@ -98,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --max-streams must be at least 1 and below --threads ({args.threads}): "
               "unary calls and health checks need a thread that no stream holds", file=sys.stderr)
         return 1
+    if not 0.0 < args.capture_sample <= 1.0:
+        print("error: --capture-sample must be in (0, 1]", file=sys.stderr)
+        return 1
     if args.stream_idle_timeout < 0:
         print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
         return 1
@@ -111,9 +117,13 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="order-policy-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-    if not 0.0 < args.capture_sample <= 1.0:
-        print("error: --capture-sample must be in (0, 1]", file=sys.stderr)
-        return 1
+    if args.decision_memo_size is not None:
+        if args.decision_memo_size < 0:
+            print("error: --decision-memo-size must be 0 or more", file=sys.stderr)
+            return 1
+        from server import engine
+
+        engine.settings.memo_size = args.decision_memo_size
     pid = os.getpid()
     try:
         from server import app
