@@ -147,7 +147,7 @@ $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
 
 # Python: a wheel (code generated from protos/ at build time) into a new venv, mypy --strict
-# over the installed package, then its tests.
+# over the installed package, then its tests (`-P`: the checkout is not on sys.path).
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
@@ -155,7 +155,7 @@ client-python: $(CLIENTS_BUILD)/cases.json
 	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest \
 	  mypy types-grpcio types-protobuf
 	cd $(CLIENTS_BUILD) && python/venv/bin/mypy --config-file $(abspath clients/python/pyproject.toml) -p order_policy_client
-	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
+	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -P -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
 
 # TypeScript: `npm ci` in its folder (package-lock.json), generated types, tsc, node --test.
