@@ -23,7 +23,7 @@ from server.bundle import Settings, Vocabulary
 from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
-__all__ = ["FACTS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
+__all__ = ["FACTS", "READ_FIELDS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
 
 _STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$").match
 _WORD = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -73,6 +73,21 @@ FACTS: dict[str, FactSpec] = {
 
 #: Template variables that are not facts.
 TEMPLATE_EXTRAS = ("order_id", "current_status")
+
+_EVENT_FIELDS = {"id": None, "created_at": None, "status": None}
+#: INVARIANT: every field of the order and the appointment that :func:`derive` reads, and
+#: only those (the replayable capture keeps exactly these; a test proves that deciding the
+#: kept fields gives the decision of the whole snapshot). A name maps to ``None`` (the value
+#: as it is), to the fields kept of an object, or to a one-item list: the fields kept of
+#: each element of an array.
+READ_FIELDS: dict[str, dict[str, Any]] = {
+    "order": {
+        "id": None, "status": None, "created_at": None, "details": {"type": None},
+        "lab_test": {"method": None}, "diagnostic_lab_test": {"method": None},
+        "events": [_EVENT_FIELDS], "last_event": _EVENT_FIELDS,
+    },
+    "appointment": {"order_id": None, "status": None, "provider": None, "start_at": None},
+}
 
 
 @dataclass(frozen=True)

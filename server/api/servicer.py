@@ -48,12 +48,14 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         tracing: Any = None,
         max_streams: int = 24,
         stream_idle_timeout: float | None = 60.0,
+        capture: Any = None,
     ) -> None:
         self._registry = registry
         self._streams = StreamSlots(max_streams, stream_idle_timeout, metrics.error)
         self._tracing = tracing  # server.api.tracing.Tracing with --otel; None costs nothing
         self._shadow = shadow
         self._decision_log = decision_log
+        self._capture = capture  # server.workbench.capture.Capture with --capture
         self._max_batch = max_batch
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -116,6 +118,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
             self._decision_log.record(
                 decision, convert.input_parts(request), (_perf() - start) * 1e6, shadow, trace_id
             )
+        if self._capture is not None:
+            self._capture.record(decision, snapshot)
         return decision
 
     def _shadow_decision(self, snapshot: Any, decision: Decision) -> Decision | None:

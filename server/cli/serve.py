@@ -46,6 +46,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="rotate the decision log file past this size (default 64 MiB)")
     parser.add_argument("--decision-log-backups", type=int, default=5,
                         help="rotated decision log files kept: FILE.1 .. FILE.N (default 5)")
+    parser.add_argument("--capture", help="write each decided request's replayable projection (no patient "
+                        "data; what `diff --input` reads) to this file (- for stdout), rotated as the decision log")
+    parser.add_argument("--capture-sample", type=float, default=1.0,
+                        help="share of decided requests captured, in (0, 1] (default 1)")
     parser.add_argument("--host", default="[::]", help="address to listen on "
                         "(default all interfaces)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
@@ -96,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_streams is not None and not 0 < args.max_streams < max(args.threads, 2):
         print(f"error: --max-streams must be at least 1 and below --threads ({args.threads}): "
               "unary calls and health checks need a thread that no stream holds", file=sys.stderr)
+        return 1
+    if not 0.0 < args.capture_sample <= 1.0:
+        print("error: --capture-sample must be in (0, 1]", file=sys.stderr)
         return 1
     if args.stream_idle_timeout < 0:
         print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
@@ -149,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             decision_log=args.decision_log,
             decision_log_max_bytes=args.decision_log_max_bytes,
             decision_log_backups=args.decision_log_backups,
+            capture=args.capture,
+            capture_sample=args.capture_sample,
         )
         return app.serve(args.bundle or str(default_bundle()), options)
     finally:
