@@ -93,7 +93,7 @@ class AdminAuth:
 
 def _private_channel(context: grpc.ServicerContext) -> bool:
     """Is the call's connection TLS, or from this host (loopback or a Unix socket)?"""
-    if context.auth_context().get("transport_security_type") == [b"ssl"]:
+    if b"ssl" in (context.auth_context().get("transport_security_type") or ()):
         return True
     return is_loopback_peer(context.peer())
 

@@ -48,7 +48,7 @@ class StreamSlots:
         with self._lock:
             if len(self._open) >= self.limit:
                 return None
-            slot = [context, time.monotonic(), next(self._keys)]
+            slot: list[Any] = [context, time.monotonic(), next(self._keys)]
             self._open[slot[2]] = slot
             if self.idle_timeout is not None and self._reaper is None:
                 self._reaper = threading.Thread(target=self._reap, name="stream-idle", daemon=True)

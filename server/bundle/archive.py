@@ -18,7 +18,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -149,7 +149,7 @@ def _parse_manifest(content: bytes) -> dict[str, Any]:
                 raise ValueError(expires)
         except (TypeError, ValueError):
             raise BundleError(f"`{MANIFEST}`: `expires` is not a time with a zone", code="bundle_bad_archive") from None
-    return manifest
+    return cast("dict[str, Any]", manifest)  # a JSON object, checked above
 
 
 def _check_signature(manifest: dict[str, Any], content: bytes, public_key: str | Path) -> None:
