@@ -40,6 +40,7 @@ __all__ = [
     "Policy",
     "Rule",
     "Settings",
+    "Source",
     "Vocabulary",
     "checked_yaml",
     "load_bundle",

@@ -113,7 +113,7 @@ class StateDir:
         if problem is None:
             record = json.loads(raw)
             if (self.revisions / record["archive"]).is_file():
-                return record  # type: ignore[no-any-return]
+                return record
             problem = f"archive `{record['archive']}` is missing"
         self._damaged(name, raw, problem)
         return None
