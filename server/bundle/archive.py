@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited, tar_members
+from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited, shown, tar_members
 from server.bundle.yamlio import decode_text, load_yaml, plain
 from server.errors import BundleError, ErrorList
 
@@ -61,7 +61,7 @@ def digest_of(rel: str, content: bytes, limits: Limits = DEFAULT_LIMITS) -> tupl
         if text is not None:
             data, errors = load_yaml(text, rel, limits.max_yaml_nodes)
         if errors:
-            raise BundleError(f"`{rel}`: {errors[0].message}", code=errors[0].code, location=errors[0].location)
+            raise BundleError(f"`{shown(rel)}`: {errors[0].message}", code=errors[0].code, location=errors[0].location)
         return "sha256:" + hashlib.sha256(canonical(data)).hexdigest(), data
     return "sha256:" + hashlib.sha256(content).hexdigest(), None
 
@@ -195,15 +195,15 @@ def open_archive(
             signature = content
             continue
         if name not in listed:
-            raise BundleError(f"file `{name}` is not listed in the manifest", code="bundle_digest_mismatch")
+            raise BundleError(f"file `{shown(name)}` is not listed in the manifest", code="bundle_digest_mismatch")
         files[name] = content
     for rel in sorted(set(listed) - set(files)):
-        raise BundleError(f"file `{rel}` is listed in the manifest but missing", code="bundle_digest_mismatch")
+        raise BundleError(f"file `{shown(rel)}` is listed in the manifest but missing", code="bundle_digest_mismatch")
     documents: dict[str, Any] = {}
     for rel in sorted(listed):
         digest, documents[rel] = digest_of(rel, files[rel], limits)
         if digest != listed[rel]:
-            raise BundleError(f"file `{rel}` does not match its digest", code="bundle_digest_mismatch")
+            raise BundleError(f"file `{shown(rel)}` does not match its digest", code="bundle_digest_mismatch")
     return VerifiedArchive(manifest, manifest_bytes, files, documents, signature)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from server.bundle.archive import canonical, digest_of, is_archive, open_archive
-from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited
+from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited, shown
 from server.errors import BundleError, ErrorList, Location, PolicyError
 
 __all__ = ["INCLUDED", "BundleFiles", "Source", "read_bundle", "read_directory"]
@@ -84,7 +84,7 @@ def read_directory(root: str | Path, limits: Limits = DEFAULT_LIMITS) -> BundleF
         try:
             digests[rel], documents[rel] = digest_of(rel, content, limits)
         except BundleError as exc:
-            errors.append(BundleError(exc.message.removeprefix(f"`{rel}`: "), code=exc.code,
+            errors.append(BundleError(exc.message.removeprefix(f"`{shown(rel)}`: "), code=exc.code,
                                       location=exc.location or Location(rel)))
             documents.pop(rel, None)
     return BundleFiles(str(root), files, documents, _manifest(documents, digests), errors, directory=root)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from server.errors import BundleError
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "read_limited", "tar_members"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "read_limited", "shown", "tar_members"]
 
 MiB = 1024 * 1024
 _BLOCK = 512
@@ -54,8 +54,14 @@ def _bad(message: str) -> BundleError:
     return BundleError(f"not a readable bundle archive: {message}", code="bundle_bad_archive")
 
 
+def shown(text: str, limit: int = 200) -> str:
+    """A name from an archive as it may appear in a one-line message: control characters escaped, cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
 def _unsafe(name: str, why: str) -> BundleError:
-    return BundleError(f"unsafe archive member `{name[:300]}`: {why}", code="bundle_unsafe_archive")
+    return BundleError(f"unsafe archive member `{shown(name)}`: {why}", code="bundle_unsafe_archive")
 
 
 def read_limited(path: str | Path, limit: int, what: str = "archive") -> bytes:
@@ -249,7 +255,7 @@ def tar_members(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[
             stream.skip(_padded(size))
             continue
         if size > limits.max_file_bytes:
-            raise _too_large(f"archive member `{name}` is larger than {limits.max_file_bytes} bytes")
+            raise _too_large(f"archive member `{shown(name)}` is larger than {limits.max_file_bytes} bytes")
         if name in seen:
             raise _unsafe(name, "the name appears twice")
         seen.add(name)
