@@ -184,7 +184,7 @@ def _calendar_warnings(bundle: Bundle, today: dt.date) -> list[PolicyError]:
 
 def _unknown(kind: str, name: Any, known: Iterable[Any], location: Location) -> ValidationError:
     return ValidationError(
-        f"unknown {kind} `{name}`", code=f"validation_unknown_{kind.replace(' ', '_')}",
+        f"unknown {kind} `{name}`", code=f"validation_unknown_{kind.replace(' ', '_').replace('-', '_')}",
         location=location, hint=did_you_mean(str(name), [str(k) for k in known]),
     )
 

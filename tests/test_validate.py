@@ -94,7 +94,7 @@ def test_unknown_set_param_and_follow_up_are_errors(bundle_copy):
     edit(policy, "{gt: {param: refund_window}}", "{gt: {param: refund_windw}}")
     edit(policy, "follow_ups: [REFETCH_ORDER]", "follow_ups: [REFETCH]")
     codes = {e.code for e in errors_of(bundle_copy)}
-    assert {"validation_unknown_set", "validation_unknown_param", "validation_unknown_follow-up"} <= codes
+    assert {"validation_unknown_set", "validation_unknown_param", "validation_unknown_follow_up"} <= codes
 
 
 def test_a_rule_that_can_never_match_is_an_error(bundle_copy):

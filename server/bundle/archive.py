@@ -36,9 +36,11 @@ __all__ = [
     "canonical",
     "generate_keypair",
     "VerifiedArchive",
+    "content_digest",
     "digest_of",
     "is_archive",
     "open_archive",
+    "parse_file",
     "read_archive",
     "sign_archive",
     "verify_archive",
@@ -53,17 +55,31 @@ def canonical(data: Any) -> bytes:
     return json.dumps(plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def digest_of(rel: str, content: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Any]:
-    """(sha256 of a bundle file over its canonical JSON, its parsed document); raw bytes for non-YAML."""
+def parse_file(rel: str, content: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, list[BundleError]]:
+    """A bundle file's YAML document and every error in it (None and no error for other files)."""
+    if not rel.endswith((".yaml", ".yml")):
+        return None, []
+    text, errors = decode_text(content, rel)
+    if text is None:
+        return None, errors
+    return load_yaml(text, rel, limits.max_yaml_nodes)
+
+
+def content_digest(rel: str, content: bytes, document: Any) -> str:
+    """sha256 over the canonical JSON of a YAML file's document (over the bytes of other files)."""
     if rel.endswith((".yaml", ".yml")):
-        text, errors = decode_text(content, rel)
-        data = None
-        if text is not None:
-            data, errors = load_yaml(text, rel, limits.max_yaml_nodes)
-        if errors:
-            raise BundleError(f"`{shown(rel)}`: {errors[0].message}", code=errors[0].code, location=errors[0].location)
-        return "sha256:" + hashlib.sha256(canonical(data)).hexdigest(), data
-    return "sha256:" + hashlib.sha256(content).hexdigest(), None
+        return "sha256:" + hashlib.sha256(canonical(document)).hexdigest()
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def digest_of(rel: str, content: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Any]:
+    """(the file's digest, its parsed document); BundleError naming the first problem."""
+    data, errors = parse_file(rel, content, limits)
+    if errors:
+        first = errors[0]
+        raise BundleError(f"`{shown(rel)}`: {first.message}", code=first.code, location=first.location,
+                          hint=first.hint)
+    return content_digest(rel, content, data), data
 
 
 def _add(tar: tarfile.TarFile, name: str, content: bytes) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.bundle.archive import canonical, digest_of, is_archive, open_archive
-from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited, shown
+from server.bundle.archive import canonical, content_digest, is_archive, open_archive, parse_file
+from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited
 from server.errors import BundleError, ErrorList, Location, PolicyError
 
 __all__ = ["INCLUDED", "BundleFiles", "Source", "read_bundle", "read_directory"]
@@ -81,12 +81,12 @@ def read_directory(root: str | Path, limits: Limits = DEFAULT_LIMITS) -> BundleF
             raise ErrorList([BundleError(f"the bundle's files are larger than {limits.max_bytes} bytes together",
                                          code="bundle_too_large")])
         files[rel] = content
-        try:
-            digests[rel], documents[rel] = digest_of(rel, content, limits)
-        except BundleError as exc:
-            errors.append(BundleError(exc.message.removeprefix(f"`{shown(rel)}`: "), code=exc.code,
-                                      location=exc.location or Location(rel)))
-            documents.pop(rel, None)
+        data, problems = parse_file(rel, content, limits)
+        if problems:
+            errors.extend(problems)
+            continue
+        documents[rel] = data
+        digests[rel] = content_digest(rel, content, data)
     return BundleFiles(str(root), files, documents, _manifest(documents, digests), errors, directory=root)
 
 

@@ -153,7 +153,7 @@ def run(attacks: list[str], keyed: bool) -> list[dict[str, object]]:
 def _one(manager: Any, attack: str, keyed: bool) -> dict[str, object]:
     from server.errors import ErrorList
     from server.model import Snapshot
-    from tests.test_lifecycle import APPT, NOW, ORDER
+    from tests.lifecycle.test_manager import APPT, NOW, ORDER
 
     data = ATTACKS[attack]()
     good_revision = manager.registry.active().ref.revision
