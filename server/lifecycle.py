@@ -37,7 +37,7 @@ from server.decide import Decider
 from server.errors import BundleError, ErrorList, PolicyError
 from server.registry import Registry, build_decider
 
-__all__ = ["BundleManager", "LoadStatus", "StateDir"]
+__all__ = ["BundleManager", "LoadStatus", "StateDir", "watch_path"]
 
 log = logging.getLogger("order_policy.lifecycle")
 ACTIVE = "active.json"
@@ -62,6 +62,32 @@ def _write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def watch_path(source: str | Path, stop: threading.Event, on_change: Callable[[], None],
+               ready: threading.Event | None = None) -> None:
+    """Call ``on_change()`` after each change to a directory tree or a single file, until ``stop``.
+
+    A file (an archive, a JSON lines file) is watched through its directory, and only
+    changes to that file count. ``ready`` is set once changes are being watched. Blocks:
+    run it in a thread.
+    """
+    import watchfiles
+
+    path = Path(source).resolve()
+    target = path.parent if path.is_file() else path
+    for changes in watchfiles.watch(target, stop_event=stop, debounce=200, step=50,
+                                    rust_timeout=500, yield_on_timeout=True):
+        if stop.is_set():
+            return
+        if ready is not None:
+            ready.set()
+        if not changes:
+            continue
+        if path.is_file() or is_archive(path):
+            if not any(Path(p).resolve() == path for _, p in changes):
+                continue
+        on_change()
 
 
 class StateDir:
@@ -393,21 +419,11 @@ class BundleManager:
         self._spawn("source-poller", lambda: self._poll_loop(url, etag, poll_interval))
 
     def _watch_loop(self, source: str) -> None:
-        import watchfiles
-
-        path = Path(source).resolve()
-        target = path.parent if path.is_file() else path
-        for changes in watchfiles.watch(target, stop_event=self._stop, debounce=200, step=50,
-                                        rust_timeout=500, yield_on_timeout=True):
-            if self._stop.is_set():
-                return
-            if not changes:
-                continue
-            if path.is_file() or is_archive(path):
-                if not any(Path(p).resolve() == path for _, p in changes):
-                    continue
+        def reload() -> None:
             with contextlib.suppress(ErrorList):
-                self.activate_path(path, origin=str(source))
+                self.activate_path(Path(source).resolve(), origin=str(source))
+
+        watch_path(source, self._stop, reload)
 
     def fetch_url(self, url: str, etag: str = "") -> tuple[bytes | None, str]:
         """GET the bundle with If-None-Match; (None, etag) when unchanged (304)."""

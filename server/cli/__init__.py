@@ -27,11 +27,11 @@ class ExitCode(enum.IntEnum):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from server.cli import admin, bundle_archive, bundle_check, decide, health, serve
+    from server.cli import admin, bundle_archive, bundle_check, console, decide, health, serve
 
     parser = argparse.ArgumentParser(prog="order-policy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (decide, bundle_check, bundle_archive, serve, health, admin):
+    for module in (decide, bundle_check, bundle_archive, serve, console, health, admin):
         module.add_parser(sub)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from server.bundle import load_bundle
@@ -28,7 +29,11 @@ def add_parser(sub: Any) -> None:
     t.set_defaults(func=run_test)
 
 
-def _check(path: str) -> tuple[Decider | None, list[PolicyError], dict[str, Any]]:
+def check_bundle(path: str | Path) -> tuple[Decider | None, list[PolicyError], dict[str, Any]]:
+    """What ``check`` reports: (the decider when the bundle compiles, every error, the coverage report).
+
+    The caller closes the decider.
+    """
     try:
         bundle = load_bundle(path)
     except ErrorList as exc:
@@ -54,7 +59,7 @@ def _check(path: str) -> tuple[Decider | None, list[PolicyError], dict[str, Any]
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when the bundle is valid and covered, 3 otherwise."""
-    decider, errors, report = _check(args.bundle)
+    decider, errors, report = check_bundle(args.bundle)
     if decider is not None:
         decider.close()
     if args.format == "json":
@@ -76,7 +81,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_test(args: argparse.Namespace) -> int:
     """Exit 0 when every case passes, 2 when any fails, 3 when the bundle or cases are invalid."""
-    decider, errors, _ = _check(args.bundle)
+    decider, errors, _ = check_bundle(args.bundle)
     if decider is None or errors:
         for e in errors:
             print(f"{e.location or args.bundle}: error[{e.code}]: {e.message}", file=sys.stderr)

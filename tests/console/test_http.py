@@ -1,0 +1,241 @@
+"""The console over plain HTTP (no browser): routing, bounds, errors, read-only, reload, host checks."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from server.cases import load_cases
+from server.cli.bundle_check import check_bundle
+from server.console.app import is_loopback
+from server.errors import SnapshotError
+from server.facts import parse_json_object
+from server.registry import build_decider
+from tests.console.support import (
+    ROOT,
+    copy_bundle,
+    edit_yaml,
+    request,
+    running_console,
+    tree_digest,
+    wait_for,
+)
+
+PAGES = ("/matrix", "/playground", "/bundle", "/compare")
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_bundle(tmp_path_factory.mktemp("console") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def console(bundle: Path):
+    with running_console(bundle, watch=False) as server:
+        yield server
+
+
+def _text(page: str) -> str:
+    """The page's visible text, roughly (tags dropped, entities decoded, spaces collapsed)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def test_unknown_paths_are_404_pages_without_a_trace(console) -> None:
+    for path in ("/nope", "/matrix/extra", "/static/nope.js", "/static/../state.py", "/%2e%2e/etc/passwd"):
+        status, headers, body = request(console, "GET", path)
+        assert status == 404, path
+        assert headers["content-type"].startswith("text/html")
+        assert "Not found" in body and "Traceback" not in body
+    status, _, body = request(console, "HEAD", "/nope")
+    assert (status, body) == (404, "")
+
+
+def test_root_redirects_to_the_matrix_and_static_files_are_served(console) -> None:
+    status, headers, _ = request(console, "GET", "/")
+    assert (status, headers["location"]) == (303, "/matrix")
+    for name, kind in (("console.css", "text/css"), ("console.js", "text/javascript")):
+        status, headers, body = request(console, "GET", f"/static/{name}")
+        assert status == 200 and headers["content-type"].startswith(kind) and body
+
+
+def test_pages_reference_only_the_console_itself(console) -> None:
+    """Offline: no script, style or image from anywhere else; the policy forbids it too."""
+    for path in ("/playground", "/bundle", "/compare"):
+        status, headers, body = request(console, "GET", path)
+        assert status == 200, path
+        refs = re.findall(r'(?:src|href|action)="([^"]*)"', body)
+        assert refs and all(not urllib.parse.urlsplit(r).netloc for r in refs), refs
+        assert "default-src 'self'" in headers["content-security-policy"]
+
+
+def test_request_bodies_are_bounded(bundle: Path) -> None:
+    with running_console(bundle, watch=False, max_body=2048) as server:
+        big = "order=" + "x" * 4096
+        status, headers, body = request(server, "POST", "/playground", big, FORM)
+        assert status == 413 and "larger than 2048 bytes" in body
+        assert headers.get("connection") == "close"
+        # No length: refused before anything is read.
+        conn_status = _raw(server, b"POST /playground HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % server.port)
+        assert conn_status.startswith(b"HTTP/1.1 411")
+        status, _, _ = request(server, "POST", "/playground", "order=%7B%7D", {"Content-Type": "text/plain"})
+        assert status == 415
+        fields = "&".join(f"f{i}=1" for i in range(100))
+        status, _, body = request(server, "POST", "/playground", fields, FORM)
+        assert status == 400 and "64 fields" in body
+
+
+def _raw(server, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        return sock.recv(4096)
+
+
+def test_the_console_is_read_only(bundle: Path, console) -> None:
+    before = tree_digest(bundle)
+    for method in ("PUT", "DELETE", "PATCH"):
+        status, headers, _ = request(console, method, "/bundle", "x")
+        assert status == 405 and "GET" in headers["allow"]
+    for path in ("/bundle", "/matrix", "/compare"):
+        status, _, _ = request(console, "POST", path, "a=1", FORM)
+        assert status == 405, path
+    cases = load_cases(bundle)
+    form = urllib.parse.urlencode({"action": cases[0].action, "now": cases[0].now_text,
+                                   "order": json.dumps(cases[0].order)})
+    assert request(console, "POST", "/playground", form, FORM)[0] == 200
+    for path in PAGES:
+        request(console, "GET", path)
+    assert tree_digest(bundle) == before
+
+
+def test_a_foreign_host_header_is_refused(console) -> None:
+    """A page elsewhere cannot read the console by rebinding its own name to 127.0.0.1."""
+    status, _, _ = request(console, "GET", "/bundle", headers={"Host": "attacker.example"})
+    assert status == 421
+    status, _, _ = request(console, "GET", "/bundle", headers={"Host": f"localhost:{console.port}"})
+    assert status == 200
+
+
+def test_playground_decides_through_the_decide_path(bundle: Path, console) -> None:
+    decider = build_decider(bundle)
+    try:
+        cases = [c for c in load_cases(bundle) if c.order_json is None and "error" not in c.expect][:20]
+        assert cases
+        for case in cases:
+            expected = decider.decide(case.snapshot)
+            form = {"action": case.action, "now": case.now_text, "order": json.dumps(case.order),
+                    "appointment": json.dumps(case.appointment) if case.appointment is not None else ""}
+            status, _, body = request(console, "POST", "/playground", urllib.parse.urlencode(form), FORM)
+            assert status == 200, case.name
+            outcome = re.search(r'id="outcome"[^>]*>([A-Z]+)<', body)
+            assert outcome and outcome.group(1) == expected.outcome, case.name
+            for reason in expected.reasons:
+                assert f"<code>{reason.code}</code>" in body
+            for follow_up in expected.follow_ups:
+                assert f"<code>{follow_up.code}</code>" in body
+    finally:
+        decider.close()
+
+
+def test_playground_shows_the_apis_error_naming_the_field(console) -> None:
+    for field, form in (
+        ("order_json", {"action": "cancel_order", "order": '{"id": ', "appointment": ""}),
+        ("appointment_json", {"action": "cancel_order", "order": '{"id": "o"}', "appointment": "[1]"}),
+    ):
+        text = form["order"] if field == "order_json" else form["appointment"]
+        with pytest.raises(SnapshotError) as expected:
+            parse_json_object(text, field)
+        status, _, body = request(console, "POST", "/playground", urllib.parse.urlencode(form), FORM)
+        assert status == 422
+        error = re.search(r'<p id="error"[^>]*data-field="([^"]+)"[^>]*>(.*?)</p>', body, re.S)
+        assert error, body[:2000]
+        assert error.group(1) == field == expected.value.field
+        assert html.unescape(re.sub(r"<[^>]+>", "", error.group(2))) == f"{field}: {expected.value.message}"
+    status, _, body = request(console, "POST", "/playground",
+                              urllib.parse.urlencode({"action": "cancel_order", "order": '{"id": "o"}',
+                                                      "now": "yesterday"}), FORM)
+    assert status == 422 and 'data-field="now"' in body and 'id="now"' in body
+
+
+def test_a_bundle_that_does_not_load_shows_its_located_errors_on_every_page(tmp_path: Path) -> None:
+    bad = copy_bundle(tmp_path / "bad")
+
+    def unknown_reason(policy) -> None:
+        rule = next(r for r in policy["rules"] if r.get("reasons"))
+        rule["reasons"] = [*rule["reasons"], "NO_SUCH_REASON"]
+
+    edit_yaml(bad / "policies" / "cancel_order.yaml", unknown_reason)
+    (bad / "data" / "vocabulary.yaml").write_text("top_statuses: [\n", encoding="utf-8")
+    _, errors, _ = check_bundle(bad)
+    assert errors
+    with running_console(bad, watch=False) as server:
+        for path in (*PAGES, "/cell?action=cancel_order", "/nope"):
+            status, _, body = request(server, "GET", path)
+            assert status in (200, 404), path
+            assert "does not load" in body and "Traceback" not in body, path
+            text = _text(body)
+            for error in errors:
+                assert str(error.location) in text and error.code in text, (path, error)
+
+
+def test_a_missing_bundle_is_an_error_on_the_page_not_a_crash(tmp_path: Path) -> None:
+    with running_console(tmp_path / "nowhere", watch=False) as server:
+        status, _, body = request(server, "GET", "/bundle")
+        assert status == 200 and "does not load" in body and "bundle_io_error" in body
+
+
+def test_the_console_reloads_when_the_files_change(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path / "bundle")
+    with running_console(bundle) as server:
+        def bump(manifest) -> None:
+            manifest["revision"] = "reloaded-1"
+
+        edit_yaml(bundle / "manifest.yaml", bump)
+        wait_for(lambda: 'id="revision">reloaded-1<' in request(server, "GET", "/bundle")[2], what="the new revision")
+        generation = int(request(server, "GET", "/generation")[2])
+        (bundle / "data" / "catalogue.yaml").write_text("reasons: {\n", encoding="utf-8")
+        def broken() -> str | None:
+            body = request(server, "GET", "/bundle")[2]
+            return body if "does not load" in body else None
+
+        body = wait_for(broken, what="the errors of the broken bundle")
+        assert "data/catalogue.yaml" in _text(body)
+        shutil_copy = (ROOT / "rules" / "cancellation" / "data" / "catalogue.yaml").read_text(encoding="utf-8")
+        (bundle / "data" / "catalogue.yaml").write_text(shutil_copy, encoding="utf-8")
+        wait_for(lambda: 'id="revision">reloaded-1<' in request(server, "GET", "/bundle")[2], what="the fixed bundle")
+        assert int(request(server, "GET", "/generation")[2]) > generation
+
+
+def test_loopback_addresses() -> None:
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "example.com"))
+
+
+def _console_process(*args: str) -> subprocess.Popen[str]:
+    code = "import sys; from server.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "console", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_another_host_than_loopback_needs_the_flag_and_prints_a_warning(bundle: Path, host: str, warned: bool) -> None:
+    process = _console_process("--bundle", str(bundle), "--host", host, "--port", "0")
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert re.match(r"console: http://[\d.]+:\d+/ ", line), line
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert ("warning: the console listens on `0.0.0.0`" in err) is warned, err
