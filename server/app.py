@@ -47,6 +47,9 @@ __all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "grpc_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderPolicyService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["BundleAdminService"].full_name
+# A health service name that is SERVING while the process serves, with or without a bundle:
+# a liveness probe asks for it, a readiness probe for "" (SERVING only once a bundle is loaded).
+LIVENESS_SERVICE = "liveness"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -63,6 +66,7 @@ class ServerOptions:
     workers: int = 0  # 0: one per core
     threads: int = 32  # per worker; a DecideStream holds one thread while open
     metrics_port: int | None = None
+    health_port: int | None = None  # plaintext listener with grpc.health.v1 only (probes)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -185,6 +189,7 @@ class Server:
             decision_log=decision_log,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
+        self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._grpc = grpc_server(options, reuse_port=reuse_port)
         pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
@@ -199,6 +204,7 @@ class Server:
         if not reuse_port:
             _check_port_free(options.host, options.port)
         self.port = self._bind()
+        self._probe_grpc, self.health_port = self._bind_health(reuse_port)
         self._refresh()
 
     def _on_bundle_event(self, event: str, fields: dict[str, Any]) -> None:
@@ -226,6 +232,24 @@ class Server:
                 "not local"
             ) from None
 
+    def _bind_health(self, reuse_port: bool) -> tuple[grpc.Server | None, int | None]:
+        """The probes' listener: plaintext, health only (kubelet's gRPC probes have no TLS)."""
+        if self.options.health_port is None:
+            return None, None
+        if not reuse_port:
+            _check_port_free(self.options.host, self.options.health_port)
+        probes = grpc.server(
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe"),
+            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+            maximum_concurrent_rpcs=64,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, probes)
+        address = _join(self.options.host, self.options.health_port)
+        try:
+            return probes, probes.add_insecure_port(address)
+        except RuntimeError:
+            raise ServeError(f"cannot listen on `{address}` for health probes: the port is in use") from None
+
     def _refresh(self) -> None:
         """Health follows the registry: SERVING only while a bundle is active."""
         policy = self.registry.active()
@@ -248,10 +272,14 @@ class Server:
 
     def start(self) -> None:
         self._grpc.start()
+        if self._probe_grpc is not None:
+            self._probe_grpc.start()
 
     def stop(self, grace: float | None = None) -> threading.Event:
         """Report NOT_SERVING, refuse new calls, let in-flight calls end within ``grace``."""
         self._health.enter_graceful_shutdown()
+        if self._probe_grpc is not None:
+            self._probe_grpc.stop(grace)
         return self._grpc.stop(grace)
 
     def shutdown(self, grace: float) -> None:
@@ -260,6 +288,8 @@ class Server:
         self._health.enter_graceful_shutdown()
         drained = self.servicer.drain(grace)
         remaining = max(0.0, grace - (time.monotonic() - start))
+        if self._probe_grpc is not None:
+            self._probe_grpc.stop(0)
         self._grpc.stop(remaining).wait()
         if not drained:
             log.event("shutdown_grace_expired", logging.WARNING, grace_s=grace)
@@ -532,6 +562,8 @@ def _serve_forked(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    if options.health_port:
+        _check_port_free(options.host, options.health_port)
     with _reserved_port(options.host, options.port) as port:
         for sig in _SIGNALS:
             signal.signal(sig, on_signal)

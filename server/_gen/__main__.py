@@ -27,18 +27,20 @@ def _proto_files(protos: Path) -> list[Path]:
     return sorted(p.relative_to(protos) for p in protos.rglob("*.proto"))
 
 
-def _rewrite_imports(text: str, top_packages: set[str]) -> str:
-    """Point imports of our own generated modules at ``server._gen``."""
+def _rewrite_imports(text: str, top_packages: set[str], package: str = _PACKAGE) -> str:
+    """Point imports of our own generated modules at ``package`` (``server._gen``)."""
     names = "|".join(sorted(re.escape(p) for p in top_packages))
-    text = re.sub(rf"^from ({names})(\.|\s)", rf"from {_PACKAGE}.\1\2", text, flags=re.M)
-    return re.sub(rf"^import ({names})\.", rf"import {_PACKAGE}.\1.", text, flags=re.M)
+    text = re.sub(rf"^from ({names})(\.|\s)", rf"from {package}.\1\2", text, flags=re.M)
+    return re.sub(rf"^import ({names})\.", rf"import {package}.\1.", text, flags=re.M)
 
 
-def generate(out: Path, protos: Path = _REPO / "protos") -> list[Path]:
+def generate(out: Path, protos: Path = _REPO / "protos", package: str = _PACKAGE) -> list[Path]:
     """Generate the Python code of every ``.proto`` under ``protos`` into ``out``.
 
     Returns the written files, relative to ``out``. Previously generated files in
     ``out`` are replaced; ``__init__.py``/``__main__.py`` at its top are kept.
+    ``package`` is the dotted name ``out`` is imported as (the Python client builds its
+    own copy with ``order_policy_client._gen``).
     """
     from grpc_tools import protoc  # dev dependency: imported only when generating
 
@@ -68,7 +70,7 @@ def generate(out: Path, protos: Path = _REPO / "protos") -> list[Path]:
             rel = src.relative_to(tmp)
             dst = out / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(_rewrite_imports(src.read_text(), top_packages))
+            dst.write_text(_rewrite_imports(src.read_text(), top_packages, package))
             written.append(rel)
             # Every directory between ``out`` and the module is a package.
             for parent in rel.parents:

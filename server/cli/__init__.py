@@ -1,7 +1,8 @@
 """The ``order-policy`` command line: one module per subcommand.
 
 Exit codes (Cedar style): 0 OK, 1 failure (usage, I/O, internal), 2 a bundle's
-own tests failed, 3 invalid input (an invalid snapshot or an invalid bundle).
+own tests failed, 3 invalid input (an invalid snapshot or an invalid bundle), 4 a
+difference found by ``diff --fail-on-change``.
 Every command takes ``--format human|json``; ``--format json`` output is a
 contract other tools use.
 """
@@ -23,15 +24,16 @@ class ExitCode(enum.IntEnum):
     FAILURE = 1
     TESTS_FAILED = 2
     INVALID = 3
+    CHANGED = 4  # `diff --fail-on-change` found a difference
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from server.cli import admin, bundle_archive, bundle_check, console, decide, health, serve
+    from server.cli import admin, bundle_archive, bundle_check, console, decide, diff, health, matrix, serve
 
     parser = argparse.ArgumentParser(prog="order-policy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (decide, bundle_check, bundle_archive, serve, console, health, admin):
+    for module in (decide, bundle_check, bundle_archive, matrix, diff, serve, console, health, admin):
         module.add_parser(sub)
     return parser
 

@@ -49,6 +49,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="RPC threads per worker (default 32)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus /metrics on this port (default off)")
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="also serve grpc.health.v1 alone, in plaintext, on this port (for "
+                        "probes that cannot speak TLS; default off). Service \"\" is SERVING once a "
+                        "bundle is loaded, service \"liveness\" while the process serves")
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument("--tls-client-ca", type=Path,
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             threads=args.threads,
             metrics_port=args.metrics_port,
+            health_port=args.health_port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,

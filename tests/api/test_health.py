@@ -78,3 +78,29 @@ def test_reflection_lists_the_services(server_address: str) -> None:
         request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)
         [response] = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
         assert response.file_descriptor_response.file_descriptor_proto
+
+
+def test_health_port_serves_probes_only(bundle_dir) -> None:  # noqa: ANN001
+    """--health-port: readiness ("") follows the bundle, "liveness" does not; no decisions there."""
+    from server.app import LIVENESS_SERVICE
+
+    with serving(None, health_port=0) as server:
+        assert server.health_port not in (None, 0, server.port)
+        with grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as probes:
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            assert _health(probes) == not_serving
+            assert _health(probes, LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+            request = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=ORDER)
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.OrderPolicyServiceStub(probes).Decide(request, timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            server.load(bundle_dir)
+            assert _health(probes) == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(server.address) as channel:
+            assert _health(channel, LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=10
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            server.stop(2)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING

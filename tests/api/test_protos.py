@@ -1,9 +1,9 @@
-"""The proto contract: generated code is fresh and `buf lint` (STANDARD) passes."""
+"""The proto contract: generated code is fresh, `buf lint` (STANDARD) passes and nothing breaks
+the released descriptors (`buf breaking` against `protos/released-image.json`)."""
 
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +15,8 @@ from server._gen.__main__ import generate
 REPO = Path(__file__).resolve().parents[2]
 GEN = REPO / "server" / "_gen"
 PROTOS = REPO / "protos"
-BUF_VERSION = "1.75.0"
+TOOLS = REPO / "tools" / "buf"
+IMAGE = PROTOS / "released-image.json"
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
@@ -38,35 +39,57 @@ def test_generated_imports_point_into_server_gen(tmp_path: Path) -> None:
 
 
 def _buf() -> Path | None:
-    """The buf CLI: on PATH, or installed from npm into a cache outside the repo."""
-    found = shutil.which("buf")
-    if found:
-        return Path(found)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "order-policy" / "buf"
-    binary = cache / "node_modules" / ".bin" / "buf"
+    """The buf CLI pinned by tools/buf/package-lock.json (`npm ci` there when missing)."""
+    binary = TOOLS / "node_modules" / ".bin" / "buf"
     if binary.exists():
         return binary
     npm = shutil.which("npm")
     if npm is None:
         return None
-    cache.mkdir(parents=True, exist_ok=True)
     try:
         subprocess.run(  # noqa: S603
-            [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(cache),
-             f"@bufbuild/buf@{BUF_VERSION}"],
-            check=True, capture_output=True, timeout=180,
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOLS, check=True, capture_output=True, timeout=180,
         )
     except (subprocess.SubprocessError, OSError):
         return None
     return binary if binary.exists() else None
 
 
-def test_buf_lint_standard_passes() -> None:
-    """`buf lint` with the STANDARD rules finds nothing in protos/."""
-    buf = _buf()
-    if buf is None:
+@pytest.fixture(scope="module")
+def buf() -> Path:
+    found = _buf()
+    if found is None:
         pytest.skip("buf cannot be installed here (no npm or no registry access)")
-    result = subprocess.run(  # noqa: S603
-        [str(buf), "lint"], cwd=PROTOS, capture_output=True, text=True, timeout=120, check=False
+    return found
+
+
+def _run_buf(buf: Path, *args: str, cwd: Path = PROTOS) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [str(buf), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def test_buf_lint_standard_passes(buf: Path) -> None:
+    """`buf lint` with the STANDARD rules finds nothing in protos/."""
+    result = _run_buf(buf, "lint")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_protos_keep_the_released_contract(buf: Path) -> None:
+    """`buf breaking` finds nothing in protos/ against the released image."""
+    assert IMAGE.exists(), "no released image: run `make proto-image`"
+    result = _run_buf(buf, "breaking", "--against", str(IMAGE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_catches_a_renumbered_field(buf: Path, tmp_path: Path) -> None:
+    """A field renumbered in a copy of protos/ is reported against the released image."""
+    copy = tmp_path / "protos"
+    shutil.copytree(PROTOS, copy)
+    proto = copy / "orderpolicy" / "v1" / "order_policy.proto"
+    text = proto.read_text()
+    assert "string request_id = 1;" in text
+    proto.write_text(text.replace("string request_id = 1;", "string request_id = 99;", 1))
+    result = _run_buf(buf, "breaking", "--against", str(IMAGE), cwd=copy)
+    assert result.returncode != 0
+    assert "request_id" in result.stdout + result.stderr

@@ -1,0 +1,26 @@
+"""The policy owners' workbench: what a bundle decides, and what a change would change.
+
+Shared by the command line (``matrix``, ``diff``, ``decide --input``) and the web
+console; every decision here goes through ``Decider.decide``, the path the
+service uses, so the workbench shows exactly what the service would answer.
+
+* :func:`matrix` - one row per action, collection method, status and situation;
+* :func:`diff_matrices` - the cells two matrices answer differently;
+* :func:`rule_source` - a rule's file, line and YAML text.
+"""
+
+from server.workbench.matrix import ANY, ERROR, CellChange, Matrix, MatrixRow, decision_rules, diff_matrices, matrix
+from server.workbench.source import find_rule, rule_source
+
+__all__ = [
+    "ANY",
+    "ERROR",
+    "CellChange",
+    "Matrix",
+    "MatrixRow",
+    "decision_rules",
+    "diff_matrices",
+    "find_rule",
+    "matrix",
+    "rule_source",
+]
