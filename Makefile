@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: FORCE all venv gen serve test lint bench check image loadtest loadtest-ci goldens proto-image clients client-python clean
+.PHONY: FORCE all venv gen serve console test test-browser browser-deps lint bench check image loadtest loadtest-ci goldens proto-image clients client-python clean
 
 all: test
 
@@ -27,12 +27,29 @@ gen: $(GEN_STAMP)
 serve: $(GEN_STAMP)
 	$(VENV)/bin/order-policy serve --bundle $(BUNDLE)
 
+console: $(GEN_STAMP)
+	$(VENV)/bin/order-policy console --bundle $(BUNDLE)
+
 check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
 
 test: $(GEN_STAMP) lint
 	$(PY) -m pytest
+
+# The console's browser tests: Debian's chromium (installed with apt-get when missing; a
+# browser download from elsewhere is never used) driven by Playwright from the venv.
+BROWSER_STAMP := $(VENV)/.browser-stamp
+$(BROWSER_STAMP): $(VENV)/.stamp
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || { echo "error: Debian's chromium is missing: apt-get install chromium" >&2; exit 1; }
+	$(PY) -m pip install --quiet -e '.[dev,browser]'
+	touch $@
+
+browser-deps: $(BROWSER_STAMP)
+
+test-browser: $(GEN_STAMP) $(BROWSER_STAMP)
+	$(PY) -m pytest -m browser tests/console
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check server tests clients/python

@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from server.console import pages
 from server.console.state import ConsoleState, View
@@ -54,6 +55,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _breakable(text: object) -> markupsafe.Markup:
+    """Escaped text that may wrap after ``.``, ``_`` and ``/`` (status codes, rule ids, paths)."""
+    escaped = str(markupsafe.escape(str(text)))
+    return markupsafe.Markup(escaped.replace(".", ".<wbr>").replace("_", "_<wbr>").replace("/", "/<wbr>"))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("server.console", "templates"),
@@ -63,6 +70,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["urlencode_query"] = lambda d: urllib.parse.urlencode(d)
+    env.filters["breakable"] = _breakable
     env.globals["now_utc"] = lambda: dt.datetime.now(dt.UTC)
     return env
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from server.decide import DEFAULT_RULE_ID, Decider
 from server.errors import PolicyError, SnapshotError
 from server.facts import parse_json_object, parse_timestamp
 from server.model import ALLOW, DENY, Decision, Snapshot
+from server.workbench import diff_matrices, matrix, rule_source
 
 __all__ = ["Page", "bundle_page", "cell_page", "compare_page", "matrix_page", "playground_page"]
 
@@ -50,6 +53,34 @@ def _codes(values: Any) -> list[str]:
     return [str(v) for v in values]
 
 
+# --- matrices -------------------------------------------------------------------------
+
+
+class _Matrices:
+    """The last few matrices computed (a page and the cells clicked on it share one instant)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    def __call__(self, decider: Decider, now: dt.datetime, actions: Sequence[str] | None = None) -> Any:
+        key = (decider, decider.ref.digest, now, tuple(actions) if actions is not None else None)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        result = matrix(decider, now=now, actions=actions)
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return result
+
+
+matrix_of = _Matrices()
+
+
 # --- rule sources ---------------------------------------------------------------------
 
 
@@ -64,8 +95,6 @@ class RuleSource:
 
 def rule_sources(decider: Decider, rule_ids: Any) -> list[RuleSource]:
     """The source (``file:line`` and YAML) of each rule id, via ``server.workbench.rule_source``."""
-    from server.workbench import rule_source
-
     out = []
     for rule_id in dict.fromkeys(rule_ids):
         if rule_id == DEFAULT_RULE_ID:
@@ -98,9 +127,7 @@ def matrix_page(view: View, query: Mapping[str, str]) -> Page:
     decider = view.bundle.decider
     if decider is None:
         return Page("matrix.html", context)
-    from server.workbench import matrix
-
-    result = matrix(decider, now=now)
+    result = matrix_of(decider, now)
     rows = list(result.rows)
     context["actions"] = sorted({r.action for r in rows})
     context["methods"] = sorted({r.method for r in rows})
@@ -124,9 +151,10 @@ def matrix_page(view: View, query: Mapping[str, str]) -> Page:
 
 def find_row(decider: Decider, now: dt.datetime, key: tuple[str, str, str, str]) -> Any:
     """The matrix row with ``key`` (action, method, status, situation), or None."""
-    from server.workbench import matrix
-
-    for row in matrix(decider, now=now, actions=[key[0]]).rows:
+    if key[0] not in decider.compiled:
+        return None
+    whole = matrix_of(decider, now)  # the page's own matrix when it was just shown
+    for row in whole.rows:
         if tuple(row.key) == key:
             return row
     return None
@@ -254,8 +282,7 @@ def playground_page(view: View, query: Mapping[str, str], form: Mapping[str, str
         context["decision"], context["error"] = decision, error
         if decision is not None:
             context["sources"] = rule_sources(decider, decision.matched_rules)
-        elif error is not None:
-            return Page("playground.html", context, status=422)
+        # An invalid input is shown on the page (200): the page itself worked.
     return Page("playground.html", context)
 
 
@@ -288,8 +315,13 @@ class Change:
     after: Any
     changed: frozenset[str]
 
+    @property
+    def kind(self) -> str:
+        """``changed``, ``removed`` (only in the bundle) or ``added`` (only in the candidate)."""
+        return "added" if self.before is None else "removed" if self.after is None else "changed"
 
-_COLUMNS = ("outcome", "reasons", "follow_ups", "rules")
+
+_COLUMNS = ("outcome", "reasons", "follow_ups")
 
 
 def _changed_columns(before: Any, after: Any) -> frozenset[str]:
@@ -309,9 +341,7 @@ def compare_page(view: View, query: Mapping[str, str], impact_of: Any) -> Page:
     old, new = view.bundle.decider, view.candidate.decider if view.candidate is not None else None
     if old is None or new is None:
         return Page("compare.html", context)
-    from server.workbench import diff_matrices, matrix
-
-    before, after = matrix(old, now=now), matrix(new, now=now)
+    before, after = matrix_of(old, now), matrix_of(new, now)
     changes = [Change(tuple(c.key), c.before, c.after, _changed_columns(c.before, c.after))
                for c in diff_matrices(before, after)]
     context.update(changes=changes, total=len(after.rows), before=before, after=after,

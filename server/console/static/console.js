@@ -38,6 +38,12 @@
       .then(function (response) { return response.text(); })
       .then(function (html) {
         panel.innerHTML = html;
+        var close = document.createElement("button");
+        close.type = "button";
+        close.className = "close";
+        close.textContent = "Close";
+        close.addEventListener("click", function () { hideCell(link); });
+        panel.insertBefore(close, panel.firstChild);
         panel.hidden = false;
         document.querySelectorAll("#matrix tr.selected").forEach(function (r) { r.classList.remove("selected"); });
         var row = link.closest("tr");
@@ -48,7 +54,21 @@
     return false;
   }
 
+  function hideCell(link) {
+    var panel = document.getElementById("cell-detail");
+    panel.hidden = true;
+    panel.innerHTML = "";
+    if (link) { link.focus(); }
+  }
+
   if (page === "matrix" && document.getElementById("matrix")) {
+    document.addEventListener("keydown", function (event) {
+      var panel = document.getElementById("cell-detail");
+      if (event.key === "Escape" && panel && !panel.hidden) {
+        var selected = document.querySelector("#matrix tr.selected a.cell-link");
+        hideCell(selected);
+      }
+    });
     ["filter-action", "filter-method", "filter-outcome"].forEach(function (id) {
       document.getElementById(id).addEventListener("change", filterMatrix);
     });
