@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: FORCE all venv gen serve console test test-browser browser-deps lint bench check image loadtest loadtest-ci goldens proto-image clients client-python clean
+.PHONY: FORCE all venv gen serve console test test-browser browser-deps lint bench check image loadtest loadtest-ci goldens proto-image clients client-python client-typescript clean
 
 all: test
 
@@ -86,7 +86,7 @@ CLIENTS_BUILD := build/clients
 CLIENT_ENV = ORDER_POLICY_COMMAND=$(abspath $(VENV))/bin/order-policy \
 	ORDER_POLICY_TEST_BUNDLE=$(abspath $(CLIENT_BUNDLE)) ORDER_POLICY_TEST_CASES=$(abspath $(CLIENTS_BUILD))/cases.json
 
-clients: client-python
+clients: client-python client-typescript
 
 $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
@@ -99,6 +99,11 @@ client-python: $(CLIENTS_BUILD)/cases.json
 	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
+
+# TypeScript: `npm ci` in its folder (package-lock.json), generated types, tsc, node --test.
+client-typescript: $(CLIENTS_BUILD)/cases.json
+	cd clients/typescript && npm ci --no-audit --no-fund
+	cd clients/typescript && $(CLIENT_ENV) npm test
 
 FORCE:
 

@@ -82,6 +82,7 @@ class ServerOptions:
     admin_client_names: tuple[str, ...] = ()
     decision_log: str | None = None
     decision_log_max_bytes: int = 64 * 1024 * 1024
+    otel: bool = False  # OpenTelemetry tracing, configured by the OTEL_* environment variables
 
     @property
     def tls(self) -> bool:
@@ -152,13 +153,14 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on `{_join(host, port)}`: {exc.strerror}") from None
 
 
-def grpc_server(options: ServerOptions, *, reuse_port: bool = False) -> grpc.Server:
+def grpc_server(options: ServerOptions, *, reuse_port: bool = False, interceptors: Any = ()) -> grpc.Server:
     """A bare ``grpc.Server`` with the service's thread pool, port sharing and limits.
 
     The load test's echo baseline uses it too, so both measure the same stack.
     """
     return grpc.server(
         ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="rpc"),
+        interceptors=list(interceptors) or None,
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", options.max_message_bytes),
@@ -178,19 +180,24 @@ class Server:
         reuse_port: bool = False,
         manager: BundleManager | None = None,
         decision_log: DecisionLog | None = None,
+        tracing: Any = None,
     ) -> None:
         self.registry = registry
         self.options = options
         self.manager = manager
+        # server.api.tracing.Tracing: given (tests), from --otel, or None (nothing imported)
+        self.tracing = tracing if tracing is not None else (_tracing() if options.otel else None)
         self.servicer = OrderPolicyServicer(
             registry,
             max_batch=options.max_batch,
             shadow=(lambda: manager.shadow) if manager is not None else None,
             decision_log=decision_log,
+            tracing=self.tracing,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-        self._grpc = grpc_server(options, reuse_port=reuse_port)
+        interceptors = self.tracing.interceptors() if self.tracing is not None else ()
+        self._grpc = grpc_server(options, reuse_port=reuse_port, interceptors=interceptors)
         pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -293,9 +300,26 @@ class Server:
         self._grpc.stop(remaining).wait()
         if not drained:
             log.event("shutdown_grace_expired", logging.WARNING, grace_s=grace)
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._grpc.wait_for_termination(timeout)
+
+
+def _tracing() -> Any:
+    """Tracing from the OTEL_* environment; the only place that imports OpenTelemetry."""
+    try:
+        from server.api import tracing
+    except ImportError as exc:
+        raise ServeError(f"--otel needs the `otel` extra (pip install 'order-policy[otel]'): "
+                         f"cannot import `{exc.name}`") from None
+    try:
+        configured = tracing.configure()
+    except tracing.TracingError as exc:
+        raise ServeError(str(exc)) from None
+    log.trace_id = configured.trace_id
+    return configured
 
 
 # -- order-policy serve -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Each entry: decision id, time, action, order id, outcome, reason and follow-up
 codes, matched rule ids, bundle name/revision/digest, an input digest (sha256 of
 the canonical input, computed off the request path), latency; with shadow
-evaluation, the candidate's decision too. Patient details, addresses and
+evaluation, the candidate's decision too; with tracing, the call's trace id. Patient details, addresses and
 contact data are never copied: only the fields listed here are written.
 
 Writing happens on a background thread from a bounded queue. When the writer
@@ -56,7 +56,7 @@ def _summary(d: Decision) -> dict[str, Any]:
 
 
 def entry_of(decision: Decision, snapshot: Snapshot, latency_us: float,
-             shadow: Decision | None = None) -> dict[str, Any]:
+             shadow: Decision | None = None, trace_id: str = "") -> dict[str, Any]:
     """The log entry of one decision (only the allowed fields)."""
     entry = {
         "decision_id": decision.decision_id,
@@ -68,6 +68,8 @@ def entry_of(decision: Decision, snapshot: Snapshot, latency_us: float,
         "input_digest": input_digest(snapshot),
         "latency_us": round(latency_us, 1),
     }
+    if trace_id:
+        entry["trace_id"] = trace_id
     if shadow is not None:
         entry["shadow"] = _summary(shadow)
         entry["shadow_differs"] = differs(decision, shadow)
@@ -129,7 +131,8 @@ class DecisionLog:
                  max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
                  on_wait: Callable[[], None] | None = None, on_drop: Callable[[], None] | None = None) -> None:
         self._sink: Any = _Stdout() if target == "-" else RotatingFile(target, max_bytes, backups)
-        self._queue: queue.Queue[tuple[Decision, Snapshot, float, Decision | None] | None] = queue.Queue(capacity)
+        self._queue: queue.Queue[tuple[Decision, Snapshot, float, Decision | None, str] | None] = (
+            queue.Queue(capacity))
         self._max_wait = max_wait
         self.waits = 0
         self.dropped = 0
@@ -140,9 +143,9 @@ class DecisionLog:
         self._thread.start()
 
     def record(self, decision: Decision, snapshot: Snapshot, latency_us: float,
-               shadow: Decision | None = None) -> None:
+               shadow: Decision | None = None, trace_id: str = "") -> None:
         """Queue one decision; waits (bounded) when the writer is behind."""
-        item = (decision, snapshot, latency_us, shadow)
+        item = (decision, snapshot, latency_us, shadow, trace_id)
         try:
             self._queue.put_nowait(item)
             return
@@ -175,7 +178,7 @@ class DecisionLog:
                 batch.append(nxt)
             self._write(batch)
 
-    def _write(self, batch: list[tuple[Decision, Snapshot, float, Decision | None]]) -> None:
+    def _write(self, batch: list[tuple[Decision, Snapshot, float, Decision | None, str]]) -> None:
         try:
             for item in batch:  # line by line, so rotation happens between entries
                 self._sink.write(orjson.dumps(entry_of(*item)) + b"\n")

@@ -12,11 +12,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["configure", "event", "logger"]
 
 logger = logging.getLogger("order_policy")
+# With tracing on: returns the current call's trace id ("" outside a call), added to each line.
+trace_id: Callable[[], str] | None = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,6 +33,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             "pid": record.process or os.getpid(),
         }
+        if trace_id is not None and (current := trace_id()):
+            out["trace_id"] = current
         out.update(getattr(record, "fields", {}))
         return json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))
 

@@ -41,8 +41,10 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         metrics: Metrics = METRICS,
         shadow: Callable[[], Any] | None = None,
         decision_log: DecisionLog | None = None,
+        tracing: Any = None,
     ) -> None:
         self._registry = registry
+        self._tracing = tracing  # server.api.tracing.Tracing with --otel; None costs nothing
         self._shadow = shadow
         self._decision_log = decision_log
         self._max_batch = max_batch
@@ -98,7 +100,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         )
         shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
         if self._decision_log is not None:
-            self._decision_log.record(decision, snapshot, (_perf() - start) * 1e6, shadow)
+            trace_id = self._tracing.trace_id() if self._tracing is not None else ""
+            self._decision_log.record(decision, snapshot, (_perf() - start) * 1e6, shadow, trace_id)
         return decision
 
     def _shadow_decision(self, snapshot: Any, decision: Decision) -> Decision | None:
@@ -154,10 +157,14 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
                 except Exception as exc:  # noqa: BLE001 (every error becomes a status)
                     failure = self._failure(exc, request, "Decide")
                 else:
+                    if self._tracing is not None:
+                        self._tracing.decided(response.decision)
                     return response
         finally:
             self._answered()
             self._metrics.observe("Decide", _perf() - start)
+        if self._tracing is not None:
+            self._tracing.failed(failure.code.value[0], failure.reason)
         context.abort_with_status(failure.to_status())
         raise AssertionError("unreachable: abort_with_status raises")
 
@@ -184,6 +191,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
                         break
                     results.append(self._result(item, pb.DecideResult, "DecideBatch"))
                 else:
+                    if self._tracing is not None:
+                        self._tracing.batch(results)
                     return pb.DecideBatchResponse(results=results)
         finally:
             self._answered()
@@ -199,16 +208,22 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         if self.draining:
             self._refuse(context)
         for message in request_iterator:
-            start = _perf()
-            self._started()
-            try:
-                response = self._result(
-                    message.request, pb.DecideStreamResponse, "DecideStream"
-                )
-            finally:
-                self._answered()
-                self._metrics.observe("DecideStream", _perf() - start)
+            if self._tracing is not None:
+                with self._tracing.message("DecideStream"):
+                    response = self._stream_item(message)
+                    self._tracing.item(response)
+            else:
+                response = self._stream_item(message)
             yield response
+
+    def _stream_item(self, message: pb.DecideStreamRequest) -> pb.DecideStreamResponse:
+        start = _perf()
+        self._started()
+        try:
+            return self._result(message.request, pb.DecideStreamResponse, "DecideStream")
+        finally:
+            self._answered()
+            self._metrics.observe("DecideStream", _perf() - start)
 
     # -- helpers ------------------------------------------------------------------------
 

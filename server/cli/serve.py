@@ -53,6 +53,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="also serve grpc.health.v1 alone, in plaintext, on this port (for "
                         "probes that cannot speak TLS; default off). Service \"\" is SERVING once a "
                         "bundle is loaded, service \"liveness\" while the process serves")
+    parser.add_argument("--otel", action="store_true",
+                        help="OpenTelemetry tracing: a span per RPC, the trace id in decision log "
+                        "entries and log lines; configured by the OTEL_* environment variables "
+                        "(needs the `otel` extra; default off)")
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument("--tls-client-ca", type=Path,
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             metrics_port=args.metrics_port,
             health_port=args.health_port,
+            otel=args.otel,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
