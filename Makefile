@@ -7,6 +7,7 @@ PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
 .PHONY: FORCE all venv gen serve console test test-browser browser-deps lint bench check image loadtest loadtest-ci goldens proto-image clients client-python client-typescript clean
+.PHONY: test-fast check-bundles
 
 all: test
 
@@ -34,8 +35,22 @@ check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
 
-test: $(GEN_STAMP) lint
+# The whole suite, slow tests included (what CI runs), and every bundle under rules/
+# checked and tested against its own cases.
+test: $(GEN_STAMP) lint check-bundles
 	$(PY) -m pytest
+
+# The suite without the tests marked `slow` (memory over 10^6 decisions, real serve
+# processes, ...): for a quick local run; `make test` stays the reference.
+test-fast: $(GEN_STAMP) lint check-bundles
+	$(PY) -m pytest -m "not slow and not load and not browser"
+
+# `order-policy check` and `order-policy test` on every bundle a policy owner ships.
+check-bundles: $(GEN_STAMP)
+	@set -e; for bundle in rules/*/; do \
+	  $(VENV)/bin/order-policy check "$${bundle%/}"; \
+	  $(VENV)/bin/order-policy test "$${bundle%/}"; \
+	done
 
 # The console's browser tests: Debian's chromium (installed with apt-get when missing; a
 # browser download from elsewhere is never used) driven by Playwright from the venv.
@@ -57,9 +72,10 @@ lint: $(VENV)/.stamp
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
 
-# Rewrite the golden files (compiled rulesets) after a reviewed change.
+# Rewrite the golden files of the fixture bundles (tests/fixtures/goldens) after a
+# reviewed change to the compiler or to a fixture bundle.
 goldens: $(GEN_STAMP)
-	$(PY) -m pytest tests/core/test_compile.py --update-goldens -q
+	$(PY) -m pytest tests/test_compile.py -k golden --update-goldens -q
 
 # The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
 loadtest: $(GEN_STAMP)

@@ -3,7 +3,7 @@
 durable_rules 2.0.28 is a 2020 C engine with sharp edges (ENGINE-NOTES.md). This
 adapter calls the C module ``durable_rules_engine`` directly and defends against
 each measured pitfall; every defence is an ``INVARIANT`` below and has a test in
-``tests/core/test_engine.py`` that fails without it.
+``tests/test_engine.py`` that fails without it.
 
 The compiled ruleset (a plain dict, see ``server.compile``) is serialised here
 and never mutated. :meth:`Engine.match` takes strict-typed facts and returns the

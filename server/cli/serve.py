@@ -40,6 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--decision-log", help="write one JSON line per decision to this file (- for stdout)")
     parser.add_argument("--decision-log-max-bytes", type=int, default=64 * 1024 * 1024,
                         help="rotate the decision log file past this size (default 64 MiB)")
+    parser.add_argument("--decision-log-backups", type=int, default=5,
+                        help="rotated decision log files kept: FILE.1 .. FILE.N (default 5)")
     parser.add_argument("--host", default="[::]", help="address to listen on "
                         "(default all interfaces)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
@@ -73,7 +75,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
-    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions"):
+    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions",
+                 "decision_log_max_bytes", "decision_log_backups"):
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             admin_client_names=tuple(args.admin_client_cn),
             decision_log=args.decision_log,
             decision_log_max_bytes=args.decision_log_max_bytes,
+            decision_log_backups=args.decision_log_backups,
         )
         return app.serve(args.bundle, options)
     finally:

@@ -13,15 +13,16 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
-from server.testing import case_request
+from tests.support.bundles import FIXTURE_BUNDLE
+from tests.support.snapshots import case_request
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "rules" / "cancellation"
+BUNDLE = FIXTURE_BUNDLE
 
 
 @functools.cache
 def bundle_cases() -> tuple[Any, ...]:
-    """Every test case of the default bundle (the core's loader)."""
+    """Every test case of the fixture bundle (the core's loader)."""
     from server.cases import load_cases
 
     return tuple(load_cases(BUNDLE))
