@@ -1,20 +1,51 @@
 # order-policy: every target bootstraps what it needs (.venv, generated code) by itself.
+# PYTHON may name any supported interpreter (3.11-3.13), e.g. `make PYTHON=python3.13 test`;
+# .venv is made again when it was made with another version.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
+PYTHON_EXE := $(shell .ci/find-python $(PYTHON))
+ifeq ($(PYTHON_EXE),)
+$(error no working interpreter `$(PYTHON)`)
+endif
+PY_VERSION := $(shell $(PYTHON_EXE) -c 'import sys; print(*sys.version_info[:2], sep=".")')
+ifneq ($(PY_VERSION),$(shell $(PY) -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null))
+$(shell rm -f $(VENV)/.stamp)
+VENV_CLEAR := --clear
+endif
+# durable_rules 2.0.28 calls PyEval_CallObject, which Python 3.13 removed from its C API: there
+# it is built with PyObject_CallObject (same arguments) instead. Its setup.py overwrites CFLAGS,
+# so CPPFLAGS is what reaches the compiler.
+DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
-.PHONY: FORCE all venv gen serve console test test-browser browser-deps lint bench check image loadtest loadtest-ci goldens proto-image clients client-python client-typescript clean
+.PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
+	proto-image console test-browser browser-deps clients client-python client-typescript clean
 .PHONY: test-fast check-bundles
 
 all: test
 
-$(VENV)/.stamp: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# Dependencies come from requirements-dev.lock (hash-checked); the project itself is installed
+# editable without build isolation, so its build hook uses the locked grpcio-tools. When
+# pyproject.toml changed since the last `make lock`, dependencies missing from the lock are
+# installed unpinned and a warning says to run `make lock`. An existing .venv of the same
+# Python is updated in place (a fresh clone, as in CI, gets exactly the lock).
+$(VENV)/.stamp: pyproject.toml requirements-dev.lock
+	$(PYTHON_EXE) -m venv $(VENV_CLEAR) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	CPPFLAGS="$(DURABLE_SHIM) $$CPPFLAGS" $(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	@# a durable_rules wheel built earlier without the shim may sit in pip's cache: build it again
+	$(PY) -c 'import durable_rules_engine' 2>/dev/null || { \
+	  awk '/^durable-rules==/{p=1} p{print} p&&!/\\$$/{exit}' requirements-dev.lock > $(VENV)/durable.txt && \
+	  CPPFLAGS="$(DURABLE_SHIM) $$CPPFLAGS" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall \
+	    --no-deps --require-hashes -r $(VENV)/durable.txt && $(PY) -c 'import durable_rules_engine'; }
+	if $(PY) .ci/lock --check; then \
+	  $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .; \
+	else \
+	  $(PY) -m pip install --quiet --no-build-isolation -e '.[dev]'; \
+	fi
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -24,6 +55,10 @@ $(GEN_STAMP): $(VENV)/.stamp $(PROTOS)
 	touch $@
 
 gen: $(GEN_STAMP)
+
+# Pin every dependency (runtime, build tools, dev) with hashes after a change to pyproject.toml.
+lock: $(VENV)/.stamp
+	.ci/lock $(PY)
 
 serve: $(GEN_STAMP)
 	$(VENV)/bin/order-policy serve --bundle $(BUNDLE)
@@ -53,12 +88,13 @@ check-bundles: $(GEN_STAMP)
 	done
 
 # The console's browser tests: Debian's chromium (installed with apt-get when missing; a
-# browser download from elsewhere is never used) driven by Playwright from the venv.
+# browser download from elsewhere is never used) driven by Playwright, installed into the
+# venv from requirements-browser.lock (the dev lock plus the `browser` extra).
 BROWSER_STAMP := $(VENV)/.browser-stamp
-$(BROWSER_STAMP): $(VENV)/.stamp
+$(BROWSER_STAMP): $(VENV)/.stamp requirements-browser.lock
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || { echo "error: Debian's chromium is missing: apt-get install chromium" >&2; exit 1; }
-	$(PY) -m pip install --quiet -e '.[dev,browser]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements-browser.lock
 	touch $@
 
 browser-deps: $(BROWSER_STAMP)
@@ -66,8 +102,16 @@ browser-deps: $(BROWSER_STAMP)
 test-browser: $(GEN_STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest -m browser tests/console
 
-lint: $(VENV)/.stamp
+# The core and API tests (every test but the slow and load ones), nothing else: what .ci/run
+# runs on each supported Python besides the one `make test` uses, each in its own venv
+# (VENV=.venv-3.12 PYTHON=python3.12).
+test-core: $(GEN_STAMP)
+	$(PY) -m pytest -m "not slow and not load and not browser" -q
+
+# ruff, and mypy over server/ (strict for the core; the generated .pyi type the messages).
+lint: $(GEN_STAMP)
 	$(VENV)/bin/ruff check server tests clients/python
+	$(VENV)/bin/mypy
 
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
@@ -76,6 +120,10 @@ bench: $(GEN_STAMP)
 # reviewed change to the compiler or to a fixture bundle.
 goldens: $(GEN_STAMP)
 	$(PY) -m pytest tests/test_compile.py -k golden --update-goldens -q
+
+# Build the sdist and wheel, install the wheel into a fresh venv and run it from elsewhere.
+install-check: $(VENV)/.stamp
+	PYTHON=$(PYTHON_EXE) .ci/install-check
 
 # The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
 loadtest: $(GEN_STAMP)
@@ -111,7 +159,7 @@ $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
-	$(PYTHON) -m venv $(CLIENTS_BUILD)/python/venv
+	$(PYTHON_EXE) -m venv $(CLIENTS_BUILD)/python/venv
 	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
@@ -128,4 +176,4 @@ image:
 	.ci/image-check --build-only
 
 clean:
-	rm -rf $(VENV) server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache
+	rm -rf $(VENV) .venv-3.* server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache

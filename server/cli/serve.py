@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+from server import default_bundle
 
-DEFAULT_BUNDLE = "rules/cancellation"
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,8 +23,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve orderpolicy.v1.OrderPolicyService, health and reflection. "
         "SIGTERM stops gracefully and exits 0.",
     )
-    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle directory, archive (.tar.gz) "
-                        f"or HTTP(S) URL; watched or polled for changes (default {DEFAULT_BUNDLE})")
+    parser.add_argument("--bundle", default=None, help="bundle directory, archive (.tar.gz) or HTTP(S) URL; "
+                        "watched or polled for changes (default: the bundle shipped with the package, "
+                        "rules/cancellation)")
     parser.add_argument("--state-dir", type=Path, help="keep the last good revisions here, served "
                         "after a restart when the source is unreachable")
     parser.add_argument("--verification-key", type=Path,
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             decision_log_max_bytes=args.decision_log_max_bytes,
             decision_log_backups=args.decision_log_backups,
         )
-        return app.serve(args.bundle, options)
+        return app.serve(args.bundle or str(default_bundle()), options)
     finally:
         if own_dir is not None and os.getpid() == pid:
             shutil.rmtree(own_dir, ignore_errors=True)

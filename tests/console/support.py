@@ -1,54 +1,24 @@
-"""Builders for the console tests: bundles to load, a console running in this process, HTTP calls."""
+"""Builders for the console tests: a candidate bundle, a console running in this process, HTTP calls."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import http.client
-import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from server.bundle.yamlio import load_yaml, plain
 from server.console import ConsoleServer, ConsoleState
-
-ROOT = Path(__file__).resolve().parents[2]
-SOURCE_BUNDLE = ROOT / "rules" / "cancellation"
-
-
-def copy_bundle(dest: Path) -> Path:
-    """A private copy of a valid bundle that a test may edit."""
-    shutil.copytree(SOURCE_BUNDLE, dest)
-    return dest
-
-
-def edit_yaml(path: Path, edit: Callable[[Any], None]) -> None:
-    """A structured edit of one bundle file: parse it, change the data, write it back."""
-    data, errors = load_yaml(path.read_text(encoding="utf-8"), path.name)
-    assert not errors, errors
-    data = plain(data)
-    edit(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+from tests.support.bundles import copy_bundle, set_revision, set_value
 
 
 def candidate_with_refund_window(bundle: Path, dest: Path, window: str = "48h") -> Path:
     """A copy of ``bundle`` with another refund window and a new revision (structured edits)."""
-    shutil.copytree(bundle, dest)
-
-    def window_param(settings: Any) -> None:
-        assert "refund_window" in settings["params"], "the bundle has no refund_window param"
-        settings["params"]["refund_window"] = window
-
-    def revision(manifest: Any) -> None:
-        manifest["revision"] = f"{manifest['revision']}-refund-{window}"
-
-    edit_yaml(dest / "data" / "settings.yaml", window_param)
-    edit_yaml(dest / "manifest.yaml", revision)
+    copy_bundle(dest, bundle)
+    set_value(dest / "data" / "settings.yaml", ["params", "refund_window"], window)
+    set_revision(dest, f"refund-{window}")
     return dest
 
 
@@ -87,14 +57,3 @@ def request(server: ConsoleServer, method: str, path: str, body: bytes | str | N
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
     finally:
         conn.close()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns a true value; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

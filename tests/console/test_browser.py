@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,9 @@ from server.errors import SnapshotError
 from server.facts import parse_json_object
 from server.registry import build_decider
 from server.workbench import diff_matrices, matrix, rule_source
-from tests.console.support import ROOT, candidate_with_refund_window, copy_bundle
+from tests.console.support import candidate_with_refund_window
+from tests.support.bundles import ROOT, copy_bundle
+from tests.support.servers import serve_command
 
 pytestmark = pytest.mark.browser
 
@@ -55,12 +56,11 @@ def deciders(bundles: tuple[Path, Path]) -> Iterator[tuple[Any, Any]]:
 @pytest.fixture(scope="module")
 def console_url(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real ``order-policy console`` command on a free loopback port (port 0)."""
-    code = "import sys; from server.cli import main; sys.exit(main(sys.argv[1:]))"
     log = tmp_path_factory.mktemp("console-log") / "console.log"
     with open(log, "w") as err:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, "console", "--bundle", str(bundles[0]), "--candidate", str(bundles[1]),
-             "--port", "0"], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=err)
+            serve_command("console", "--bundle", str(bundles[0]), "--candidate", str(bundles[1]), "--port", "0"),
+            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=err)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()

@@ -6,7 +6,6 @@ import html
 import json
 import re
 import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -18,15 +17,9 @@ from server.console.app import is_loopback
 from server.errors import SnapshotError
 from server.facts import parse_json_object
 from server.registry import build_decider
-from tests.console.support import (
-    ROOT,
-    copy_bundle,
-    edit_yaml,
-    request,
-    running_console,
-    tree_digest,
-    wait_for,
-)
+from tests.console.support import request, running_console, tree_digest
+from tests.support.bundles import FIXTURE_BUNDLE, ROOT, copy_bundle, edit_yaml, set_revision
+from tests.support.servers import serve_command, wait_until
 
 PAGES = ("/matrix", "/playground", "/bundle", "/compare")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -196,22 +189,19 @@ def test_a_missing_bundle_is_an_error_on_the_page_not_a_crash(tmp_path: Path) ->
 def test_the_console_reloads_when_the_files_change(tmp_path: Path) -> None:
     bundle = copy_bundle(tmp_path / "bundle")
     with running_console(bundle) as server:
-        def bump(manifest) -> None:
-            manifest["revision"] = "reloaded-1"
-
-        edit_yaml(bundle / "manifest.yaml", bump)
-        wait_for(lambda: 'id="revision">reloaded-1<' in request(server, "GET", "/bundle")[2], what="the new revision")
+        set_revision(bundle, "reloaded-1")
+        wait_until(lambda: 'id="revision">reloaded-1<' in request(server, "GET", "/bundle")[2], message="the new revision")
         generation = int(request(server, "GET", "/generation")[2])
         (bundle / "data" / "catalogue.yaml").write_text("reasons: {\n", encoding="utf-8")
         def broken() -> str | None:
             body = request(server, "GET", "/bundle")[2]
             return body if "does not load" in body else None
 
-        body = wait_for(broken, what="the errors of the broken bundle")
+        body = wait_until(broken, message="the errors of the broken bundle")
         assert "data/catalogue.yaml" in _text(body)
-        shutil_copy = (ROOT / "rules" / "cancellation" / "data" / "catalogue.yaml").read_text(encoding="utf-8")
+        shutil_copy = (FIXTURE_BUNDLE / "data" / "catalogue.yaml").read_text(encoding="utf-8")
         (bundle / "data" / "catalogue.yaml").write_text(shutil_copy, encoding="utf-8")
-        wait_for(lambda: 'id="revision">reloaded-1<' in request(server, "GET", "/bundle")[2], what="the fixed bundle")
+        wait_until(lambda: 'id="revision">reloaded-1<' in request(server, "GET", "/bundle")[2], message="the fixed bundle")
         assert int(request(server, "GET", "/generation")[2]) > generation
 
 
@@ -221,8 +211,7 @@ def test_loopback_addresses() -> None:
 
 
 def _console_process(*args: str) -> subprocess.Popen[str]:
-    code = "import sys; from server.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, "console", *args], cwd=ROOT, text=True,
+    return subprocess.Popen(serve_command("console", *args), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -151,7 +151,7 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
     """Start the real service or the echo, pinned to ``cores``; stop it on exit."""
     port = free_port()
     metrics_port = free_port() if kind == "service" else None
-    argv = (serve_argv(bundle, port, workers, metrics_port) if kind == "service"  # type: ignore[arg-type]
+    argv = (serve_argv(bundle, port, workers, metrics_port) if kind == "service"
             else echo_argv(port, workers, decision_file))
     argv = ["taskset", "-c", ",".join(map(str, cores)), *argv]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

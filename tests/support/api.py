@@ -87,7 +87,7 @@ def expected_field(field: str, request: pb.DecideRequest) -> str:
 
 def violations(error: grpc.RpcError) -> list[tuple[str, str]]:
     """The google.rpc.BadRequest field violations of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "no rich status details"
     out = []
     for detail in status.details:
@@ -100,7 +100,7 @@ def violations(error: grpc.RpcError) -> list[tuple[str, str]]:
 
 def error_reason(error: grpc.RpcError) -> str:
     """The ErrorInfo reason (the stable snake_case code) of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
