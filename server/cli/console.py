@@ -8,8 +8,8 @@ import sys
 import threading
 from typing import Any
 
+from server import default_bundle
 from server.cli import ExitCode
-from server.cli.serve import DEFAULT_BUNDLE
 
 __all__ = ["add_parser", "run"]
 
@@ -20,8 +20,7 @@ def add_parser(sub: Any) -> None:
         "console", help="a local read-only web page: matrix, playground, bundle report, compare",
         description="Serve a read-only web page over a bundle on loopback; it reloads the files when they change.",
     )
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE,
-                   help=f"bundle directory or archive (.tar.gz) (default {DEFAULT_BUNDLE})")
+    p.add_argument("--bundle", help="bundle directory or archive (.tar.gz) (default: the shipped bundle)")
     p.add_argument("--candidate", help="a changed bundle (directory or archive) to compare with --bundle")
     p.add_argument("--samples", help="recorded requests to replay on Compare and choose in the playground "
                    "(a .jsonl file or a directory of JSON files)")
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --port must be 0-65535 and --max-samples positive", file=sys.stderr)
         return ExitCode.FAILURE
     log.configure()
-    state = ConsoleState(args.bundle, args.candidate, args.samples, max_samples=args.max_samples)
+    state = ConsoleState(args.bundle or str(default_bundle()), args.candidate, args.samples, max_samples=args.max_samples)
     try:
         try:
             server = ConsoleServer(state, args.host, args.port)

@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import logging
 import socket
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -94,8 +95,11 @@ class _Impact:
             return None
         with self._lock:
             if self._generation != view.generation:
-                from server.workbench import replay
+                from server import workbench
 
+                replay = getattr(workbench, "replay", None)
+                if replay is None:
+                    return None
                 assert view.bundle.decider is not None and view.candidate.decider is not None
                 inputs = [*view.samples.records, *view.samples.errors]
                 self._value = replay(view.bundle.decider, view.candidate.decider, inputs)
@@ -142,6 +146,13 @@ class ConsoleServer(ThreadingHTTPServer):
         if not name:
             name, port = header, ""
         return is_loopback(name) and port in ("", str(self.port))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An exception outside a page (a connection reset while reading): one log line, no trace."""
+        self.errors += 1
+        error = sys.exception()
+        if not isinstance(error, ConnectionError):
+            log.error("console connection failed", extra={"fields": {"error": type(error).__name__}})
 
     def render(self, page: pages.Page, view: View) -> str:
         template = self.env.get_template(page.template)
@@ -191,8 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
-        self.timeout = self.server.timeout_seconds
         super().setup()
+        self.connection.settimeout(self.server.timeout_seconds)  # an idle connection never holds a thread
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         pass  # requests are not logged: the console is local and pages carry no secrets; errors are
@@ -228,6 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._dispatch(body=body, post=post)
+        except ConnectionError:  # the browser went away (a page left mid-request): nothing to answer
+            self.close_connection = True
         except Exception as exc:  # never a stack trace to the browser: log one line, count, answer 500
             self.server.errors += 1
             log.error("console request failed", extra={"fields": {"path": self.path[:200],

@@ -342,7 +342,7 @@ def compare_page(view: View, query: Mapping[str, str], impact_of: Any) -> Page:
     if old is None or new is None:
         return Page("compare.html", context)
     before, after = matrix_of(old, now), matrix_of(new, now)
-    changes = [Change(tuple(c.key), c.before, c.after, _changed_columns(c.before, c.after))
+    changes = [Change(c.key, c.before, c.after, _changed_columns(c.before, c.after))
                for c in diff_matrices(before, after)]
     context.update(changes=changes, total=len(after.rows), before=before, after=after,
                    impact=impact_of(view), outcomes=(ALLOW, DENY))

@@ -251,3 +251,16 @@ def test_bundle_text_is_escaped_never_run(tmp_path: Path) -> None:
         assert status == 200
         assert markup not in body and "<img" not in body
         assert markup in _text(body)  # shown as the text it is
+
+
+def test_a_browser_that_leaves_mid_answer_leaves_no_trace(console, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reset connection is not an error page or a stack trace; the console goes on serving."""
+    import socket
+    import struct
+
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", console.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            sock.sendall(b"GET /bundle HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % console.port)
+    assert request(console, "GET", "/bundle")[0] == 200
+    assert "Traceback" not in capsys.readouterr().err
