@@ -22,7 +22,7 @@ endif
 DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
 .PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
-	proto-image console test-browser browser-deps clients client-python client-typescript clean
+	proto-image console test-browser browser-deps clients client-python client-typescript clean fuzz
 .PHONY: test-fast check-bundles
 
 all: test
@@ -113,6 +113,11 @@ lint: $(GEN_STAMP)
 	$(VENV)/bin/ruff check server tests clients/python
 	$(VENV)/bin/mypy
 
+# The long fuzz run: only the `fuzz` tests, each with FUZZ_EXAMPLES hypothesis examples
+# (make test runs them briefly).
+fuzz: $(GEN_STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -m fuzz -q
+
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
 
@@ -145,7 +150,7 @@ proto-image: $(BUF)
 
 # The callers' kits, each installed on its own in a fresh environment and tested against the
 # real server started from CLIENT_BUNDLE (its cases are the expectations).
-CLIENT_BUNDLE ?= $(firstword $(wildcard tests/fixtures/bundles/cancellation-fixture) rules/cancellation)
+CLIENT_BUNDLE ?= tests/fixtures/bundles/cancellation-fixture
 CLIENTS_BUILD := build/clients
 CLIENT_ENV = ORDER_POLICY_COMMAND=$(abspath $(VENV))/bin/order-policy \
 	ORDER_POLICY_TEST_BUNDLE=$(abspath $(CLIENT_BUNDLE)) ORDER_POLICY_TEST_CASES=$(abspath $(CLIENTS_BUILD))/cases.json
@@ -155,12 +160,15 @@ clients: client-python client-typescript
 $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
 
-# Python: a wheel (code generated from protos/ at build time) into a new venv, then its tests.
+# Python: a wheel (code generated from protos/ at build time) into a new venv, mypy --strict
+# over the installed package, then its tests.
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
 	$(PYTHON_EXE) -m venv $(CLIENTS_BUILD)/python/venv
-	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
+	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest \
+	  mypy types-grpcio types-protobuf
+	cd $(CLIENTS_BUILD) && python/venv/bin/mypy --config-file $(abspath clients/python/pyproject.toml) -p order_policy_client
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
 
