@@ -36,8 +36,9 @@ from server.bundle.archive import build_archive, is_archive
 from server.decide import Decider
 from server.errors import BundleError, ErrorList, PolicyError
 from server.registry import Registry, build_decider
+from server.watcher import watch_path
 
-__all__ = ["BundleManager", "LoadStatus", "StateDir", "watch_path"]
+__all__ = ["BundleManager", "LoadStatus", "StateDir"]
 
 log = logging.getLogger("order_policy.lifecycle")
 ACTIVE = "active.json"
@@ -62,32 +63,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def watch_path(source: str | Path, stop: threading.Event, on_change: Callable[[], None],
-               ready: threading.Event | None = None) -> None:
-    """Call ``on_change()`` after each change to a directory tree or a single file, until ``stop``.
-
-    A file (an archive, a JSON lines file) is watched through its directory, and only
-    changes to that file count. ``ready`` is set once changes are being watched. Blocks:
-    run it in a thread.
-    """
-    import watchfiles
-
-    path = Path(source).resolve()
-    target = path.parent if path.is_file() else path
-    for changes in watchfiles.watch(target, stop_event=stop, debounce=200, step=50,
-                                    rust_timeout=500, yield_on_timeout=True):
-        if stop.is_set():
-            return
-        if ready is not None:
-            ready.set()
-        if not changes:
-            continue
-        if path.is_file() or is_archive(path):
-            if not any(Path(p).resolve() == path for _, p in changes):
-                continue
-        on_change()
 
 
 class StateDir:

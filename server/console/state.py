@@ -26,7 +26,7 @@ from server.cases import Case, CaseResult, load_cases, run_cases
 from server.cli.bundle_check import check_bundle
 from server.decide import Decider
 from server.errors import BundleError, ErrorList, PolicyError
-from server.lifecycle import watch_path
+from server.watcher import watch_path
 
 __all__ = ["ConsoleState", "Loaded", "Samples", "View", "load_samples", "load_source"]
 
