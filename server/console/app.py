@@ -29,6 +29,7 @@ import markupsafe
 from server.console import pages
 from server.console.state import ConsoleState, View
 from server.decide import RetiredError
+from server.workbench import replay
 
 __all__ = ["ConsoleServer", "is_loopback"]
 
@@ -83,7 +84,7 @@ def _static_files() -> dict[str, bytes]:
 
 
 class _Impact:
-    """The replay of the samples through bundle and candidate, computed once per view."""
+    """The replay of the samples (or the bundle's own cases) through bundle and candidate, once per view."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -91,18 +92,16 @@ class _Impact:
         self._value: Any = None
 
     def __call__(self, view: View) -> Any:
-        if view.samples is None or view.candidate is None or not view.bundle.ok or not view.candidate.ok:
+        bundle, candidate = view.bundle.decider, view.candidate.decider if view.candidate is not None else None
+        if bundle is None or candidate is None:
             return None
         with self._lock:
             if self._generation != view.generation:
-                from server import workbench
-
-                replay = getattr(workbench, "replay", None)
-                if replay is None:
-                    return None
-                assert view.bundle.decider is not None and view.candidate.decider is not None
-                inputs = [*view.samples.records, *view.samples.errors]
-                self._value = replay(view.bundle.decider, view.candidate.decider, inputs)
+                if view.samples is not None:
+                    inputs = [*view.samples.records, *view.samples.errors]
+                else:
+                    inputs = pages.case_inputs(view.bundle)
+                self._value = replay(bundle, candidate, inputs)
                 self._generation = view.generation
             return self._value
 

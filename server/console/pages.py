@@ -20,7 +20,7 @@ from server.decide import DEFAULT_RULE_ID, Decider
 from server.errors import PolicyError, SnapshotError
 from server.facts import parse_json_object, parse_timestamp
 from server.model import ALLOW, DENY, Decision, Snapshot
-from server.workbench import diff_matrices, matrix, rule_source
+from server.workbench import InputRecord, diff_matrices, matrix, rule_source
 
 __all__ = ["Page", "bundle_page", "cell_page", "compare_page", "matrix_page", "playground_page"]
 
@@ -64,13 +64,13 @@ class _Matrices:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
-    def __call__(self, decider: Decider, now: dt.datetime, actions: Sequence[str] | None = None) -> Any:
-        key = (decider, decider.ref.digest, now, tuple(actions) if actions is not None else None)
+    def __call__(self, decider: Decider, now: dt.datetime, compare_with: Sequence[Decider] = ()) -> Any:
+        key = (decider, decider.ref.digest, now, tuple(compare_with))
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        result = matrix(decider, now=now, actions=actions)
+        result = matrix(decider, now=now, compare_with=compare_with)
         with self._lock:
             self._cache[key] = result
             while len(self._cache) > self._size:
@@ -330,8 +330,26 @@ def _changed_columns(before: Any, after: Any) -> frozenset[str]:
     return frozenset(c for c in _COLUMNS if getattr(before, c) != getattr(after, c))
 
 
+def case_inputs(loaded: Loaded) -> list[Any]:
+    """A bundle's own cases as recorded requests (``InputRecord``, id: the case name) to replay.
+
+    Cases whose input does not parse (they test invalid snapshots) are left out: both
+    bundles refuse them alike.
+    """
+    out = []
+    for case in loaded.cases:
+        try:
+            snapshot = case.snapshot
+        except SnapshotError:
+            continue
+        out.append(InputRecord(case.name, snapshot.action, snapshot.now, snapshot.order, snapshot.appointment,
+                               case.location.file, case.location.line))
+    return out
+
+
 def compare_page(view: View, query: Mapping[str, str], impact_of: Any) -> Page:
-    """Compare: the matrix difference cell by cell, and the impact over the samples.
+    """Compare: the matrix difference cell by cell, and the impact over the samples (or the
+    bundle's own cases when there are none).
 
     ``impact_of(view)`` returns the (cached) ``server.workbench.replay`` result or None.
     """
@@ -341,7 +359,8 @@ def compare_page(view: View, query: Mapping[str, str], impact_of: Any) -> Page:
     old, new = view.bundle.decider, view.candidate.decider if view.candidate is not None else None
     if old is None or new is None:
         return Page("compare.html", context)
-    before, after = matrix_of(old, now), matrix_of(new, now)
+    # Each side with the other's situations too: a moved threshold shows as the cells between its values.
+    before, after = matrix_of(old, now, [new]), matrix_of(new, now, [old])
     changes = [Change(c.key, c.before, c.after, _changed_columns(c.before, c.after))
                for c in diff_matrices(before, after)]
     context.update(changes=changes, total=len(after.rows), before=before, after=after,

@@ -109,13 +109,9 @@ def load_source(source: str, workdir: Path) -> Loaded:
 
 def load_samples(source: str, limit: int) -> Samples:
     """Read ``--samples`` with the workbench's reader; at most ``limit`` inputs are kept."""
-    from server import workbench
+    from server.workbench import InputError, read_inputs
 
     samples = Samples(source)
-    read_inputs, InputError = getattr(workbench, "read_inputs", None), getattr(workbench, "InputError", None)
-    if read_inputs is None or InputError is None:
-        samples.errors.append(_ReadError(source, "this version cannot read recorded requests"))
-        return samples
     try:
         for item in read_inputs(source):
             if isinstance(item, InputError):

@@ -120,7 +120,7 @@ def _rows(tab: Any, selector: str = "#matrix tr[data-action]") -> list[dict[str,
         action: r.dataset.action, method: r.dataset.method, status: r.dataset.status,
         situation: r.dataset.situation, outcome: r.dataset.outcome || "", hidden: r.hidden || r.parentElement.hidden,
         text: r.querySelector('.outcome-cell') ? r.querySelector('.outcome-cell').innerText.trim() : "",
-        changed: r.dataset.changed || ""}))""")
+        changed: r.dataset.changed || "", change: r.dataset.change || ""}))""")
 
 
 def test_matrix_has_a_row_for_every_status_with_the_engines_outcomes(page: Any, deciders: Any) -> None:
@@ -252,13 +252,17 @@ def test_playground_invalid_json_shows_the_error_naming_the_field(page: Any) -> 
 
 def test_candidate_with_a_48h_refund_window_shows_the_changed_cells(page: Any, deciders: Any) -> None:
     now = dt.datetime.fromisoformat(NOW)
-    changes = diff_matrices(matrix(deciders[0], now=now), matrix(deciders[1], now=now))
-    assert changes, "a longer refund window changes some cells"
+    old, new = deciders
+    changes = diff_matrices(matrix(old, now=now, compare_with=[new]), matrix(new, now=now, compare_with=[old]))
+    assert any(c.before is not None and c.after is not None for c in changes), \
+        "a longer refund window changes the answer of some cells"
     page.goto(page.base + "compare?" + urllib.parse.urlencode({"now": NOW}))
     rows = _rows(page, "#changes tr[data-action]")
     assert [(r["action"], r["method"], r["status"], r["situation"]) for r in rows] == [c.key for c in changes]
     for row, change in zip(rows, changes, strict=True):
         assert row["changed"], row
+        assert row["change"] == ("added" if change.before is None else "removed" if change.after is None
+                                 else "changed")
         if change.before is not None and change.after is not None:
             differs = {c for c in ("outcome", "reasons", "follow_ups")
                        if getattr(change.before, c) != getattr(change.after, c)}

@@ -264,3 +264,75 @@ def test_a_browser_that_leaves_mid_answer_leaves_no_trace(console, capsys: pytes
             sock.sendall(b"GET /bundle HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % console.port)
     assert request(console, "GET", "/bundle")[0] == 200
     assert "Traceback" not in capsys.readouterr().err
+
+
+def _write_samples(bundle: Path, path: Path) -> int:
+    """The bundle's cases as recorded requests (one JSON line each), plus two lines that are not."""
+    lines = []
+    for case in load_cases(bundle):
+        if case.order_json is not None or case.appointment_json is not None:
+            continue
+        lines.append(json.dumps({"request_id": f"r-{len(lines)}", "action": case.action, "now": case.now_text,
+                                 "order": case.order, "appointment": case.appointment}))
+    lines.insert(3, "{not json")
+    lines.insert(7, json.dumps({"request_id": "no-order", "action": "cancel_order"}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
+def test_compare_shows_the_impact_over_the_samples(tmp_path: Path) -> None:
+    from server.workbench import read_inputs, replay
+    from tests.console.support import candidate_with_refund_window
+
+    bundle = copy_bundle(tmp_path / "bundle")
+    candidate = candidate_with_refund_window(bundle, tmp_path / "candidate")
+    samples = tmp_path / "capture.jsonl"
+    _write_samples(bundle, samples)
+    old, new = build_decider(bundle), build_decider(candidate)
+    try:
+        impact = replay(old, new, read_inputs(samples))
+    finally:
+        old.close()
+        new.close()
+    assert impact.changed > 0 and impact.errors >= 2  # the two lines that are not requests, at least
+    with running_console(bundle, candidate, samples, watch=False) as server:
+        status, _, body = request(server, "GET", "/compare")
+        assert status == 200
+        text = _text(body)
+        assert f"{impact.changed} of {impact.inputs} inputs change; {impact.errors} input(s) could not be read" in text
+        counts = [int(n) for n in re.findall(r'<tr data-count="(\d+)"', body)]
+        assert counts == [g.count for g in impact.groups]
+        for group in impact.groups:
+            assert group.request_ids[0] in text
+        for error in impact.input_errors:  # named by file and line
+            assert f"{error.file}:{error.line}" in text
+        # The recorded requests are samples of the playground too.
+        status, _, body = request(server, "GET", "/playground")
+        assert status == 200 and ">r-0</option>" in body
+        status, _, body = request(server, "GET", "/playground?sample=sample:0")
+        first = json.loads(samples.read_text(encoding="utf-8").splitlines()[0])
+        assert json.loads(html.unescape(re.search(r'id="order"[^>]*>(.*?)</textarea>', body, re.S).group(1))) \
+            == first["order"]
+
+
+def test_compare_without_samples_replays_the_bundles_own_cases(tmp_path: Path) -> None:
+    from server.console.pages import case_inputs
+    from server.console.state import load_source
+    from server.workbench import replay
+    from tests.console.support import candidate_with_refund_window
+
+    bundle = copy_bundle(tmp_path / "bundle")
+    candidate = candidate_with_refund_window(bundle, tmp_path / "candidate")
+    loaded = load_source(str(bundle), tmp_path / "work")
+    new = build_decider(candidate)
+    try:
+        assert loaded.decider is not None
+        impact = replay(loaded.decider, new, case_inputs(loaded))
+    finally:
+        loaded.decider.close() if loaded.decider else None
+        new.close()
+    assert impact.changed > 0
+    with running_console(bundle, candidate, watch=False) as server:
+        text = _text(request(server, "GET", "/compare")[2])
+        assert "Impact over the bundle's own cases" in text
+        assert f"{impact.changed} of {impact.inputs} inputs change" in text
