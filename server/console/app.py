@@ -73,7 +73,6 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["urlencode_query"] = lambda d: urllib.parse.urlencode(d)
     env.filters["breakable"] = _breakable
-    env.globals["now_utc"] = lambda: dt.datetime.now(dt.UTC)
     return env
 
 

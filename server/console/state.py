@@ -10,13 +10,11 @@ editing) and the failures are shown. Each change of a watched file builds a new
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,8 +164,7 @@ class ConsoleState:
         self._threads: list[threading.Thread] = []
         self._tmp = Path(tempfile.mkdtemp(prefix="order-policy-console-"))
         self._dirs: list[Path] = []  # unpacked bundles, newest last
-        self._listeners: list[Callable[[View], None]] = []
-        self._stop_timeout = 10.0
+        self._ready_timeout = 10.0  # how long a watcher may take to start before changes are compared
         self._fingerprints: dict[str, tuple[tuple[str, int, int], ...]] = {}
         if samples:
             self._fingerprints["samples"] = _fingerprint(samples)
@@ -177,10 +174,6 @@ class ConsoleState:
     def view(self) -> View:
         """The current view."""
         return self._view
-
-    def add_listener(self, listener: Callable[[View], None]) -> None:
-        """Call ``listener(view)`` after every rebuild."""
-        self._listeners.append(listener)
 
     def _load(self, which: str) -> Loaded:
         self._fingerprints[which] = _fingerprint(str(self.sources[which]))
@@ -206,10 +199,7 @@ class ConsoleState:
                 # INVARIANT: a page that still renders with the old decider finishes first.
                 replaced.decider.close_when_unused()
             self._prune(old)
-        for listener in self._listeners:
-            with contextlib.suppress(Exception):
-                listener(self._view)
-        return self._view
+            return self._view
 
     def _prune(self, old: View) -> None:
         # Keep the unpacked bundles of this view and the one before (a page may still read them).
@@ -251,7 +241,7 @@ class ConsoleState:
 
         def caught_up() -> None:
             # Changes between loading and watching are not events: compare what was loaded.
-            live.wait(self._stop_timeout)
+            live.wait(self._ready_timeout)
             if not self._stop.is_set() and _fingerprint(source) != self._fingerprints.get(which):
                 changed()
             ready.set()

@@ -288,3 +288,29 @@ def test_bundle_page_shows_the_report_and_the_cases(page: Any, deciders: Any, bu
     assert failing and set(failing) == {"fail"}
     assert page.is_visible("#candidate-failing")
     _shot(page, "bundle-candidate")
+
+
+def test_matrix_and_bundle_work_without_javascript(browser: Any, console_url: str, deciders: Any) -> None:
+    """Static content needs no script: the filters apply on the server, a row opens its own page."""
+    decider = deciders[0]
+    expected = matrix(decider, now=dt.datetime.fromisoformat(NOW))
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        tab = context.new_page()
+        tab.goto(console_url + "matrix?" + urllib.parse.urlencode({"now": NOW}))
+        tab.select_option("#filter-outcome", "DENY")
+        with tab.expect_navigation():
+            tab.click("#matrix-filters button[type=submit]")
+        rows = _rows(tab)
+        assert [(r["action"], r["method"], r["status"], r["situation"]) for r in rows] == \
+            [row.key for row in expected.rows if row.outcome == "DENY"]
+        row = next(r for r in expected.rows if r.outcome == "DENY" and r.rules and r.decision is not None)
+        with tab.expect_navigation():
+            tab.click(f'#matrix tr[data-status="{row.status}"][data-situation="{row.situation}"]'
+                      f'[data-method="{row.method}"][data-action="{row.action}"] a.cell-link')
+        file, line, _ = rule_source(decider, row.rules[0])
+        assert f"{file}:{line}" in tab.inner_text("#cell-detail")
+        tab.goto(console_url + "bundle")
+        assert tab.inner_text("#revision") == decider.ref.revision
+    finally:
+        context.close()
