@@ -130,9 +130,10 @@ def test_the_input_digest_hashes_the_text_as_received_without_parsing_it():
     assert input_digest((1, "é", None, None)) == input_digest((1, "é".encode(), None, None))
 
 
-def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_bundle):
-    """Decide with a 1,000-level nested array in an ignored field, then 30 more: every decision
-    is logged, no call waits for the writer, and close() returns at once."""
+def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_bundle, decisions):
+    """Decide with a 1,000-level nested array in an ignored field (decided, or refused as too deep
+    to check for duplicate keys), then 30 more: every decision is logged, no call waits for the
+    writer, and close() returns at once. Logged directly, such an input is hashed, not parsed."""
     from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 
@@ -148,17 +149,24 @@ def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_b
             stub = pb_grpc.OrderPolicyServiceStub(channel)
             start = time.monotonic()
             for text in [hostile] + [ORDER_TEXT] * 30:
-                reply = stub.Decide(pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=text), timeout=10)
+                try:
+                    reply = stub.Decide(pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=text), timeout=10)
+                except grpc.RpcError as exc:
+                    assert text is hostile and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    continue
                 ids.append(reply.decision.decision_id)
             elapsed = time.monotonic() - start
+    direct = decisions()
+    dlog.record(direct, (pb.ACTION_CANCEL_ORDER, hostile, None, None), 1.0)
     start = time.monotonic()
     dlog.close(timeout=5)
     assert time.monotonic() - start < 2
     assert elapsed < 5  # 30 calls that each waited for a dead writer would take 30 s
     assert dlog.waits == 0 and dlog.dropped == 0 and dlog.failures == 0
     entries = _lines(path)
-    assert [e["decision_id"] for e in entries] == ids
-    assert entries[0]["input_digest"] == input_digest((pb.ACTION_CANCEL_ORDER, hostile, None, None))
+    assert [e["decision_id"] for e in entries] == [*ids, direct.decision_id]
+    assert len(ids) >= 30
+    assert entries[-1]["input_digest"] == input_digest((pb.ACTION_CANCEL_ORDER, hostile, None, None))
 
 
 def test_the_writer_survives_any_exception_and_counts_what_it_lost(tmp_path, decisions, caplog):

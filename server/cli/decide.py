@@ -12,7 +12,7 @@ from server import default_bundle
 from server.cli import ExitCode, add_format
 from server.cli.workbench import load
 from server.errors import PolicyError, SnapshotError
-from server.facts import parse_json_object, parse_timestamp
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object, parse_timestamp
 from server.model import ACTIONS, Decision, Snapshot
 
 
@@ -40,7 +40,7 @@ def _read(path: str, field: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
         raise _Unreadable(f"`--{field}`: cannot read `{path}`: {reason.lower()}") from None
-    return parse_json_object(text, field)
+    return parse_json_object(text, field, ORDER_READS if field == "order" else APPOINTMENT_READS)
 
 
 def run(args: argparse.Namespace) -> int:
