@@ -131,9 +131,14 @@ def _surely_unique(text: str | bytes, value: dict[str, Any]) -> bool:
         again = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nested deeper than orjson writes: take the slow path
         return False
+    # A backslash is rare in order JSON and found at memchr speed: look for the escape only then.
     if isinstance(text, str):
-        return "\\u0022" not in text and text.count('"') == again.count(b'"')
-    return b"\\u0022" not in text and text.count(b'"') == again.count(b'"')
+        if "\\" in text and "\\u0022" in text:
+            return False
+        return text.count('"') == again.count(b'"')
+    if b"\\" in text and b"\\u0022" in text:
+        return False
+    return text.count(b'"') == again.count(b'"')
 
 
 class _Object(dict):  # type: ignore[type-arg]
