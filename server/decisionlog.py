@@ -195,13 +195,22 @@ class _Stdout:
 _Item = tuple[Decision, tuple[Any, ...], float, "Decision | None", str]
 
 
+def _encode_entry(*item: Any) -> bytes:
+    return orjson.dumps(entry_of(*item))
+
+
 class DecisionLog:
     """Bounded queue + writer thread. ``target`` is ``"-"`` (stdout) or a file path."""
 
     def __init__(self, target: str, *, capacity: int = 10_000, max_wait: float = 2.0,
                  max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
                  on_wait: Callable[[], None] | None = None,
-                 on_drop: Callable[[int], None] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None,
+                 encode: Callable[..., bytes | None] | None = None, name: str = "decision_log") -> None:
+        # ``encode``: an item's line without its newline (None: nothing to write); the
+        # replayable capture (server.workbench.capture) reuses this writer with its own.
+        self._encode = encode or _encode_entry
+        self._name = name
         self._sink: Any = _Stdout() if target == "-" else RotatingFile(target, max_bytes, backups)
         self._queue: queue.Queue[_Item] = queue.Queue(capacity)
         self._max_wait = max_wait
@@ -213,7 +222,7 @@ class DecisionLog:
         self.failures = 0  # exceptions the writer survived
         self._on_wait = on_wait or (lambda: None)
         self._on_drop = on_drop or (lambda n: None)
-        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name.replace("_", "-"), daemon=True)
         self._thread.start()
 
     def record(self, decision: Decision, inputs: tuple[Any, ...], latency_us: float,
@@ -251,7 +260,7 @@ class DecisionLog:
             fields["error_type"] = type(exc).__name__
             if isinstance(exc, OSError) and exc.errno is not None:
                 fields["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
-        _event("decision_log_dropped", reason=reason, dropped=count, **fields)
+        _event("decision_log_dropped", reason=reason, dropped=count, sink=self._name, **fields)
 
     def _run(self) -> None:
         # INVARIANT: the writer never dies: every exception is logged, counted and survived.
@@ -279,7 +288,9 @@ class DecisionLog:
         lines: list[bytes] = []
         for item in batch:
             try:
-                lines.append(orjson.dumps(entry_of(*item)) + b"\n")
+                line = self._encode(*item)
+                if line is not None:
+                    lines.append(line + b"\n")
             except Exception as exc:  # noqa: BLE001 - one bad entry never costs the others
                 self._drop(1, "decision_log_entry_failed", exc, decision_id=item[0].decision_id)
         start = 0

@@ -25,11 +25,11 @@ from server.errors import SnapshotError
 from server.model import ACTIONS, Snapshot
 
 __all__ = [
-    "APPOINTMENT_READS", "FACTS", "ORDER_READS", "TEMPLATE_EXTRAS", "FactSpec", "Facts", "derive",
+    "APPOINTMENT_READS", "FACTS", "ORDER_READS", "READ_FIELDS", "TEMPLATE_EXTRAS", "FactSpec", "Facts", "derive",
     "parse_json_object", "parse_timestamp",
 ]
 
-_STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+_STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$").match
 _WORD = re.compile(r"^[a-z][a-z0-9_]*$")
 _MAX_EVENTS = 10_000
 
@@ -78,6 +78,21 @@ FACTS: dict[str, FactSpec] = {
 #: Template variables that are not facts.
 TEMPLATE_EXTRAS = ("order_id", "current_status")
 
+_EVENT_FIELDS = {"id": None, "created_at": None, "status": None}
+#: INVARIANT: every field of the order and the appointment that :func:`derive` reads, and
+#: only those (the replayable capture keeps exactly these; a test proves that deciding the
+#: kept fields gives the decision of the whole snapshot). A name maps to ``None`` (the value
+#: as it is), to the fields kept of an object, or to a one-item list: the fields kept of
+#: each element of an array.
+READ_FIELDS: dict[str, dict[str, Any]] = {
+    "order": {
+        "id": None, "status": None, "created_at": None, "details": {"type": None},
+        "lab_test": {"method": None}, "diagnostic_lab_test": {"method": None},
+        "events": [_EVENT_FIELDS], "last_event": _EVENT_FIELDS,
+    },
+    "appointment": {"order_id": None, "status": None, "provider": None, "start_at": None},
+}
+
 
 @dataclass(frozen=True)
 class Facts:
@@ -89,15 +104,9 @@ class Facts:
     action: str
 
 
-# What the policy reads of an order and of an appointment: a key maps to None (a value),
-# to a nested shape (an object) or to a one-item list (an array of objects of that shape).
-_EVENT_READS: dict[str, Any] = {"id": None, "created_at": None, "status": None}
-ORDER_READS: dict[str, Any] = {
-    "id": None, "created_at": None, "status": None, "details": {"type": None},
-    "lab_test": {"method": None}, "diagnostic_lab_test": {"method": None},
-    "events": [_EVENT_READS], "last_event": _EVENT_READS,
-}
-APPOINTMENT_READS: dict[str, Any] = {"order_id": None, "status": None, "provider": None, "start_at": None}
+# The shapes the duplicate-key check follows: exactly what the policy reads.
+ORDER_READS = READ_FIELDS["order"]
+APPOINTMENT_READS = READ_FIELDS["appointment"]
 
 
 def parse_json_object(text: str | bytes, field: str, reads: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -240,46 +249,63 @@ def parse_timestamp(value: Any, field: str) -> dt.datetime:
     return parsed
 
 
-def _event(raw: Any, field: str) -> tuple[dt.datetime, int, str, str]:
-    if not _is_mapping(raw):
-        raise SnapshotError(field, f"expected an object, got {_kind(raw)}")
+def _event(raw: Any, where: str) -> tuple[dt.datetime, int, str]:
+    """(created_at, id, status) of one event; ``where`` names it only when it is invalid."""
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise SnapshotError(where, f"expected an object, got {_kind(raw)}")
     ev_id = raw.get("id")
-    if ev_id is None:
-        raise SnapshotError(f"{field}.id", "missing")
-    if not isinstance(ev_id, int) or isinstance(ev_id, bool):
-        raise SnapshotError(f"{field}.id", f"expected an integer, got {_kind(ev_id)}")
-    if raw.get("created_at") is None:
-        raise SnapshotError(f"{field}.created_at", "missing")
-    created = parse_timestamp(raw["created_at"], f"{field}.created_at")
+    if type(ev_id) is not int:
+        if ev_id is None:
+            raise SnapshotError(f"{where}.id", "missing")
+        if not isinstance(ev_id, int) or isinstance(ev_id, bool):
+            raise SnapshotError(f"{where}.id", f"expected an integer, got {_kind(ev_id)}")
+    created_raw = raw.get("created_at")
+    if created_raw is None:
+        raise SnapshotError(f"{where}.created_at", "missing")
+    created = parse_timestamp(created_raw, f"{where}.created_at")
     status = raw.get("status")
-    if status is None:
-        raise SnapshotError(f"{field}.status", "missing")
-    if not isinstance(status, str) or not _STATUS3.match(status):
+    if type(status) is not str or not _STATUS3(status):
+        if status is None:
+            raise SnapshotError(f"{where}.status", "missing")
         if not isinstance(status, str):
-            raise SnapshotError(f"{field}.status", f"expected a HIGH.METHOD.LOW string, got {_kind(status)}")
-        raise SnapshotError(f"{field}.status", f"`{status[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
-    return created, ev_id, status, f"{field}.status"
+            raise SnapshotError(f"{where}.status", f"expected a HIGH.METHOD.LOW string, got {_kind(status)}")
+        raise SnapshotError(f"{where}.status", f"`{status[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
+    return created, ev_id, status
 
 
 def _latest_status(order: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The latest of ``events[]`` and ``last_event`` (by created_at, then id): (status, field)."""
-    best: tuple[dt.datetime, int, str, str] | None = None
+    """The latest of ``events[]`` and ``last_event`` (by created_at, then id): (status, field).
+
+    One pass; each event's field name is spelt out only for an error or the winner.
+    """
+    best: tuple[dt.datetime, int, str] | None = None
+    best_at = -1
     events = order.get("events")
     if events is not None:
-        if not isinstance(events, list):
+        if type(events) is not list:
             raise SnapshotError("order.events", f"expected an array, got {_kind(events)}")
         if len(events) > _MAX_EVENTS:
             raise SnapshotError("order.events", f"more than {_MAX_EVENTS} events")
         for i, raw in enumerate(events):
-            ev = _event(raw, f"order.events[{i}]")
-            if best is None or (ev[0], ev[1]) > (best[0], best[1]):
-                best = ev
+            try:
+                ev = _event(raw, "")
+            except SnapshotError:
+                _event(raw, f"order.events[{i}]")  # the same error, naming the event
+                raise
+            if best is None or ev[:2] > best[:2]:
+                best, best_at = ev, i
     last = order.get("last_event")
     if last is not None:
         ev = _event(last, "order.last_event")
-        if best is None or (ev[0], ev[1]) > (best[0], best[1]):
-            best = ev
-    return (best[2], best[3]) if best else None
+        if best is None or ev[:2] > best[:2]:
+            return ev[2], "order.last_event.status"
+    if best is None:
+        return None
+    return best[2], f"order.events[{best_at}].status"
+
+
+_METHOD_FIELDS = (("lab_test", "order.lab_test", "order.lab_test.method"),
+                  ("diagnostic_lab_test", "order.diagnostic_lab_test", "order.diagnostic_lab_test.method"))
 
 
 def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
@@ -289,12 +315,12 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
         sources.append(("order.details.type", details.get("type")))
     elif details is not None:
         raise SnapshotError("order.details", f"expected an object, got {_kind(details)}")
-    for key in ("lab_test", "diagnostic_lab_test"):
+    for key, where, field in _METHOD_FIELDS:
         sub = order.get(key)
         if _is_mapping(sub):
-            sources.append((f"order.{key}.method", sub.get("method")))
+            sources.append((field, sub.get("method")))
         elif sub is not None:
-            raise SnapshotError(f"order.{key}", f"expected an object, got {_kind(sub)}")
+            raise SnapshotError(where, f"expected an object, got {_kind(sub)}")
     if detailed is not None:
         sources.append((detailed[1], detailed[0].split(".", 2)[1]))
     method = ""

@@ -28,7 +28,7 @@ class LineList(list):  # type: ignore[type-arg]
 try:  # libyaml's parser when present; the composer is always Python so it can count and refuse
     from yaml._yaml import CParser as _CParser
 except ImportError:  # pragma: no cover - pure-Python PyYAML
-    _CParser = None
+    _CParser = None  # type: ignore[assignment,misc]  # the C parser's name, absent without libyaml
 
 
 class _Refused(Exception):

@@ -12,7 +12,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -153,6 +153,19 @@ class Progress:
         rate = count / max(now - self.start, 1e-9)
         self.stream.write(f"\r{self.label} [{bar:<30}] {share:4.0%} {count} inputs, {rate:,.0f}/s")
         self.stream.flush()
+
+    def track(self, items: Iterable[Any]) -> Iterator[Any]:
+        """``items`` as they are, updating the bar by each item's ``size`` in bytes."""
+        if not self.enabled:
+            yield from items
+            return
+        done = count = 0
+        for item in items:
+            done += item.size
+            count += 1
+            if count % 512 == 0:
+                self.update(done, count)
+            yield item
 
     def close(self) -> None:
         if self.enabled:

@@ -478,21 +478,32 @@ def _targets(report: Report) -> None:
         report.targets.append({"target": name, "measured": round(measured, 3), "limit": limit,
                                "unit": unit, "met": met})
 
+    def echo_of(row: Row | None) -> Row | None:
+        return _find(report, "echo", row.rpc, row.workers, row.load) if row else None
+
     unary1 = _find(report, "service", "Decide", 1)
     unary2 = _find(report, "service", "Decide", 2)
     batch1 = _find(report, "service", "DecideBatch", 1)
+    stream1 = _find(report, "service", "DecideStream", 1)
     unloaded = _find(report, "service", "Decide", 1, "unloaded (1 connection)")
     paced = [r for r in report.rows if r.server == "service" and r.load.startswith("paced")]
     target("unary Decide, 1 worker, vs echo", unary1.vs_echo if unary1 else None, 0.75, True, "x echo")
-    if unary1 and unary2:
-        target("unary Decide, 2 workers vs 1", unary2.decisions_per_s / unary1.decisions_per_s, 1.8, True, "x")
-    target("DecideBatch decisions/s per core (1 worker)", batch1.decisions_per_s if batch1 else None,
-           20000, True, "/s")
-    target("unloaded Decide p99", unloaded.p99_ms if unloaded else None, 1.0, False, "ms")
+    target("DecideBatch, 1 worker, vs echo's batch", batch1.vs_echo if batch1 else None, 0.25, True, "x echo")
+    target("DecideStream, 1 worker, vs echo's stream", stream1.vs_echo if stream1 else None, 0.5, True, "x echo")
+    echo1 = echo_of(unary1)
+    if unary1 and echo1 and echo1.cpu_us_per_decision:
+        target("server CPU per unary decision vs echo's (1 worker)",
+               unary1.cpu_us_per_decision / echo1.cpu_us_per_decision, 1.35, False, "x echo")
+    echo_unloaded = echo_of(unloaded)
+    if unloaded and echo_unloaded and echo_unloaded.p99_ms:
+        target("unloaded Decide p99 vs echo's", unloaded.p99_ms / echo_unloaded.p99_ms, 1.5, False, "x echo")
+    if unary1 and unary2 and unary1.cpu_us_per_decision:
+        # Two cores cannot show 2 workers' throughput while h2load needs one of them:
+        # the fair check is that a second worker costs no more CPU per decision.
+        target("server CPU per unary decision, 2 workers vs 1",
+               unary2.cpu_us_per_decision / unary1.cpu_us_per_decision, 1.10, False, "x")
     for row in paced:
         target(f"Decide p99 under {row.load}, {row.workers} worker(s)", row.p99_ms, 10.0, False, "ms")
-    target("server CPU per unary decision (1 worker)", unary1.cpu_us_per_decision if unary1 else None,
-           150, False, "us")
 
 
 # -- output ------------------------------------------------------------------------------

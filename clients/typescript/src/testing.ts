@@ -55,7 +55,9 @@ export class ServerProcess {
     const [bin, ...pre] = this.command;
     const log = fs.openSync(this.logPath, "a");
     const child = spawn(bin, [...pre, "serve", "--bundle", this.bundle, "--host", "127.0.0.1",
-      "--port", String(this.port), "--workers", "1", ...this.args], { stdio: ["ignore", log, log], detached: true });
+      "--port", String(this.port), "--workers", "1",
+      "--admin-address", "127.0.0.1:0", // never collide on the admin port's default (a later flag wins)
+      ...this.args], { stdio: ["ignore", log, log], detached: true });
     fs.closeSync(log);
     this.child = child;
     const client = new OrderPolicyClient(this.address, { timeoutMs: 1_000 });
