@@ -245,9 +245,10 @@ def _tiny_tmpfs(path: Path, size: str) -> object:
         subprocess.run(["umount", "-l", str(path)], check=False)  # noqa: S603, S607
 
 
-def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisions):
+def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisions, caplog):
     """On a 64 KiB tmpfs filled up: every line on disk is whole, written + dropped equals what
     was recorded, each drop is counted, and once space is freed decisions are written again."""
+    caplog.set_level(logging.ERROR, logger="order_policy.decisionlog")
     with _tiny_tmpfs(tmp_path / "disk", "64k") as disk:
         filler = disk / "filler"
         filler.write_bytes(b"x" * 48 * 1024)
@@ -258,6 +259,9 @@ def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisi
                 dlog.record(decisions(), INPUTS, 1.0)
             wait_until(lambda: dlog.written + dlog.dropped == 5 * (wave + 1))  # noqa: B023
         assert dlog.written > 0 and dlog.dropped > 0 and sum(counted) == dlog.dropped
+        # Each failed write is counted; its log line is written at most once a second.
+        lines = [r for r in caplog.records if r.getMessage() == "decision_log_dropped"]
+        assert 1 <= len(lines) < dlog.dropped
         assert len(_lines(disk / "d.log")) == dlog.written
         filler.unlink()
         after = decisions()
