@@ -21,7 +21,7 @@ endif
 # so CPPFLAGS is what reaches the compiler.
 DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
-.PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
+.PHONY: server-model FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
 	proto-image clients client-python client-typescript clean fuzz
 .PHONY: test-fast check-bundles
 
@@ -115,6 +115,10 @@ install-check: $(VENV)/.stamp
 # The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
 loadtest: $(GEN_STAMP)
 	$(PY) -m tests.load
+
+# Threaded against asyncio gRPC server: the same echo on both, side by side (prints figures).
+server-model: $(GEN_STAMP)
+	$(PY) -m tests.load.server_model
 
 # The short load test CI runs (at most 3 minutes; fails on errors, never on speed).
 loadtest-ci: $(GEN_STAMP)

@@ -7,6 +7,7 @@ engine fires for it without the memo.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from server.decide import Decider
 from server.engine import Engine, thresholds
 from tests.support.bundles import FIXTURE_BUNDLE as DEFAULT_BUNDLE
 from tests.support.bundles import copy_bundle, set_revision, set_value
+from tests.support.memory import rss_kib
 
 
 def rule(m: dict, pri: int = 1) -> dict:
@@ -203,3 +205,28 @@ def test_a_new_revision_never_answers_from_the_old_revisions_memo(tmp_path):
     assert engine_new.memo_hits == 0
     old.close()
     new.close()
+
+
+@pytest.mark.slow
+def test_one_million_decisions_with_a_full_memo_keep_memory_flat():
+    """1,000,000 decisions through a memo that is full and forgetting (3 in 10 new situations):
+    RSS after equals RSS after the warm-up that filled it (within 5 MiB)."""
+    eng = Engine("t", RULES, FACTS, memo_size=4096)
+
+    def values(i: int) -> dict[str, object]:
+        s = f"s{i % 100_000}" if i % 10 < 3 else f"s{i % 50}"
+        return {"n": i % 90_000, "m": i % 21 - 10, "has": i % 2 == 0, "s": s, "t": ""}
+
+    for i in range(60_000):
+        eng.match(values(i))
+    assert len(eng._memo) == 4096  # noqa: SLF001 - full before measuring
+    gc.collect()
+    before = rss_kib()
+    for i in range(1_000_000):
+        eng.match(values(i))
+    gc.collect()
+    grown = rss_kib() - before
+    assert len(eng._memo) == 4096  # noqa: SLF001
+    assert eng.memo_hits > 500_000 and eng.memo_misses > 250_000
+    eng.close()
+    assert grown < 5 * 1024, f"RSS grew by {grown} KiB over 1,000,000 decisions"
