@@ -21,7 +21,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from server.bundle import Settings, Vocabulary
-from server.errors import SnapshotError
+from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
 __all__ = [
@@ -342,6 +342,12 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
     return method
 
 
+def calendar_end(settings: Settings) -> dt.date | None:
+    """The last day the business-day calendar knows: 31 December of its last year of
+    holidays (None for a calendar without holidays, which never ends)."""
+    return dt.date(max(settings.holidays).year, 12, 31) if settings.holidays else None
+
+
 def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) -> str:
     created_raw = order.get("created_at")
     if created_raw is None:
@@ -350,6 +356,13 @@ def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) ->
     day = created.date()
     if not _is_business_day(day, settings) or created.time() >= settings.cutoff:
         day = _next_business_day(day, settings)
+    end = calendar_end(settings)
+    if end is not None and day > end:
+        # Past the listed holidays the business days are unknown: an error, never a guess.
+        setting = f"calendars.{settings.calendar}.holidays" if settings.calendar else "calendars"
+        raise EvalError(f"the estimated ship day {day.isoformat()} is past the end of the business-day calendar "
+                        f"({end.isoformat()}): add the holidays of {day.year} to `{setting}` in data/settings.yaml",
+                        code="eval_calendar_ended")
     today = now.astimezone(settings.time_zone).date()
     return "due" if day <= today else "later"
 
@@ -390,40 +403,49 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
         raise SnapshotError("order.events", "no status: no events, no last_event and no top status")
     method = _method(order, detailed)
 
-    values: dict[str, Any] = dict.fromkeys(("status", "status_received", "status_high", "status_low"))
-    values["method"] = method
-    values["method_known"] = method in vocab.methods
-    values["top_status"] = top
     if detailed is not None:
         received = detailed[0]
         canonical = vocab.aliases.get(received, received)
         high, _, low = canonical.split(".", 2)
-        values.update(
-            status=canonical,
-            status_received=received,
-            status_high=high,
-            status_low=low,
-            status_source="events",
-            status_known=canonical in vocab.methods.get(method, ()),
-            top_status_conflict=top is not None and top != received.split(".", 1)[0],
-        )
+        known = canonical in vocab.methods.get(method, ())
+        conflict = top is not None and top != received.split(".", 1)[0]
+        source = "events"
     else:
-        values.update(status_source="top", status_known=False, top_status_conflict=False)
-
-    values.update(_appointment(snapshot.appointment, order_id, now, vocab))
-    values["ship_day"] = _ship_day(order, now, settings)
+        received = canonical = high = low = None  # type: ignore[assignment]
+        known = conflict = False
+        source = "top"
+    present, appt_status, provider, has_start, notice = _appointment(snapshot.appointment, order_id, now, vocab)
+    # One dict literal: this runs for every decision.
+    values: dict[str, Any] = {
+        "status": canonical,
+        "status_received": received,
+        "status_high": high,
+        "status_low": low,
+        "method": method,
+        "method_known": method in vocab.methods,
+        "top_status": top,
+        "status_source": source,
+        "status_known": known,
+        "top_status_conflict": conflict,
+        "appointment_present": present,
+        "appointment_status": appt_status,
+        "appointment_provider": provider,
+        "appointment_has_start": has_start,
+        "appointment_notice_seconds": notice,
+        "ship_day": _ship_day(order, now, settings),
+    }
     return Facts(values=values, order_id=order_id, now=now, action=snapshot.action)
 
 
-def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) -> dict[str, Any]:
+_NO_APPOINTMENT = (False, None, None, False, 0)
+
+
+def _appointment(
+    appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary
+) -> tuple[bool, str | None, str | None, bool, int]:
+    """(present, status, provider, has_start, notice_seconds) of the appointment."""
     if appt is None:
-        return {
-            "appointment_present": False,
-            "appointment_status": None,
-            "appointment_provider": None,
-            "appointment_has_start": False,
-            "appointment_notice_seconds": 0,
-        }
+        return _NO_APPOINTMENT
     if not _is_mapping(appt):
         raise SnapshotError("appointment", f"expected an object, got {_kind(appt)}")
     other = appt.get("order_id")
@@ -448,10 +470,4 @@ def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) 
         # Rounded up: for a whole-second threshold T, notice > T exactly when
         # ceil(notice) > T, so "more than 24 h" stays exact at sub-second notice.
         notice = math.ceil((start - now).total_seconds())
-    return {
-        "appointment_present": True,
-        "appointment_status": status,
-        "appointment_provider": provider or None,
-        "appointment_has_start": start_raw is not None,
-        "appointment_notice_seconds": notice,
-    }
+    return True, status, provider or None, start_raw is not None, notice
