@@ -41,6 +41,7 @@ class Loaded:
     decider: Decider | None
     errors: list[PolicyError]
     report: dict[str, Any]
+    warnings: list[PolicyError] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
     results: list[CaseResult] = field(default_factory=list)
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
@@ -90,12 +91,12 @@ def load_source(source: str, workdir: Path) -> Loaded:
     except OSError as exc:
         error = BundleError(f"cannot read bundle `{source}`: {exc.strerror or exc}", code="bundle_io_error")
         return Loaded(source, None, [error], {})
-    decider, errors, report = check_bundle(root)
+    decider, errors, report = check_bundle(root, cases=True)  # what `order-policy check` reports
     if errors or decider is None:
         if decider is not None:
             decider.close()
         return Loaded(source, None, errors, report, root=root)
-    loaded = Loaded(source, decider, [], report, root=root)
+    loaded = Loaded(source, decider, [], report, report.pop("warnings", []), root=root)
     try:
         loaded.cases = load_cases(root)[:MAX_CASES]
     except ErrorList as exc:

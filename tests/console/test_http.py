@@ -168,7 +168,7 @@ def test_a_bundle_that_does_not_load_shows_its_located_errors_on_every_page(tmp_
 
     edit_yaml(bad / "policies" / "cancel_order.yaml", unknown_reason)
     (bad / "data" / "vocabulary.yaml").write_text("top_statuses: [\n", encoding="utf-8")
-    _, errors, _ = check_bundle(bad)
+    _, errors, _ = check_bundle(bad, cases=True)
     assert errors
     with running_console(bad, watch=False) as server:
         for path in (*PAGES, "/cell?action=cancel_order", "/nope"):
