@@ -10,7 +10,6 @@ refused (a web page elsewhere cannot read the console through DNS rebinding).
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import logging
 import socket
