@@ -6,7 +6,7 @@ BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
 
-.PHONY: FORCE all venv gen serve test lint bench check image loadtest loadtest-ci goldens proto-image clients client-python client-typescript clean
+.PHONY: FORCE all venv gen serve test lint bench check image loadtest loadtest-ci fleet goldens proto-image clients client-python client-typescript clean
 
 all: test
 
@@ -51,6 +51,11 @@ loadtest: $(GEN_STAMP)
 # The short load test CI runs (at most 3 minutes; fails on errors, never on speed).
 loadtest-ci: $(GEN_STAMP)
 	$(PY) -m tests.load --ci --json loadtest-results.json
+
+# The fleet rehearsal: three `serve` processes following one signed bundle URL under load
+# (about 1.5 minutes; `make test` runs its short variant).
+fleet: $(GEN_STAMP)
+	$(PY) -m tests.fleet
 
 BUF := tools/buf/node_modules/.bin/buf
 

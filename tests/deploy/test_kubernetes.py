@@ -10,6 +10,7 @@ selectors agree with what those flags say.
 from __future__ import annotations
 
 import copy
+import os
 import json
 import re
 import shutil
@@ -266,3 +267,93 @@ def test_bundle_server_serves_the_url_of_the_config_map(rendered) -> None:  # no
     assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
     conf = _one(objects, "ConfigMap", "order-policy-bundles-nginx")["data"]["nginx.conf"]
     assert f"listen {port};" in conf and "etag on;" in conf
+
+
+# -- the Deployment's command line, run for real on loopback ------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Path) -> None:  # noqa: ANN001
+    """`serve` with the base Deployment's args (paths and ports moved to loopback and a temp dir).
+
+    Probes on the health port (liveness, readiness once the URL's bundle is loaded), no
+    decisions there; decisions on the decision port, logged to stdout; metrics on the
+    metrics port; SIGTERM exits 0 within the pod's termination grace period.
+    """
+    import hashlib
+    import signal
+    import time
+    import urllib.request
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+    from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
+    from server.app import LIVENESS_SERVICE
+    from server.bundle.archive import generate_keypair
+    from tests.fleet.bundles import BundleServer, free_port, make_revision
+    from tests.fleet.rehearsal import FIXTURE
+
+    objects = rendered["base"]
+    spec = _one(objects, "Deployment", "order-policy")["spec"]["template"]["spec"]
+    generate_keypair(tmp_path / "signing.pem", tmp_path / "signing.pub")
+    revision = make_revision(FIXTURE, tmp_path, "deploy-1", tmp_path / "signing.pem")
+    (tmp_path / "tokens").write_text(f"sha256:{hashlib.sha256(b'secret').hexdigest()} ops\n")
+    ports = {"port": free_port(), "health-port": free_port(), "metrics-port": free_port()}
+    bundles = BundleServer()
+    bundles.publish(revision.archive)
+    bundles.start()
+    moved = {"bundle": bundles.url, "verification-key": str(tmp_path / "signing.pub"),
+             "state-dir": str(tmp_path / "state"), "admin-token-file": str(tmp_path / "tokens"),
+             "host": "127.0.0.1", **{k: str(v) for k, v in ports.items()}}
+    argv = []
+    for arg in _expanded_args(objects):
+        name, eq, value = arg.partition("=")
+        argv.append(f"{name}={moved.get(name[2:], value)}" if eq else arg)
+    assert argv[0] == "serve" and {a.split("=")[0][2:] for a in argv[1:]} >= set(moved)
+    out_path = tmp_path / "stdout"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "server", *argv], cwd=ROOT, stdout=out,  # noqa: S603
+                                   stderr=subprocess.DEVNULL, env={**env, "PYTHONPATH": str(ROOT)},
+                                   start_new_session=True)
+    try:
+        health = f"127.0.0.1:{ports['health-port']}"
+
+        def status(service: str) -> int | None:
+            with grpc.insecure_channel(health) as channel:
+                try:
+                    return health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=1).status
+                except grpc.RpcError:
+                    return None
+
+        deadline = time.monotonic() + 90
+        while status("") != health_pb2.HealthCheckResponse.SERVING:
+            assert process.poll() is None, "serve exited with the Deployment's args"
+            assert time.monotonic() < deadline, "not ready within 90 s"
+            time.sleep(0.1)
+        assert status(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        order = json.dumps({"id": "o-deploy", "status": "received", "details": {"type": "testkit"}})
+        request = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=order)
+        with grpc.insecure_channel(health) as channel, pytest.raises(grpc.RpcError) as info:
+            pb_grpc.OrderPolicyServiceStub(channel).Decide(request, timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with grpc.insecure_channel(f"127.0.0.1:{ports['port']}") as channel:
+            decision = pb_grpc.OrderPolicyServiceStub(channel).Decide(request, timeout=5).decision
+        assert decision.bundle.revision == "deploy-1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics-port']}/metrics", timeout=5) as resp:  # noqa: S310
+            assert 'revision="deploy-1"' in resp.read().decode()
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(spec["terminationGracePeriodSeconds"]) == 0
+        assert time.monotonic() - started < spec["terminationGracePeriodSeconds"]
+        logged = [json.loads(line) for line in out_path.read_text().splitlines() if line.startswith("{")]
+        assert decision.decision_id in {entry.get("decision_id") for entry in logged}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        bundles.stop()
