@@ -2,8 +2,10 @@
 #
 # Two stages on the same Debian base, so the venv built in the first copies as-is into the
 # second (same python3 3.11 at /usr/bin/python3):
-#   builder  compiles durable_rules (no wheels: needs gcc and the Python headers),
-#            generates the gRPC code from protos/ and installs the project into /opt/venv
+#   builder  compiles durable_rules (no wheels: needs gcc and the Python headers), installs
+#            the locked runtime dependencies into /opt/venv, builds the project's wheel (its
+#            build hook generates the gRPC code from protos/) with the locked build tools, and
+#            installs that wheel, which carries the default bundle, into /opt/venv
 #   runtime  python3, the venv (without pip) and the default bundle; runs as uid 10001
 #
 #   docker build -t order-policy .
@@ -22,41 +24,33 @@ ENV DEBIAN_FRONTEND=noninteractive \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
-RUN python3 -m venv /opt/venv
+RUN python3 -m venv /opt/venv && python3 -m venv /opt/build
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so this slow layer (durable_rules compiles
-# from source) is rebuilt only when the dependencies change. The code generator's tools
-# (grpcio-tools from the dev extra) are resolved together with the runtime packages, so the
-# generated code matches the protobuf runtime, and removed again after generating.
-COPY pyproject.toml ./
-RUN python3 -c 'import re, tomllib; \
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-dev = p.get("optional-dependencies", {}).get("dev", []); \
-tools = [d for d in dev if re.match(r"(grpcio-tools|mypy-protobuf)\b", d)]; \
-names = [re.match(r"[A-Za-z0-9._-]+", d).group(0) for d in tools]; \
-open("/tmp/requirements.txt", "w").write("\n".join(p["dependencies"] + tools) + "\n"); \
-open("/tmp/build-tools.txt", "w").write("\n".join(names) + "\n")'
+# Dependencies first, from the lock files alone (hash-checked), so this slow layer
+# (durable_rules compiles from source) is rebuilt only when a lock changes. On Python 3.13+
+# durable_rules needs PyObject_CallObject in place of the removed PyEval_CallObject.
+COPY requirements.lock requirements-build.lock ./
 RUN --mount=type=secret,id=hostca,target=/run/host-ca/ca.crt \
     if [ -s /run/host-ca/ca.crt ]; then export PIP_CERT=/run/host-ca/ca.crt; fi \
- && pip install -r /tmp/requirements.txt \
- && python -c 'import durable_rules_engine'
+ && if python3 -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then \
+      export CPPFLAGS="-DPyEval_CallObject=PyObject_CallObject"; fi \
+ && /opt/venv/bin/pip install --require-hashes -r requirements.lock \
+ && /opt/venv/bin/python -c 'import durable_rules_engine' \
+ && /opt/build/bin/pip install --require-hashes -r requirements-build.lock
 
-# The generated code is not in git: produce it from protos/ before installing, so the
-# installed package (non-editable, self-contained) carries server/_gen.
+# The wheel: built without build isolation by the locked build tools, installed without
+# dependencies (they are all in place), checked from outside the source tree.
 COPY . .
-RUN --mount=type=secret,id=hostca,target=/run/host-ca/ca.crt \
-    if [ -s /run/host-ca/ca.crt ]; then export PIP_CERT=/run/host-ca/ca.crt; fi \
- && python -m server._gen \
- && pip uninstall -y -q -r /tmp/build-tools.txt \
- && pip install . \
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+ && /opt/venv/bin/pip install --no-deps /tmp/dist/*.whl \
  && cd / \
- && python -c 'import server._gen.orderpolicy.v1.order_policy_pb2_grpc' \
+ && python -c 'import server._gen.orderpolicy.v1.order_policy_pb2_grpc, server; \
+assert (server.default_bundle() / "manifest.yaml").is_file(), server.default_bundle()' \
  && python -m pip uninstall -y -q pip setuptools \
  && python -m compileall -q /opt/venv/lib \
- && rm -rf /opt/venv/share
-
+ && rm -rf /opt/venv/share /tmp/dist
 
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive

@@ -1,19 +1,49 @@
 # order-policy: every target bootstraps what it needs (.venv, generated code) by itself.
+# PYTHON may name any supported interpreter (3.11-3.13), e.g. `make PYTHON=python3.13 test`;
+# .venv is made again when it was made with another version.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 BUNDLE ?= rules/cancellation
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN_STAMP := server/_gen/.stamp
+PYTHON_EXE := $(shell .ci/find-python $(PYTHON))
+ifeq ($(PYTHON_EXE),)
+$(error no working interpreter `$(PYTHON)`)
+endif
+PY_VERSION := $(shell $(PYTHON_EXE) -c 'import sys; print(*sys.version_info[:2], sep=".")')
+ifneq ($(PY_VERSION),$(shell $(PY) -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null))
+$(shell rm -f $(VENV)/.stamp)
+endif
+# durable_rules 2.0.28 calls PyEval_CallObject, which Python 3.13 removed from its C API: there
+# it is built with PyObject_CallObject (same arguments) instead. Its setup.py overwrites CFLAGS,
+# so CPPFLAGS is what reaches the compiler.
+DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
-.PHONY: FORCE all venv gen serve test lint bench check image loadtest loadtest-ci fleet goldens proto-image clients client-python client-typescript clean
+.PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci fleet goldens \
+	proto-image clients client-python client-typescript clean
+.PHONY: test-fast check-bundles
 
 all: test
 
-$(VENV)/.stamp: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# Dependencies come from requirements-dev.lock (hash-checked); the project itself is installed
+# editable without build isolation, so its build hook uses the locked grpcio-tools. When
+# pyproject.toml changed since the last `make lock`, dependencies missing from the lock are
+# installed unpinned and a warning says to run `make lock`.
+$(VENV)/.stamp: pyproject.toml requirements-dev.lock
+	$(PYTHON_EXE) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	CPPFLAGS="$(DURABLE_SHIM) $$CPPFLAGS" $(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	@# a durable_rules wheel built earlier without the shim may sit in pip's cache: build it again
+	$(PY) -c 'import durable_rules_engine' 2>/dev/null || { \
+	  awk '/^durable-rules==/{p=1} p{print} p&&!/\\$$/{exit}' requirements-dev.lock > $(VENV)/durable.txt && \
+	  CPPFLAGS="$(DURABLE_SHIM) $$CPPFLAGS" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall \
+	    --no-deps --require-hashes -r $(VENV)/durable.txt && $(PY) -c 'import durable_rules_engine'; }
+	if $(PY) .ci/lock --check; then \
+	  $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .; \
+	else \
+	  $(PY) -m pip install --quiet --no-build-isolation -e '.[dev]'; \
+	fi
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -24,6 +54,10 @@ $(GEN_STAMP): $(VENV)/.stamp $(PROTOS)
 
 gen: $(GEN_STAMP)
 
+# Pin every dependency (runtime, build tools, dev) with hashes after a change to pyproject.toml.
+lock: $(VENV)/.stamp
+	.ci/lock $(PY)
+
 serve: $(GEN_STAMP)
 	$(VENV)/bin/order-policy serve --bundle $(BUNDLE)
 
@@ -31,18 +65,45 @@ check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
 
-test: $(GEN_STAMP) lint
+# The whole suite, slow tests included (what CI runs), and every bundle under rules/
+# checked and tested against its own cases.
+test: $(GEN_STAMP) lint check-bundles
 	$(PY) -m pytest
 
-lint: $(VENV)/.stamp
+# The suite without the tests marked `slow` (memory over 10^6 decisions, real serve
+# processes, ...): for a quick local run; `make test` stays the reference.
+test-fast: $(GEN_STAMP) lint check-bundles
+	$(PY) -m pytest -m "not slow and not load"
+
+# `order-policy check` and `order-policy test` on every bundle a policy owner ships.
+check-bundles: $(GEN_STAMP)
+	@set -e; for bundle in rules/*/; do \
+	  $(VENV)/bin/order-policy check "$${bundle%/}"; \
+	  $(VENV)/bin/order-policy test "$${bundle%/}"; \
+	done
+
+# The core and API tests (every test but the slow and load ones), nothing else: what .ci/run
+# runs on each supported Python besides the one `make test` uses, each in its own venv
+# (VENV=.venv-3.12 PYTHON=python3.12).
+test-core: $(GEN_STAMP)
+	$(PY) -m pytest -m "not slow and not load" -q
+
+# ruff, and mypy over server/ (strict for the core; the generated .pyi type the messages).
+lint: $(GEN_STAMP)
 	$(VENV)/bin/ruff check server tests clients/python
+	$(VENV)/bin/mypy
 
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
 
-# Rewrite the golden files (compiled rulesets) after a reviewed change.
+# Rewrite the golden files of the fixture bundles (tests/fixtures/goldens) after a
+# reviewed change to the compiler or to a fixture bundle.
 goldens: $(GEN_STAMP)
-	$(PY) -m pytest tests/core/test_compile.py --update-goldens -q
+	$(PY) -m pytest tests/test_compile.py -k golden --update-goldens -q
+
+# Build the sdist and wheel, install the wheel into a fresh venv and run it from elsewhere.
+install-check: $(VENV)/.stamp
+	PYTHON=$(PYTHON_EXE) .ci/install-check
 
 # The full load test (h2load against `serve`, 1 and 2 workers, echo baseline).
 loadtest: $(GEN_STAMP)
@@ -83,7 +144,7 @@ $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
-	$(PYTHON) -m venv $(CLIENTS_BUILD)/python/venv
+	$(PYTHON_EXE) -m venv $(CLIENTS_BUILD)/python/venv
 	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
@@ -100,4 +161,4 @@ image:
 	.ci/image-check --build-only
 
 clean:
-	rm -rf $(VENV) server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache
+	rm -rf $(VENV) .venv-3.* server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache

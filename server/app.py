@@ -1,7 +1,7 @@
 """Build and run the gRPC server: servicer, health, reflection, TLS, workers, shutdown.
 
 ``Server`` is one gRPC server in this process (tests use it in-process through
-``server.testing``). ``serve`` is the ``order-policy serve`` command: it compiles the
+``tests/support/servers.py``). ``serve`` is the ``order-policy serve`` command: it compiles the
 bundle once, then either serves in this process (one worker, ``grpc.so_reuseport=0`` so
 a taken port fails clearly) or forks workers that share the port with SO_REUSEPORT
 (grpc's ``examples/python/multiprocessing`` pattern: compile, then fork, and never touch
@@ -82,6 +82,7 @@ class ServerOptions:
     admin_client_names: tuple[str, ...] = ()
     decision_log: str | None = None
     decision_log_max_bytes: int = 64 * 1024 * 1024
+    decision_log_backups: int = 5
     otel: bool = False  # OpenTelemetry tracing, configured by the OTEL_* environment variables
 
     @property
@@ -418,6 +419,7 @@ def _decision_log(options: ServerOptions) -> DecisionLog | None:
     return DecisionLog(
         options.decision_log,
         max_bytes=options.decision_log_max_bytes,
+        backups=options.decision_log_backups,
         on_wait=METRICS.decision_log_waits.inc,
         on_drop=METRICS.decision_log_dropped.inc,
     )
@@ -504,10 +506,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_log(target: str | None, index: int) -> str | None:
-    """Each worker writes its own decision log file (stdout is shared as is)."""
+    """Each worker writes its own decision log file, ``<log>.w<index>`` (stdout is shared as is).
+
+    Rotation renames ``<log>.w1`` to ``<log>.w1.1``: a worker's name never collides
+    with another worker's rotated file.
+    """
     if target is None or target == "-":
         return target
-    return f"{target}.{index}" if index else target
+    return f"{target}.w{index}"
 
 
 @contextlib.contextmanager

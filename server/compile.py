@@ -146,6 +146,8 @@ def _matcher(fact: str, m: Any, rule: Rule, bundle: Bundle, facts: set[str]) -> 
     if not isinstance(m, dict):
         out.append({fact: m})
         return out
+    op: str
+    arg: Any
     (op, arg), = m.items() if len(m) == 1 else (("_compare", m),)
     if op in ("in", "in_set"):
         values = bundle.vocabulary.sets[arg] if op == "in_set" else arg

@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import string
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from server.bundle import Bundle
@@ -34,6 +34,9 @@ __all__ = ["DEFAULT_RULE_ID", "Decider", "RetiredError", "template_names"]
 
 DEFAULT_RULE_ID = "default"
 _FORMATTER = string.Formatter()
+# Callbacks given every decision made in this process (server.testing.capture_decisions);
+# a tuple replaced as a whole, so deciding reads it without a lock.
+observers: tuple[Callable[[Decision], None], ...] = ()
 
 
 def _priority(rule: CompiledRule) -> int:
@@ -117,7 +120,10 @@ class Decider:
                 close = self._retired and self._inflight == 0
             if close:
                 self.close()
-        return self.combine(facts, matched)
+        decision = self.combine(facts, matched)
+        for observe in observers:
+            observe(decision)
+        return decision
 
     def combine(self, facts: Facts, matched: list[str]) -> Decision:
         """Apply the combining algorithm to the rules that held (in priority order)."""

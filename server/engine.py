@@ -3,7 +3,7 @@
 durable_rules 2.0.28 is a 2020 C engine with sharp edges (ENGINE-NOTES.md). This
 adapter calls the C module ``durable_rules_engine`` directly and defends against
 each measured pitfall; every defence is an ``INVARIANT`` below and has a test in
-``tests/core/test_engine.py`` that fails without it.
+``tests/test_engine.py`` that fails without it.
 
 The compiled ruleset (a plain dict, see ``server.compile``) is serialised here
 and never mutated. :meth:`Engine.match` takes strict-typed facts and returns the
@@ -20,12 +20,43 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import durable_rules_engine as _dre
 import orjson as _orjson
 
 from server.errors import CompileError, EvalError
 
-__all__ = ["CATCH_ALL", "INPUT_MARKER", "MAX_RULES", "Engine"]
+__all__ = ["CATCH_ALL", "INPUT_MARKER", "MAX_RULES", "Engine", "EngineUnavailableError"]
+
+#: How durable-rules 2.0.28 is built for Python 3.13 and later, whose C API no longer has
+#: ``PyEval_CallObject``; the engine calls it only from the store/queue callbacks, which
+#: this adapter never registers (so the shim is never reached).
+PY313_BUILD_FIX = "CPPFLAGS=-DPyEval_CallObject=PyObject_CallObject"
+
+
+class EngineUnavailableError(ImportError):
+    """durable_rules' C module cannot be loaded; the message says how to fix the install.
+
+    The command line prints it as one line at start-up instead of a traceback.
+    """
+
+    code = "engine_unavailable"
+
+
+def _unavailable(exc: ImportError) -> EngineUnavailableError:
+    detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "durable_rules_engine":
+        fix = "install it with `pip install durable-rules==2.0.28` (it compiles: gcc and the Python headers are needed)"
+    elif "PyEval_CallObject" in detail:
+        fix = (f"on Python 3.13 and later it must be built with {PY313_BUILD_FIX}: rebuild it with "
+               f"`{PY313_BUILD_FIX} pip install --force-reinstall --no-cache-dir --no-deps durable-rules==2.0.28`")
+    else:
+        fix = "reinstall it with `pip install --force-reinstall --no-cache-dir --no-deps durable-rules==2.0.28`"
+    return EngineUnavailableError(f"the durable_rules engine cannot be loaded (`{detail}`): {fix}")
+
+
+try:
+    import durable_rules_engine as _dre
+except ImportError as _exc:
+    raise _unavailable(_exc) from _exc
 
 #: INVARIANT (pitfall 4): a catch-all rule with the lowest priority fires for every
 #: input, so no input ever matches nothing (``delete_state`` after an unmatched

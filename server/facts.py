@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -96,7 +96,7 @@ def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
     return value
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     # Decoded JSON is a dict: test that first (an ABC isinstance check is slower).
     return type(value) is dict or isinstance(value, Mapping)
 

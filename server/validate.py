@@ -223,7 +223,7 @@ def _matcher_errors(bundle: Bundle, rule: Rule, fact: str, spec: FactSpec, m: An
                                               code="validation_type", location=loc))
             if isinstance(arg, dict):
                 name = arg.get("param")
-                value = bundle.settings.params.get(name)
+                value = bundle.settings.params.get(name) if isinstance(name, str) else None
                 if name not in bundle.settings.params:
                     errors.append(_unknown("param", name, bundle.settings.params, loc))
                 elif not isinstance(value, int) or isinstance(value, bool):

@@ -1,15 +1,29 @@
-"""Shared test options and fixtures."""
+"""Shared test options and fixtures.
+
+Layout: the tests mirror ``server/`` (``tests/test_engine.py`` tests ``server/engine.py``,
+``tests/api/`` tests ``server/api/``, ``tests/cli/`` the commands of ``server/cli/``);
+shared builders live in ``tests/support/`` and fixture bundles and goldens in
+``tests/fixtures/``. Engineering tests run on the fixture bundle, never on ``rules/``.
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = ROOT / "rules" / "cancellation"
+from tests.support.bundles import FIXTURE_BUNDLE, ROOT, copy_bundle
+
+GEN = ROOT / "server" / "_gen"
+
+# Bootstrap: the generated code is git-ignored and produced by `make gen`; generate it
+# when missing so a bare `pytest` works. A stale copy is left alone on purpose:
+# test_generated_code_is_fresh reports it.
+if not (GEN / "orderpolicy" / "v1" / "order_policy_pb2.py").exists():
+    from server._gen.__main__ import generate
+
+    generate(GEN)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,13 +36,52 @@ def update_goldens(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="session")
-def default_bundle() -> Path:
-    return DEFAULT_BUNDLE
+def fixture_bundle() -> Path:
+    """The fixture bundle (a frozen copy of the default policy): read-only."""
+    return FIXTURE_BUNDLE
 
 
 @pytest.fixture
 def bundle_copy(tmp_path: Path) -> Iterator[Path]:
-    """A private copy of the default bundle that a test may edit."""
-    dest = tmp_path / "bundle"
-    shutil.copytree(DEFAULT_BUNDLE, dest)
-    yield dest
+    """A private copy of the fixture bundle that a test may edit."""
+    yield copy_bundle(tmp_path / "bundle")
+
+
+# -- the gRPC server on the fixture bundle (API and command tests) ------------------
+
+
+@pytest.fixture(scope="session")
+def bundle_dir() -> Path:
+    return FIXTURE_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def policy(bundle_dir: Path):  # noqa: ANN201 (the core's Decider)
+    """The fixture bundle compiled in this process, to compare the server against."""
+    from server.registry import Registry
+
+    return Registry().load(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def server_address(bundle_dir: Path) -> Iterator[str]:
+    """One in-process server on the fixture bundle, shared by the read-only tests."""
+    from tests.support.servers import running_server
+
+    with running_server(bundle_dir) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def channel(server_address: str) -> Iterator[object]:
+    import grpc
+
+    with grpc.insecure_channel(server_address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stub(channel: object) -> object:
+    from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
+
+    return pb_grpc.OrderPolicyServiceStub(channel)

@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -71,7 +71,8 @@ class AdminAuth:
                     digest = hash_token(token.strip()).encode()
                     if any(hmac.compare_digest(digest, h) for h in self._hashes):
                         return
-        names = context.auth_context().get("x509_common_name", [])
+        # grpc's stubs type the values as bytes; each is a list of bytes.
+        names = cast("list[bytes]", context.auth_context().get("x509_common_name", []))
         if names:
             presented = True
             if any(n in self._names for n in names):

@@ -24,6 +24,7 @@ __all__ = [
     "ACTION_NAMES",
     "appointment_to_dict",
     "decision_to_proto",
+    "input_parts",
     "order_to_dict",
     "request_field",
     "snapshot_from_request",
@@ -75,6 +76,22 @@ def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
 
     now = _datetime(request.now, "now") if request.HasField("now") else None
     return Snapshot(action=action, order=order, appointment=appointment, now=now)
+
+
+def input_parts(request: pb.DecideRequest) -> tuple[Any, ...]:
+    """The inputs of a request as received, for the decision log's input digest.
+
+    JSON inputs stay the text the request carried and typed inputs their messages
+    (hashed later, on the log's writer thread); parsed input is never re-serialised.
+    """
+    order = request.order_json if request.WhichOneof("order_input") == "order_json" else request.order
+    which = request.WhichOneof("appointment_input")
+    appointment = (
+        None if which is None
+        else request.appointment_json if which == "appointment_json"
+        else request.appointment
+    )
+    return (request.action, order, appointment, request.now if request.HasField("now") else None)
 
 
 def order_to_dict(order: pb.Order) -> dict[str, Any]:

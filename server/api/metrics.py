@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,7 +33,7 @@ class Metrics:
     """The service's counters, histograms and gauges, with cached label children."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        kw = {} if registry is None else {"registry": registry}
+        kw: dict[str, Any] = {} if registry is None else {"registry": registry}
         self.decisions = Counter(
             "order_policy_decisions",
             "Decisions made, by action and outcome",

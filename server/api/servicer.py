@@ -101,7 +101,9 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
         if self._decision_log is not None:
             trace_id = self._tracing.trace_id() if self._tracing is not None else ""
-            self._decision_log.record(decision, snapshot, (_perf() - start) * 1e6, shadow, trace_id)
+            self._decision_log.record(
+                decision, convert.input_parts(request), (_perf() - start) * 1e6, shadow, trace_id
+            )
         return decision
 
     def _shadow_decision(self, snapshot: Any, decision: Decision) -> Decision | None:

@@ -200,7 +200,7 @@ def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> Poli
     line = line_of(parent, last) if last is not None else line_of(data)
     where = "/".join(str(p) for p in err.absolute_path) or "document"
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = list((err.schema.get("properties") or {}).keys())
+        allowed = list((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, dict) else []
         extra = [k for k in err.instance if k not in allowed]
         key = extra[0] if extra else "?"
         node = parent[last] if last is not None else data

@@ -13,6 +13,7 @@ import argparse
 import enum
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["ExitCode", "main"]
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     from server.cli import admin, bundle_archive, bundle_check, decide, diff, health, matrix, serve
 
     parser = argparse.ArgumentParser(prog="order-policy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_VersionAction, help="print the version, the bundle format "
+                        "version and the proto package, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (decide, bundle_check, bundle_archive, matrix, diff, serve, health, admin):
         module.add_parser(sub)
@@ -40,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as exc:
+        # A broken install (e.g. the engine built without its Python 3.13 fix): one line, no traceback.
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
+        return int(ExitCode.FAILURE)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
@@ -49,6 +57,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return int(ExitCode.FAILURE)
+
+
+def version_text() -> str:
+    """``order-policy 0.1.0 (bundle format 1, proto package orderpolicy.v1)``."""
+    import json
+    from importlib import resources
+
+    from server import __version__
+
+    schema = json.loads((resources.files("server") / "schemas" / "manifest.schema.json").read_text("utf-8"))
+    bundle_format = schema["properties"]["format_version"]["const"]
+    try:
+        from server._gen.orderpolicy.v1 import order_policy_pb2
+    except ImportError:
+        package = "missing: the generated gRPC code is not installed (`make gen` in a checkout)"
+    else:
+        package = order_policy_pb2.DESCRIPTOR.package
+    return f"order-policy {__version__} (bundle format {bundle_format}, proto package {package})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, computed only when asked (it imports the generated code)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def add_format(parser: argparse.ArgumentParser) -> None:

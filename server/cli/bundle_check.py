@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from server import default_bundle
 from server.bundle import load_bundle
 from server.cases import load_cases, run_cases
 from server.cli import ExitCode, add_format
@@ -18,11 +19,11 @@ from server.validate import coverage_errors, validate
 def add_parser(sub: Any) -> None:
     """Register ``check`` and ``test``."""
     p = sub.add_parser("check", help="validate a bundle and report its coverage")
-    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("bundle", nargs="?", help="bundle directory (default: the bundle shipped with the package)")
     add_format(p)
     p.set_defaults(func=run_check)
     t = sub.add_parser("test", help="run a bundle's own test cases")
-    t.add_argument("bundle", help="bundle directory")
+    t.add_argument("bundle", nargs="?", help="bundle directory (default: the bundle shipped with the package)")
     t.add_argument("-k", dest="pattern", default="", help="only cases whose name contains this text")
     add_format(t)
     t.set_defaults(func=run_test)
@@ -54,6 +55,7 @@ def _check(path: str) -> tuple[Decider | None, list[PolicyError], dict[str, Any]
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when the bundle is valid and covered, 3 otherwise."""
+    args.bundle = args.bundle or str(default_bundle())
     decider, errors, report = _check(args.bundle)
     if decider is not None:
         decider.close()
@@ -76,6 +78,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_test(args: argparse.Namespace) -> int:
     """Exit 0 when every case passes, 2 when any fails, 3 when the bundle or cases are invalid."""
+    args.bundle = args.bundle or str(default_bundle())
     decider, errors, _ = _check(args.bundle)
     if decider is None or errors:
         for e in errors:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server import default_bundle
 from server.cli import ExitCode, add_format
 from server.errors import ErrorList, PolicyError, SnapshotError
 from server.facts import parse_json_object, parse_timestamp
@@ -18,7 +19,8 @@ from server.registry import build_decider
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("decide", help="decide one snapshot with a bundle")
-    p.add_argument("--bundle", required=True, help="bundle directory")
+    p.add_argument("--bundle", default=None, help="bundle directory (default: the bundle shipped with "
+                   "the package, rules/cancellation)")
     p.add_argument("--order", required=True, help="file with Junction's order JSON (- for stdin)")
     p.add_argument("--appointment", help="file with the order's appointment JSON")
     p.add_argument("--now", help="evaluation instant, ISO 8601 with offset (default: now)")
@@ -39,6 +41,7 @@ def _read(path: str, field: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Decide and print; exit 0 with a decision, 3 for an invalid snapshot, 1 otherwise."""
     as_json = args.format == "json"
+    args.bundle = args.bundle or str(default_bundle())
     try:
         decider = build_decider(args.bundle)
     except ErrorList as exc:

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from server import default_bundle
 from server.cli import ExitCode
 from server.cli.workbench import Table, fail, load, parse_now, render
 from server.errors import SnapshotError
@@ -24,7 +25,8 @@ def add_parser(sub: Any) -> None:
                        description="Decide a synthetic order for every action x collection method x status "
                        "of the bundle's vocabulary (and each appointment or ship-day situation the rules "
                        "tell apart) through the engine, and print the table.")
-    p.add_argument("bundle", help="bundle directory or archive")
+    p.add_argument("bundle", nargs="?", help="bundle directory or archive (default: the bundle shipped with "
+                   "the package)")
     p.add_argument("--action", action="append", choices=ACTIONS, help="only this action (repeatable)")
     p.add_argument("--now", help="evaluation instant, ISO 8601 with offset (default: now)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     now, code = parse_now(args.now, as_json)
     if code:
         return code
-    decider = load(args.bundle, as_json)
+    decider = load(args.bundle or str(default_bundle()), as_json)
     if isinstance(decider, int):
         return decider
     try:

@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+from server import default_bundle
 
-DEFAULT_BUNDLE = "rules/cancellation"
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,8 +23,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve orderpolicy.v1.OrderPolicyService, health and reflection. "
         "SIGTERM stops gracefully and exits 0.",
     )
-    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle directory, archive (.tar.gz) "
-                        f"or HTTP(S) URL; watched or polled for changes (default {DEFAULT_BUNDLE})")
+    parser.add_argument("--bundle", default=None, help="bundle directory, archive (.tar.gz) or HTTP(S) URL; "
+                        "watched or polled for changes (default: the bundle shipped with the package, "
+                        "rules/cancellation)")
     parser.add_argument("--state-dir", type=Path, help="keep the last good revisions here, served "
                         "after a restart when the source is unreachable")
     parser.add_argument("--verification-key", type=Path,
@@ -40,6 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--decision-log", help="write one JSON line per decision to this file (- for stdout)")
     parser.add_argument("--decision-log-max-bytes", type=int, default=64 * 1024 * 1024,
                         help="rotate the decision log file past this size (default 64 MiB)")
+    parser.add_argument("--decision-log-backups", type=int, default=5,
+                        help="rotated decision log files kept: FILE.1 .. FILE.N (default 5)")
     parser.add_argument("--host", default="[::]", help="address to listen on "
                         "(default all interfaces)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
@@ -73,7 +76,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; 0 on a clean stop, 1 when the server cannot start."""
-    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions"):
+    for name in ("port", "workers", "threads", "max_message_bytes", "max_batch", "keep_revisions",
+                 "decision_log_max_bytes", "decision_log_backups"):
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
@@ -111,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
             admin_client_names=tuple(args.admin_client_cn),
             decision_log=args.decision_log,
             decision_log_max_bytes=args.decision_log_max_bytes,
+            decision_log_backups=args.decision_log_backups,
         )
-        return app.serve(args.bundle, options)
+        return app.serve(args.bundle or str(default_bundle()), options)
     finally:
         if own_dir is not None and os.getpid() == pid:
             shutil.rmtree(own_dir, ignore_errors=True)

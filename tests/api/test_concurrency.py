@@ -6,7 +6,7 @@ import threading
 
 import grpc
 import pytest
-from api_support import bundle_cases, model_key, proto_key, request_for
+from tests.support.api import bundle_cases, model_key, proto_key, request_for
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc

@@ -7,7 +7,7 @@ same invalid field), whether the order arrives as Junction's JSON or typed.
 from __future__ import annotations
 
 import pytest
-from api_support import (
+from tests.support.api import (
     bundle_cases,
     expected_field,
     model_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from api_support import error_reason, violations
+from tests.support.api import error_reason, violations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,7 +159,7 @@ def test_empty_batch_answers_empty(stub) -> None:  # noqa: ANN001
 def test_oversized_batch_is_refused_naming_requests(bundle_dir) -> None:  # noqa: ANN001
     """A batch above --max-batch is INVALID_ARGUMENT on `requests`, nothing decided."""
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-    from server.testing import running_server
+    from tests.support.servers import running_server
 
     with running_server(bundle_dir, max_batch=3) as address, grpc.insecure_channel(address) as ch:
         stub = pb_grpc.OrderPolicyServiceStub(ch)
@@ -173,7 +173,7 @@ def test_oversized_batch_is_refused_naming_requests(bundle_dir) -> None:  # noqa
 def test_oversized_message_is_refused(bundle_dir) -> None:  # noqa: ANN001
     """A request above --max-message-bytes is RESOURCE_EXHAUSTED before any work."""
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-    from server.testing import running_server
+    from tests.support.servers import running_server
 
     with running_server(bundle_dir, max_message_bytes=64 * 1024) as address, \
             grpc.insecure_channel(address) as ch:

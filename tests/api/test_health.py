@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-from server.testing import serving
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.integration
 

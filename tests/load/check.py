@@ -120,7 +120,7 @@ def rpc_error_problems(error: grpc.RpcError, entry: Entry) -> list[str]:
     """Check a failed unary call against its entry."""
     if not entry.expect.invalid:
         return [f"failed with {error.code()}: {error.details()}"]
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     if status is None:
         return [f"failed with {error.code()} and no rich status"]
     reason, violations = "", []

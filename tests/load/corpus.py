@@ -42,7 +42,7 @@ def ensure_generated() -> None:
 ensure_generated()
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb  # noqa: E402
-from server.testing import aware_datetime, case_request  # noqa: E402
+from tests.support.snapshots import aware_datetime, case_request  # noqa: E402
 
 ACTIONS = {"cancel_order": pb.ACTION_CANCEL_ORDER, "cancel_appointment": pb.ACTION_CANCEL_APPOINTMENT}
 
@@ -110,7 +110,7 @@ def frame(message: bytes) -> bytes:
     return struct.pack(">BI", 0, len(message)) + message
 
 
-# Typed inputs come from server.testing (typed_order, typed_appointment).
+# Typed inputs come from tests.support.snapshots (typed_order, typed_appointment).
 
 
 # -- the corpus --------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def rss_kib(pid: int) -> int:
 
 
 def free_port() -> int:
-    from server.testing import free_port as _free
+    from tests.support.servers import free_port as _free
 
     return _free("127.0.0.1")
 
@@ -151,7 +151,7 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
     """Start the real service or the echo, pinned to ``cores``; stop it on exit."""
     port = free_port()
     metrics_port = free_port() if kind == "service" else None
-    argv = (serve_argv(bundle, port, workers, metrics_port) if kind == "service"  # type: ignore[arg-type]
+    argv = (serve_argv(bundle, port, workers, metrics_port) if kind == "service"
             else echo_argv(port, workers, decision_file))
     argv = ["taskset", "-c", ",".join(map(str, cores)), *argv]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -168,7 +168,7 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
                 _pin(pid, {cores[i % len(cores)]})
             if workers > 1:
                 _pin(process.pid, {cores[0]})
-            from server.testing import wait_serving
+            from tests.support.servers import wait_serving
 
             wait_serving(running.address, timeout, alive=lambda: process.poll() is None)
             yield running

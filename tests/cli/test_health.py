@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server.cli import main
-from server.testing import free_port, serving
+from tests.support.pki import Pki
+from tests.support.servers import free_port, serving
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +32,6 @@ def test_health_probe_exits_1_when_nothing_listens(capsys) -> None:  # noqa: ANN
 
 def test_health_probe_speaks_mtls(bundle_dir, tmp_path) -> None:  # noqa: ANN001
     """With --tls-ca/--tls-cert/--tls-key the probe reaches an mTLS server."""
-    from test_tls import Pki
-
     pki = Pki(tmp_path)
     opts = {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}
     with serving(bundle_dir, **opts) as server:

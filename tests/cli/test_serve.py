@@ -15,7 +15,7 @@ import pytest
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-from server.testing import free_port, serve_command, serve_process
+from tests.support.servers import free_port, serve_command, serve_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,7 +85,7 @@ def test_sigterm_during_load_loses_no_accepted_call(bundle_dir) -> None:  # noqa
         threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        wait_until(lambda: ok[0] >= 10 * len(threads), 30, message="clients answered before SIGTERM")
         sent_term.set()
         proc.process.send_signal(signal.SIGTERM)
         exit_code = proc.process.wait(40)
@@ -126,7 +126,7 @@ def test_second_server_on_a_taken_port_fails_clearly(bundle_dir) -> None:  # noq
 def test_in_process_server_on_a_taken_port_raises(bundle_dir) -> None:  # noqa: ANN001
     """Server() on a port another single-worker server holds raises ServeError."""
     from server.app import ServeError
-    from server.testing import running_server, serving
+    from tests.support.servers import running_server, serving
 
     with serving(bundle_dir) as first:
         with pytest.raises(ServeError, match="already in use"), \
@@ -200,15 +200,10 @@ def test_a_crashed_worker_is_replaced(bundle_dir) -> None:  # noqa: ANN001
             return {e["pid"] for e in _events(proc.log()) if e["event"] == "server_started"}
 
         # SERVING means one worker answers; the other may still be starting.
-        deadline = time.monotonic() + 30
-        while len(workers()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first = workers()
+        first = wait_until(lambda: len(workers()) >= 2 and workers(), 30, message="two workers started")
         assert len(first) == 2
         os.kill(min(first), signal.SIGKILL)
-        while len(workers()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(workers()) == 3, proc.log()
+        wait_until(lambda: len(workers()) >= 3, 30, message="a replacement worker started")
         with grpc.insecure_channel(proc.address) as channel:
             stub = pb_grpc.OrderPolicyServiceStub(channel)
             for _ in range(5):
@@ -222,12 +217,12 @@ def test_workers_do_not_outlive_a_killed_parent(bundle_dir) -> None:  # noqa: AN
     import os
 
     with serve_process(bundle_dir, workers=2) as proc:
-        deadline = time.monotonic() + 30
-        pids: set[int] = set()
-        while len(pids) < 2 and time.monotonic() < deadline:
-            pids = {e["pid"] for e in _events(proc.log()) if e["event"] == "server_started"}
-            time.sleep(0.05)
+        def started() -> set[int]:
+            return {e["pid"] for e in _events(proc.log()) if e["event"] == "server_started"}
+
+        pids = wait_until(lambda: len(started()) >= 2 and started(), 30, message="two workers started")
         assert len(pids) == 2
+        deadline = time.monotonic() + 30
         proc.process.send_signal(signal.SIGKILL)
         proc.process.wait(10)
         alive = set(pids)
@@ -239,3 +234,48 @@ def test_workers_do_not_outlive_a_killed_parent(bundle_dir) -> None:  # noqa: AN
                     alive.discard(pid)
             time.sleep(0.05)
         assert alive == set()
+
+
+def test_two_workers_rotate_their_decision_logs_without_losing_a_decision(bundle_dir, tmp_path) -> None:  # noqa: ANN001
+    """`--workers 2` with a small `--decision-log-max-bytes` under load from 6 clients: each worker
+    writes `<log>.wN` and rotates it to `<log>.wN.1`, ...; every answered decision is in exactly one
+    line of one file and nothing was dropped."""
+    target = tmp_path / "decisions.log"
+    metrics_port = free_port()
+    with serve_process(bundle_dir, "--decision-log", str(target), "--decision-log-max-bytes", "8192",
+                       "--decision-log-backups", "500", "--metrics-port", str(metrics_port),
+                       workers=2) as proc:
+        ids: list[str] = []
+        lock = threading.Lock()
+        errors: list[str] = []
+
+        def client() -> None:
+            for _ in range(10):  # a fresh connection every 10 calls spreads them over both workers
+                with grpc.insecure_channel(proc.address, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                    stub = pb_grpc.OrderPolicyServiceStub(ch)
+                    for _ in range(10):
+                        try:
+                            decision_id = stub.Decide(REQUEST, timeout=30).decision.decision_id
+                        except grpc.RpcError as exc:
+                            errors.append(f"{exc.code()}")
+                            continue
+                        with lock:
+                            ids.append(decision_id)
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:  # noqa: S310
+            metrics = r.read().decode()
+        assert proc.terminate() == 0, proc.log()
+    assert errors == [] and len(ids) == 600
+    files = sorted(tmp_path.glob("decisions.log*"))
+    names = {f.name for f in files}
+    assert "decisions.log" not in names  # with workers, every file names its worker
+    for worker in ("w0", "w1"):
+        assert {f"decisions.log.{worker}", f"decisions.log.{worker}.1"} <= names, names
+    logged = [json.loads(line)["decision_id"] for f in files for line in f.read_text().splitlines()]
+    assert sorted(logged) == sorted(ids)
+    assert re.search(r"^order_policy_decision_log_dropped_total 0\.0$", metrics, re.M), metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +20,9 @@ from server.errors import ErrorList
 from server.lifecycle import BundleManager, StateDir
 from server.model import Snapshot
 from server.registry import Registry
-from tests.conftest import DEFAULT_BUNDLE, ROOT
-from tests.core.memory import rss_kib
+from tests.support.bundles import ROOT, bundle_variant, set_revision, set_value
+from tests.support.memory import rss_kib
+from tests.support.servers import wait_until
 
 ORDER = {"id": "o-1", "created_at": "2026-03-02T15:00:00+00:00", "status": "collecting_sample",
          "details": {"type": "at_home_phlebotomy"},
@@ -34,13 +34,9 @@ NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)  # 32 h notice
 
 def revision_of(tmp: Path, name: str, *, refund: str = "24h") -> Path:
     """A copy of the default bundle with its own revision (and refund window)."""
-    dest = tmp / name
-    shutil.copytree(DEFAULT_BUNDLE, dest)
-    manifest = dest / "manifest.yaml"
-    manifest.write_text(manifest.read_text().replace('revision: "2026-11-29.1"', f'revision: "{name}"'))
+    dest = bundle_variant(tmp / name, revision=name)
     if refund != "24h":
-        settings = dest / "data/settings.yaml"
-        settings.write_text(settings.read_text().replace("refund_window: 24h", f"refund_window: {refund}"))
+        set_value(dest / "data/settings.yaml", ["params", "refund_window"], refund)
         # the bundle's own refund cases pin 24 h: drop them for this variant
         (dest / "tests/refunds.yaml").unlink()
     return dest
@@ -92,8 +88,7 @@ def test_a_broken_bundle_is_refused_and_the_old_one_keeps_serving(tmp_path, brea
     if breakage == "invalid_yaml":
         (bad / "policies/cancel_order.yaml").write_text("rules: [unclosed\n")
     elif breakage == "failing_case":
-        settings = bad / "data/settings.yaml"
-        settings.write_text(settings.read_text().replace("refund_window: 24h", "refund_window: 48h"))
+        set_value(bad / "data/settings.yaml", ["params", "refund_window"], "48h")
     if breakage in ("invalid_yaml",):
         with pytest.raises(ErrorList) as err:
             manager.activate_path(bad)
@@ -145,14 +140,9 @@ def test_a_follower_process_state_ends_on_the_same_revision(tmp_path):
     follower.restore()
     follower.watch_state()
     leader.activate_path(revision_of(tmp_path, "r2", refund="48h"))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and follower.registry.active().ref.revision != "r2":
-        time.sleep(0.05)
-    assert follower.registry.active().ref.revision == "r2"
+    wait_until(lambda: follower.registry.active().ref.revision == "r2", 20, message="follower on r2")
     leader.rollback("r1")
-    while time.monotonic() < deadline and follower.registry.active().ref.revision != "r1":
-        time.sleep(0.05)
-    assert follower.registry.active().ref.revision == "r1"
+    wait_until(lambda: follower.registry.active().ref.revision == "r1", 20, message="follower on r1")
     leader.stop()
     follower.stop()
 
@@ -162,17 +152,18 @@ def test_a_watched_directory_is_reloaded_when_it_changes(tmp_path, manager):
     source = revision_of(tmp_path, "w1")
     manager.activate_path(source)
     manager.watch_source(str(source))
-    time.sleep(0.5)
-    manifest = source / "manifest.yaml"
-    manifest.write_text(manifest.read_text().replace('revision: "w1"', 'revision: "w2"'))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and manager.registry.active().ref.revision != "w2":
-        time.sleep(0.05)
-    assert manager.registry.active().ref.revision == "w2"
+
+    def activated(revision: str) -> bool:
+        # Until the watcher is running an edit may go unseen: write again until it is seen.
+        if manager.registry.active().ref.revision == revision:
+            return True
+        set_revision(source, revision)
+        return wait_until(lambda: manager.registry.active().ref.revision == revision, 0.5, raising=False)
+
+    wait_until(lambda: activated("w2"), 20, interval=0, message="revision w2 activated")
     (source / "policies/cancel_order.yaml").write_text("rules: [broken\n")
-    while time.monotonic() < deadline and manager.status.failures == 0:
-        time.sleep(0.05)
-    assert manager.status.failures >= 1 and manager.registry.active().ref.revision == "w2"
+    wait_until(lambda: manager.status.failures > 0, 20, message="the broken edit refused")
+    assert manager.registry.active().ref.revision == "w2"
 
 
 class _BundleServer(http.server.BaseHTTPRequestHandler):
@@ -221,6 +212,7 @@ def test_an_http_source_is_polled_with_etags(tmp_path, manager):
     assert manager.registry.active().ref.revision == "h2"
 
 
+@pytest.mark.slow
 def test_kill_9_during_swaps_restarts_on_a_good_revision(tmp_path):
     """A process swapping r1/r2 in a loop is killed with SIGKILL; restarting serves one of them."""
     state = tmp_path / "state"
@@ -252,11 +244,12 @@ def test_kill_9_during_swaps_restarts_on_a_good_revision(tmp_path):
         fresh.registry.get().close()
 
 
-def test_memory_stays_flat_over_1000_swaps_under_use(default_bundle):
+@pytest.mark.slow
+def test_memory_stays_flat_over_1000_swaps_under_use(fixture_bundle):
     """1,000 swaps with decisions between them: retired rulesets are freed (RSS within 20 MiB)."""
     from server.bundle import load_bundle
 
-    bundle = load_bundle(default_bundle)
+    bundle = load_bundle(fixture_bundle)
     registry = Registry(keep=3)
     snap = Snapshot("cancel_order", ORDER, APPT, NOW)
     for _ in range(50):
@@ -270,12 +263,12 @@ def test_memory_stays_flat_over_1000_swaps_under_use(default_bundle):
     assert grown < 20 * 1024, f"RSS grew by {grown} KiB over 1,000 swaps"
 
 
-def test_a_revision_retired_between_lookup_and_use_is_retried_with_the_new_one(default_bundle):
+def test_a_revision_retired_between_lookup_and_use_is_retried_with_the_new_one(fixture_bundle):
     """A request that looked up a revision just before a swap gets the new revision, not an error."""
     from server.bundle import load_bundle
     from server.decide import RetiredError
 
-    bundle = load_bundle(default_bundle)
+    bundle = load_bundle(fixture_bundle)
     registry = Registry(keep=1)
     old = registry.activate(Decider(bundle))
     new = registry.activate(Decider(bundle))

@@ -13,15 +13,16 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
-from server.testing import case_request
+from tests.support.bundles import FIXTURE_BUNDLE
+from tests.support.snapshots import case_request
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "rules" / "cancellation"
+BUNDLE = FIXTURE_BUNDLE
 
 
 @functools.cache
 def bundle_cases() -> tuple[Any, ...]:
-    """Every test case of the default bundle (the core's loader)."""
+    """Every test case of the fixture bundle (the core's loader)."""
     from server.cases import load_cases
 
     return tuple(load_cases(BUNDLE))
@@ -86,7 +87,7 @@ def expected_field(field: str, request: pb.DecideRequest) -> str:
 
 def violations(error: grpc.RpcError) -> list[tuple[str, str]]:
     """The google.rpc.BadRequest field violations of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "no rich status details"
     out = []
     for detail in status.details:
@@ -99,7 +100,7 @@ def violations(error: grpc.RpcError) -> list[tuple[str, str]]:
 
 def error_reason(error: grpc.RpcError) -> str:
     """The ErrorInfo reason (the stable snake_case code) of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

@@ -12,7 +12,7 @@ import pytest
 
 from server._gen.__main__ import generate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 GEN = REPO / "server" / "_gen"
 PROTOS = REPO / "protos"
 TOOLS = REPO / "tools" / "buf"

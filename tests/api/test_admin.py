@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections import Counter
@@ -22,8 +21,9 @@ from server.bundle.archive import build_archive
 from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, StateDir
 from server.registry import Registry
-from server.testing import serve_process
-from test_tls import Pki
+from tests.support.servers import serve_process
+from tests.support.pki import Pki
+from tests.support.bundles import bundle_variant, set_value
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +46,8 @@ EXPECTED = {"r24": "FULL_REFUND", "r48": "NON_REFUNDABLE"}  # what each revision
 
 
 def revision(tmp: Path, name: str, refund: str) -> Path:
-    dest = tmp / name
-    shutil.copytree(REPO / "rules" / "cancellation", dest)
-    manifest = dest / "manifest.yaml"
-    manifest.write_text(manifest.read_text().replace('revision: "2026-11-29.1"', f'revision: "{name}"'))
-    settings = dest / "data/settings.yaml"
-    settings.write_text(settings.read_text().replace("refund_window: 24h", f"refund_window: {refund}"))
+    dest = bundle_variant(tmp / name, revision=name)
+    set_value(dest / "data/settings.yaml", ["params", "refund_window"], refund)
     if refund != "24h":
         (dest / "tests/refunds.yaml").unlink()  # those cases pin the 24 h window
     return dest
@@ -108,6 +104,7 @@ def follow_up(response: pb.DecideResponse) -> str:
     return "FULL_REFUND" if "FULL_REFUND" in codes else "NON_REFUNDABLE"
 
 
+@pytest.mark.slow
 def test_twenty_swaps_under_load_fail_no_call_and_never_mix_revisions(env: _Env, archives) -> None:  # noqa: ANN001
     """4 clients call continuously while r24/r48 swap 20 times: 0 failures, each answer is its revision's."""
     stop = threading.Event()
@@ -239,6 +236,7 @@ def test_admin_mtls_names_decide_who_may_administer(tmp_path: Path, archives) ->
             e.close()
 
 
+@pytest.mark.slow
 def test_two_workers_end_on_the_uploaded_revision(tmp_path: Path, archives) -> None:  # noqa: ANN001
     """`serve --workers 2`: an upload to whichever worker answers reaches both; new connections all see it."""
     r24 = tmp_path / "r24.tar.gz"
@@ -267,6 +265,7 @@ def test_two_workers_end_on_the_uploaded_revision(tmp_path: Path, archives) -> N
         assert proc.terminate() == 0
 
 
+@pytest.mark.slow
 def test_restart_serves_the_last_good_revision_when_the_source_is_gone(tmp_path: Path, archives) -> None:  # noqa: ANN001
     """Serve an archive with a state dir, delete the archive, restart: the last good revision serves."""
     source = tmp_path / "bundle.tar.gz"
@@ -282,12 +281,13 @@ def test_restart_serves_the_last_good_revision_when_the_source_is_gone(tmp_path:
         assert proc.terminate() == 0
 
 
+@pytest.mark.slow
 def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # noqa: ANN001
     """`order-policy admin status|activate|rollback|shadow` against a running server, with the token."""
     import os
     import subprocess
 
-    from server.testing import serve_command
+    from tests.support.servers import serve_command
 
     r24, r48 = tmp_path / "r24.tar.gz", tmp_path / "r48.tar.gz"
     r24.write_bytes(archives["r24"])
@@ -309,16 +309,16 @@ def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # 
         denied = admin_cli("status", token=None)
         assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
         assert "PERMISSION_DENIED" in admin_cli("status", token="wrong").stderr
-        assert admin_cli("activate", str(r48)).stdout.strip() == "ok: cancellation@r48"
+        assert admin_cli("activate", str(r48)).stdout.strip() == "ok: cancellation_fixture@r48"
         status = json.loads(admin_cli("status", "--format", "json").stdout)
         assert status["active"]["revision"] == "r48"
         assert [r["revision"] for r in status["loaded"]] == ["r24", "r48"]
         assert admin_cli("shadow", str(r24)).returncode == 0
         assert json.loads(admin_cli("status", "--format", "json").stdout)["shadow"]["revision"] == "r24"
         assert admin_cli("shadow", "--clear").returncode == 0
-        assert admin_cli("rollback", "r24").stdout.strip() == "ok: cancellation@r24"
+        assert admin_cli("rollback", "r24").stdout.strip() == "ok: cancellation_fixture@r24"
         human = admin_cli("status").stdout
-        assert human.startswith("active: cancellation@r24") and "loaded: r48, r24" in human  # most recently activated last
+        assert human.startswith("active: cancellation_fixture@r24") and "loaded: r48, r24" in human  # most recently activated last
         assert proc.terminate() == 0
 
 

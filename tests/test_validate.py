@@ -27,9 +27,9 @@ def errors_of(bundle: Path) -> list:
     return []
 
 
-def test_the_default_bundle_is_valid_and_covered(default_bundle):
+def test_the_default_bundle_is_valid_and_covered(fixture_bundle):
     """The shipped bundle has no validation or coverage error."""
-    bundle = load_bundle(default_bundle)
+    bundle = load_bundle(fixture_bundle)
     assert validate(bundle) == []
     decider = Decider(bundle)
     assert coverage_errors(bundle, decider) == []
@@ -150,9 +150,9 @@ def test_missing_manifest_is_an_error(bundle_copy):
     assert [e.code for e in errors_of(bundle_copy)] == ["bundle_missing_file"]
 
 
-def test_on_as_a_key_is_read_as_text_not_a_boolean(default_bundle):
+def test_on_as_a_key_is_read_as_text_not_a_boolean(fixture_bundle):
     """YAML 1.1 reads `on:` as true; the loader keeps it the key `on`."""
-    bundle = load_bundle(default_bundle)
+    bundle = load_bundle(fixture_bundle)
     advise = [r for r in bundle.policies["cancel_order"].rules if r.effect == "advise"]
     assert {r.on for r in advise} == {"allow", "any"}
 

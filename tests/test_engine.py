@@ -12,7 +12,7 @@ import pytest
 
 from server.engine import CATCH_ALL, MAX_RULES, Engine
 from server.errors import CompileError, EvalError
-from tests.core.memory import rss_kib
+from tests.support.memory import rss_kib
 
 
 def rule(m: dict, pri: int = 1) -> dict:
@@ -169,6 +169,7 @@ def test_eight_threads_get_every_decision_right():
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_rulesets_are_freed_on_close_so_reloads_keep_memory_flat():
     """1,000 create/close cycles: RSS stays flat because close() deletes the ruleset."""
     rules = {f"r{i}": rule({"$and": [{"x": f"v{i}"}, {"$gt": {"n": i}}]}, i + 1) for i in range(40)}

@@ -13,7 +13,7 @@ from server.errors import SnapshotError
 from server.facts import parse_json_object
 from server.model import Snapshot
 from server.registry import build_decider
-from tests.conftest import DEFAULT_BUNDLE
+from tests.support.bundles import FIXTURE_BUNDLE
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 json_values = st.recursive(
@@ -50,7 +50,7 @@ appointments = st.none() | json_values | st.fixed_dictionaries({}, optional={
 
 @pytest.fixture(scope="module")
 def decider():
-    d = build_decider(DEFAULT_BUNDLE)
+    d = build_decider(FIXTURE_BUNDLE)
     yield d
     d.close()
 

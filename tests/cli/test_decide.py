@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_BUNDLE, ROOT
+from tests.support.bundles import FIXTURE_BUNDLE, ROOT
 
 ORDER = {
     "id": "0f2d6a56-8b0e-4c1e-9d39-6c1d0b1f7e11",
@@ -45,7 +45,7 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 def test_decide_json_is_the_documented_contract(files):
     """Exit 0; outcome, reasons, follow_ups (with method/path), bundle and now as documented."""
     order, appt = files
-    proc = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", str(order), "--appointment", str(appt),
+    proc = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", str(order), "--appointment", str(appt),
                "--now", "2026-03-10T12:00:00Z", "--action", "cancel_order", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -55,7 +55,7 @@ def test_decide_json_is_the_documented_contract(files):
                                           "which can still be cancelled"}]
     assert [(f["code"], f["method"], f["path"]) for f in out["follow_ups"]] == [
         ("CANCEL_PSC_APPOINTMENT", "PATCH", f"/v3/order/{ORDER['id']}/psc/appointment/cancel")]
-    assert out["bundle"] == {"name": "cancellation", "revision": "2026-11-29.1"}
+    assert out["bundle"] == {"name": "cancellation_fixture", "revision": "fixture.1"}
     assert out["now"] == "2026-03-10T12:00:00+00:00"
     assert "explanation" not in out
 
@@ -63,7 +63,7 @@ def test_decide_json_is_the_documented_contract(files):
 def test_decide_explain_lists_facts_and_matched_rules(files):
     """With --explain the JSON carries the derived facts and every rule that matched."""
     order, appt = files
-    proc = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", str(order), "--appointment", str(appt),
+    proc = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", str(order), "--appointment", str(appt),
                "--now", "2026-03-10T12:00:00Z", "--explain", "--format", "json")
     exp = json.loads(proc.stdout)["explanation"]
     assert exp["facts"]["method"] == "walk_in_test"
@@ -75,7 +75,7 @@ def test_decide_explain_lists_facts_and_matched_rules(files):
 def test_decide_human_output_names_outcome_and_reason(files):
     """The human format starts with the outcome and lists each reason and follow-up."""
     order, _ = files
-    proc = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", str(order), "--now", "2026-03-10T12:00:00Z")
+    proc = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", str(order), "--now", "2026-03-10T12:00:00Z")
     assert proc.returncode == 0
     assert proc.stdout.startswith("ALLOW  cancel_order of order ")
     assert "reason    CANCELLABLE_STATE" in proc.stdout
@@ -86,11 +86,11 @@ def test_invalid_snapshot_exits_non_zero_with_one_line_naming_the_field(tmp_path
     bad = dict(ORDER, events=[{"id": 1, "status": "received.walk_in_test.ordered"}])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    human = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", str(path))
+    human = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", str(path))
     assert human.returncode == 3
     assert human.stdout == ""
     assert human.stderr.count("\n") == 1 and "`order.events[0].created_at`" in human.stderr
-    machine = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", str(path), "--format", "json")
+    machine = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", str(path), "--format", "json")
     assert machine.returncode == 3
     assert json.loads(machine.stdout)["error"] == {
         "code": "request_invalid", "field": "order.events[0].created_at",
@@ -99,18 +99,18 @@ def test_invalid_snapshot_exits_non_zero_with_one_line_naming_the_field(tmp_path
 
 def test_order_from_stdin_and_non_json_input(tmp_path):
     """`--order -` reads stdin; text that is not JSON is an invalid snapshot naming `order`."""
-    ok = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", "-", "--now", "2026-03-10T12:00:00Z",
+    ok = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", "-", "--now", "2026-03-10T12:00:00Z",
              "--format", "json", stdin=json.dumps(ORDER))
     assert ok.returncode == 0 and json.loads(ok.stdout)["outcome"] == "ALLOW"
-    bad = cli("decide", "--bundle", str(DEFAULT_BUNDLE), "--order", "-", "--format", "json", stdin="{nope")
+    bad = cli("decide", "--bundle", str(FIXTURE_BUNDLE), "--order", "-", "--format", "json", stdin="{nope")
     assert bad.returncode == 3 and json.loads(bad.stdout)["error"]["field"] == "order"
 
 
 def test_check_reports_ok_for_the_default_bundle():
     """`check` exits 0 and says every known status reaches a decision."""
-    proc = cli("check", str(DEFAULT_BUNDLE))
+    proc = cli("check", str(FIXTURE_BUNDLE))
     assert proc.returncode == 0, proc.stdout
-    assert proc.stdout.startswith("ok: bundle cancellation@")
+    assert proc.stdout.startswith("ok: bundle cancellation_fixture@")
 
 
 def test_check_exits_non_zero_listing_every_error(bundle_copy):
@@ -129,7 +129,7 @@ def test_check_exits_non_zero_listing_every_error(bundle_copy):
 
 def test_test_command_passes_on_the_default_bundle():
     """`test` runs the bundle's own cases and exits 0 when all pass."""
-    proc = cli("test", str(DEFAULT_BUNDLE))
+    proc = cli("test", str(FIXTURE_BUNDLE))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert proc.stdout.strip().endswith(" failed") and ", 0 failed" in proc.stdout
 
