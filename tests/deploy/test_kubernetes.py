@@ -293,8 +293,9 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
     from server.app import LIVENESS_SERVICE
     from server.bundle.archive import generate_keypair
-    from tests.fleet.bundles import BundleServer, free_port, make_revision
+    from tests.fleet.bundles import BundleServer, make_revision
     from tests.fleet.rehearsal import FIXTURE
+    from tests.support.servers import free_port
 
     objects = rendered["base"]
     spec = _one(objects, "Deployment", "order-policy")["spec"]["template"]["spec"]

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import json
-import re
-import shutil
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-__all__ = ["BundleServer", "Revision", "free_port", "make_revision"]
+from tests.support.bundles import copy_bundle, edit_yaml, set_revision
+from tests.support.servers import free_port
+
+__all__ = ["BundleServer", "Revision", "make_revision"]
 
 ARCHIVE_PATH = "/cancellation.tar.gz"
 
@@ -42,54 +40,37 @@ class Revision:
     good: bool
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _with_suffix(text: str, suffix: str) -> str:
-    """Rewrite ``message:`` values (one-line or block scalars) and ``messages: [...]`` to end with ``suffix``."""
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if m := re.match(r"^(\s*messages:\s*)(\[.*\])\s*$", line):
-            lines[i] = m.group(1) + json.dumps([item + suffix for item in yaml.safe_load(m.group(2))])
-        elif m := re.match(r"^(\s*)(message:\s*)([>|][-+]?)\s*$", line):
-            indent = len(m.group(1))
-            last = i
-            while last + 1 < len(lines) and (not lines[last + 1].strip()
-                                             or len(lines[last + 1]) - len(lines[last + 1].lstrip()) > indent):
-                last += 1
-            while not lines[last].strip():
-                last -= 1
-            lines[last] += suffix
-            i = last
-        elif m := re.match(r"^(\s*message:\s*)(\S.*?)\s*$", line):
-            lines[i] = m.group(1) + json.dumps(yaml.safe_load(m.group(2)) + suffix)
-        i += 1
-    return "\n".join(lines) + "\n"
+def _tag_messages(node: Any, suffix: str) -> Any:
+    """Every catalogue ``message`` and every case's expected ``messages`` end with ``suffix``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "message" and isinstance(value, str):
+                node[key] = value + suffix
+            elif key == "messages" and isinstance(value, list):
+                node[key] = [m + suffix for m in value]
+            else:
+                _tag_messages(value, suffix)
+    elif isinstance(node, list):
+        for item in node:
+            _tag_messages(item, suffix)
+    return node
 
 
 def make_revision(source: Path, work: Path, label: str, signing_key: Path, *, good: bool = True) -> Revision:
     """Copy ``source`` as revision ``label`` (messages tagged with it), archive and sign it."""
     from server.bundle.archive import build_archive, sign_archive
 
-    directory = work / label
-    shutil.copytree(source, directory)
-    manifest = directory / "manifest.yaml"
-    manifest.write_text(re.sub(r"(?m)^revision:.*$", f'revision: "{label}"', manifest.read_text()))
-    files = [directory / "data" / "catalogue.yaml", *sorted((directory / "tests").glob("*.yaml"))]
-    for path in files:
-        path.write_text(_with_suffix(path.read_text(), f" [{label}]"))
-    if not good:
-        catalogue = directory / "data" / "catalogue.yaml"
-        text = catalogue.read_text()
-        broken = re.sub(r'(?m)^(\s*message:\s*")', r"\1{no_such_fact} ", text, count=1)
-        assert broken != text, "the broken revision must differ from a good one"
-        catalogue.write_text(broken)
+    directory = copy_bundle(work / label, source)
+    set_revision(directory, label)
+    for path in [directory / "data" / "catalogue.yaml", *sorted((directory / "tests").glob("*.yaml"))]:
+        edit_yaml(path, lambda data: _tag_messages(data, f" [{label}]"))
+    if not good:  # a message naming a fact that does not exist: refused at validation
+        def unknown_fact(data: Any) -> Any:
+            first = next(iter(data["reasons"].values()))
+            first["message"] = "{no_such_fact} " + first["message"]
+            return data
+
+        edit_yaml(directory / "data" / "catalogue.yaml", unknown_fact)
     # A good revision must pass its own cases, the broken one must be refused, here first.
     from server.errors import ErrorList
     from server.registry import build_decider

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.bundles import FIXTURE_BUNDLE
+
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = Path(os.environ.get("ORDER_POLICY_FLEET_BUNDLE", REPO / "tests" / "fixtures" / "bundles" / "cancellation-fixture"))
+FIXTURE = FIXTURE_BUNDLE
 SERVICE_CONFIG = REPO / "deploy" / "kubernetes" / "base" / "client-service-config.json"
 
 __all__ = ["Settings", "Outcome", "main", "rehearse"]
@@ -111,7 +113,7 @@ class Instance:
     """One ``order-policy serve`` process on a fixed loopback port with its own state directory."""
 
     def __init__(self, index: int, work: Path, url: str, key: Path, settings: Settings) -> None:
-        from tests.fleet.bundles import free_port
+        from tests.support.servers import free_port
 
         self.index = index
         self.port = free_port()
