@@ -14,6 +14,7 @@ endif
 PY_VERSION := $(shell $(PYTHON_EXE) -c 'import sys; print(*sys.version_info[:2], sep=".")')
 ifneq ($(PY_VERSION),$(shell $(PY) -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null))
 $(shell rm -f $(VENV)/.stamp)
+VENV_CLEAR := --clear
 endif
 # durable_rules 2.0.28 calls PyEval_CallObject, which Python 3.13 removed from its C API: there
 # it is built with PyObject_CallObject (same arguments) instead. Its setup.py overwrites CFLAGS,
@@ -21,7 +22,7 @@ endif
 DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
 .PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci fleet goldens \
-	proto-image clients client-python client-typescript clean
+	proto-image clients client-python client-typescript clean fuzz
 .PHONY: test-fast check-bundles
 
 all: test
@@ -29,9 +30,10 @@ all: test
 # Dependencies come from requirements-dev.lock (hash-checked); the project itself is installed
 # editable without build isolation, so its build hook uses the locked grpcio-tools. When
 # pyproject.toml changed since the last `make lock`, dependencies missing from the lock are
-# installed unpinned and a warning says to run `make lock`.
+# installed unpinned and a warning says to run `make lock`. An existing .venv of the same
+# Python is updated in place (a fresh clone, as in CI, gets exactly the lock).
 $(VENV)/.stamp: pyproject.toml requirements-dev.lock
-	$(PYTHON_EXE) -m venv --clear $(VENV)
+	$(PYTHON_EXE) -m venv $(VENV_CLEAR) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	CPPFLAGS="$(DURABLE_SHIM) $$CPPFLAGS" $(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	@# a durable_rules wheel built earlier without the shim may sit in pip's cache: build it again
@@ -93,6 +95,11 @@ lint: $(GEN_STAMP)
 	$(VENV)/bin/ruff check server tests clients/python
 	$(VENV)/bin/mypy
 
+# The long fuzz run: only the `fuzz` tests, each with FUZZ_EXAMPLES hypothesis examples
+# (make test runs them briefly).
+fuzz: $(GEN_STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -m fuzz -q
+
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench.decide_bench --bundle $(BUNDLE)
 
@@ -130,7 +137,7 @@ proto-image: $(BUF)
 
 # The callers' kits, each installed on its own in a fresh environment and tested against the
 # real server started from CLIENT_BUNDLE (its cases are the expectations).
-CLIENT_BUNDLE ?= $(firstword $(wildcard tests/fixtures/bundles/cancellation-fixture) rules/cancellation)
+CLIENT_BUNDLE ?= tests/fixtures/bundles/cancellation-fixture
 CLIENTS_BUILD := build/clients
 CLIENT_ENV = ORDER_POLICY_COMMAND=$(abspath $(VENV))/bin/order-policy \
 	ORDER_POLICY_TEST_BUNDLE=$(abspath $(CLIENT_BUNDLE)) ORDER_POLICY_TEST_CASES=$(abspath $(CLIENTS_BUILD))/cases.json
@@ -140,12 +147,15 @@ clients: client-python client-typescript
 $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
 
-# Python: a wheel (code generated from protos/ at build time) into a new venv, then its tests.
+# Python: a wheel (code generated from protos/ at build time) into a new venv, mypy --strict
+# over the installed package, then its tests.
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
 	$(PYTHON_EXE) -m venv $(CLIENTS_BUILD)/python/venv
-	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest
+	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest \
+	  mypy types-grpcio types-protobuf
+	cd $(CLIENTS_BUILD) && python/venv/bin/mypy --config-file $(abspath clients/python/pyproject.toml) -p order_policy_client
 	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
 

@@ -35,11 +35,11 @@ from grpc_reflection.v1alpha import reflection
 from server._gen.orderpolicy.v1 import bundle_admin_pb2 as apb
 from server._gen.orderpolicy.v1 import bundle_admin_pb2_grpc as apb_grpc
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
-from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 from server.api import log
 from server.api.metrics import METRICS, serve_metrics
 from server.api.admin import AdminAuth, BundleAdminServicer, read_token_hashes
-from server.api.servicer import OrderPolicyServicer
+from server.api.servicer import OrderPolicyServicer, add_to_server
+from server.api.streams import default_stream_limit
 from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, StateDir
 
@@ -65,6 +65,8 @@ class ServerOptions:
     port: int = 50051
     workers: int = 0  # 0: one per core
     threads: int = 32  # per worker; a DecideStream holds one thread while open
+    max_streams: int | None = None  # open DecideStream calls per worker; None: 3/4 of threads
+    stream_idle_timeout: float = 60.0  # seconds without a message before a stream is cancelled; 0: never
     metrics_port: int | None = None
     health_port: int | None = None  # plaintext listener with grpc.health.v1 only (probes)
     tls_cert: Path | None = None
@@ -78,12 +80,18 @@ class ServerOptions:
     verification_key: Path | None = None
     poll_interval: float = 30.0
     keep_revisions: int = 3
+    admin_address: str | None = "127.0.0.1:50052"  # the admin API's own listener; None: no admin API
     admin_token_file: Path | None = None
     admin_client_names: tuple[str, ...] = ()
     decision_log: str | None = None
     decision_log_max_bytes: int = 64 * 1024 * 1024
     decision_log_backups: int = 5
     otel: bool = False  # OpenTelemetry tracing, configured by the OTEL_* environment variables
+
+    @property
+    def stream_limit(self) -> int:
+        """Open streams allowed per worker: always fewer than the threads (when there are 2+)."""
+        return self.max_streams if self.max_streams is not None else default_stream_limit(self.threads)
 
     @property
     def tls(self) -> bool:
@@ -94,6 +102,14 @@ def _join(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:50052`` for IPv6) as host and port; ServeError otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ServeError(f"`{address}` is not HOST:PORT (for example `127.0.0.1:50052`)")
+    return host, int(port)
 
 
 def _bare(host: str) -> str:
@@ -194,24 +210,29 @@ class Server:
             shadow=(lambda: manager.shadow) if manager is not None else None,
             decision_log=decision_log,
             tracing=self.tracing,
+            max_streams=options.stream_limit,
+            stream_idle_timeout=options.stream_idle_timeout,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         interceptors = self.tracing.interceptors() if self.tracing is not None else ()
         self._grpc = grpc_server(options, reuse_port=reuse_port, interceptors=interceptors)
-        pb_grpc.add_OrderPolicyServiceServicer_to_server(self.servicer, self._grpc)
+        add_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        if manager is not None:
-            apb_grpc.add_BundleAdminServiceServicer_to_server(
-                BundleAdminServicer(manager, _admin_auth(options)), self._grpc
-            )
-            services.append(ADMIN_SERVICE_NAME)
-            manager.add_listener(self._on_bundle_event)
-        reflection.enable_server_reflection(services, self._grpc)
+        # The public port serves (and reflection lists) decisions and health only; the
+        # admin API has its own listener (loopback by default).
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+        )
         if not reuse_port:
             _check_port_free(options.host, options.port)
         self.port = self._bind()
+        self._admin_grpc: grpc.Server | None = None
+        self.admin_port: int | None = None
+        if manager is not None:
+            manager.add_listener(self._on_bundle_event)
+            if options.admin_address:
+                self._admin_grpc, self.admin_port = self._bind_admin(manager, reuse_port)
         self._probe_grpc, self.health_port = self._bind_health(reuse_port)
         self._refresh()
 
@@ -238,6 +259,43 @@ class Server:
             raise ServeError(
                 f"cannot listen on `{address}`: the port is in use or the address is "
                 "not local"
+            ) from None
+
+    @property
+    def admin_address(self) -> str | None:
+        """``host:port`` of the admin listener as bound, or None without one."""
+        if self.admin_port is None or not self.options.admin_address:
+            return None
+        return _join(split_address(self.options.admin_address)[0], self.admin_port)
+
+    def _bind_admin(self, manager: BundleManager, reuse_port: bool) -> tuple[grpc.Server, int]:
+        """The admin API's listener: its own port and threads, TLS when the server has TLS."""
+        assert self.options.admin_address
+        host, port = split_address(self.options.admin_address)
+        if not reuse_port:
+            _check_port_free(host, port)
+        admin = grpc.server(
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="admin"),
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.max_receive_message_length", self.options.max_message_bytes),
+            ],
+            maximum_concurrent_rpcs=16,
+        )
+        apb_grpc.add_BundleAdminServiceServicer_to_server(
+            BundleAdminServicer(manager, _admin_auth(self.options)), admin
+        )
+        reflection.enable_server_reflection([ADMIN_SERVICE_NAME, reflection.SERVICE_NAME], admin)
+        address = _join(host, port)
+        credentials = _credentials(self.options)
+        try:
+            if credentials is None:
+                return admin, admin.add_insecure_port(address)
+            return admin, admin.add_secure_port(address, credentials)
+        except RuntimeError:
+            raise ServeError(
+                f"cannot listen on `{address}` for the admin API: the port is in use or the "
+                "address is not local"
             ) from None
 
     def _bind_health(self, reuse_port: bool) -> tuple[grpc.Server | None, int | None]:
@@ -280,6 +338,8 @@ class Server:
 
     def start(self) -> None:
         self._grpc.start()
+        if self._admin_grpc is not None:
+            self._admin_grpc.start()
         if self._probe_grpc is not None:
             self._probe_grpc.start()
 
@@ -288,6 +348,8 @@ class Server:
         self._health.enter_graceful_shutdown()
         if self._probe_grpc is not None:
             self._probe_grpc.stop(grace)
+        if self._admin_grpc is not None:
+            self._admin_grpc.stop(grace)
         return self._grpc.stop(grace)
 
     def shutdown(self, grace: float) -> None:
@@ -298,6 +360,8 @@ class Server:
         remaining = max(0.0, grace - (time.monotonic() - start))
         if self._probe_grpc is not None:
             self._probe_grpc.stop(0)
+        if self._admin_grpc is not None:
+            self._admin_grpc.stop(0)
         self._grpc.stop(remaining).wait()
         if not drained:
             log.event("shutdown_grace_expired", logging.WARNING, grace_s=grace)
@@ -478,6 +542,7 @@ def _run_until_signal(server: Server, **fields: Any) -> int:
         address=server.address,
         tls=server.options.tls,
         mtls=server.options.tls_client_ca is not None,
+        admin_address=server.admin_address or "",
         **fields,
     )
     while not stop.wait(0.5):
@@ -531,6 +596,17 @@ def _reserved_port(host: str, port: int) -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def _reserved_admin(options: ServerOptions) -> Iterator[ServerOptions]:
+    """Hold the admin port for the workers too; yields the options with its real port."""
+    if not options.admin_address:
+        yield options
+        return
+    host, port = split_address(options.admin_address)
+    with _reserved_port(host, port) as bound:
+        yield replace(options, admin_address=_join(host, bound))
 
 
 def _serve_forked(
@@ -594,7 +670,7 @@ def _serve_forked(
 
     if options.health_port:
         _check_port_free(options.host, options.health_port)
-    with _reserved_port(options.host, options.port) as port:
+    with _reserved_port(options.host, options.port) as port, _reserved_admin(options) as options:
         for sig in _SIGNALS:
             signal.signal(sig, on_signal)
         for index in range(workers):

@@ -1,7 +1,7 @@
 """Compiling a validated bundle into durable_rules rulesets (pure, deterministic).
 
 One ruleset per action. Each rule becomes ``{"pri": n, "all": [{"m": EXPR}]}``
-with every condition under one ``m`` joined by ``$and`` (pitfall 7: two patterns
+with every condition under one ``m`` joined by ``$and`` (docs/engine.md, pitfall 7: two patterns
 are a join over two messages). Only equality, ``$neq``, ``$or``, ``$and`` and the
 numeric comparisons are emitted (pitfall 15: no regexes, operator first).
 Named sets and params are resolved here, so the engine sees constants only.

@@ -1,8 +1,9 @@
 """The only module that talks to durable_rules: one adapter around its C engine.
 
-durable_rules 2.0.28 is a 2020 C engine with sharp edges (ENGINE-NOTES.md). This
+durable_rules 2.0.28 is a 2020 C engine with sharp edges (docs/engine.md). This
 adapter calls the C module ``durable_rules_engine`` directly and defends against
-each measured pitfall; every defence is an ``INVARIANT`` below and has a test in
+each measured pitfall; every defence is an ``INVARIANT (pitfall N)`` below, N being
+the pitfall's number in ``docs/engine.md``, which names the test in
 ``tests/test_engine.py`` that fails without it.
 
 The compiled ruleset (a plain dict, see ``server.compile``) is serialised here

@@ -102,16 +102,18 @@ def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
 
 
 def _kind(value: Any) -> str:
+    """What a JSON value is, with the value itself when short, for "expected X, got Y" messages
+    (never just "a string" when a string was expected: say which one, or that it was empty)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
+        return f"`{str(value).lower()}`"
     if isinstance(value, (int, float)):
-        return "a number"
+        return f"the number `{str(value)[:32]}`"
     if isinstance(value, str):
-        return "a string"
+        return f"the string `{value[:64]}`" if value else "an empty string"
     if isinstance(value, list):
-        return "an array"
+        return f"an array of {len(value)} items" if value else "an empty array"
     return "an object"
 
 
@@ -150,8 +152,9 @@ def _event(raw: Any, field: str) -> tuple[dt.datetime, int, str, str]:
     if status is None:
         raise SnapshotError(f"{field}.status", "missing")
     if not isinstance(status, str) or not _STATUS3.match(status):
-        shown = status if isinstance(status, str) else _kind(status)
-        raise SnapshotError(f"{field}.status", f"`{str(shown)[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
+        if not isinstance(status, str):
+            raise SnapshotError(f"{field}.status", f"expected a HIGH.METHOD.LOW string, got {_kind(status)}")
+        raise SnapshotError(f"{field}.status", f"`{status[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
     return created, ev_id, status, f"{field}.status"
 
 
@@ -197,7 +200,9 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
         if value is None:
             continue
         if not isinstance(value, str) or not _WORD.match(value):
-            raise SnapshotError(field, f"expected a lower_snake_case method, got `{str(value)[:64]}`")
+            if not isinstance(value, str):
+                raise SnapshotError(field, f"expected a lower_snake_case method, got {_kind(value)}")
+            raise SnapshotError(field, f"`{value[:64]}` is not a lower_snake_case method")
         if not method:
             method, first = value, field
         elif value != method:
@@ -248,8 +253,10 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
 
     detailed = _latest_status(order)
     top = order.get("status")
-    if top is not None and (not isinstance(top, str) or not _WORD.match(top)):
-        raise SnapshotError("order.status", f"`{str(top)[:64]}` is not a lower_snake_case top status")
+    if top is not None and not isinstance(top, str):
+        raise SnapshotError("order.status", f"expected a lower_snake_case top status, got {_kind(top)}")
+    if top is not None and not _WORD.match(top):
+        raise SnapshotError("order.status", f"`{top[:64]}` is not a lower_snake_case top status")
     if detailed is None and top is None:
         raise SnapshotError("order.events", "no status: no events, no last_event and no top status")
     method = _method(order, detailed)
@@ -292,13 +299,16 @@ def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) 
         raise SnapshotError("appointment", f"expected an object, got {_kind(appt)}")
     other = appt.get("order_id")
     if other is not None and other != order_id:
-        raise SnapshotError("appointment.order_id", f"`{str(other)[:64]}` names another order than `{order_id}`")
+        shown = f"`{other[:64]}`" if isinstance(other, str) else _kind(other)
+        raise SnapshotError("appointment.order_id", f"{shown} names another order than `{order_id}`")
     status = appt.get("status")
     if status not in vocab.appointment_statuses:
-        raise SnapshotError(
-            "appointment.status",
-            f"`{str(status)[:64]}` is not one of {', '.join(vocab.appointment_statuses)}",
-        )
+        known = ", ".join(vocab.appointment_statuses)
+        if status is None:
+            raise SnapshotError("appointment.status", f"missing: expected one of {known}")
+        if not isinstance(status, str):
+            raise SnapshotError("appointment.status", f"expected one of {known}, got {_kind(status)}")
+        raise SnapshotError("appointment.status", f"`{status[:64]}` is not one of {known}")
     provider = appt.get("provider")
     if provider is not None and not isinstance(provider, str):
         raise SnapshotError("appointment.provider", f"expected a string, got {_kind(provider)}")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.bundle.archive import build_archive, is_archive, read_archive_bytes, verify_files
+from server.bundle.archive import build_archive, is_archive
 from server.decide import Decider
 from server.errors import BundleError, ErrorList, PolicyError
 from server.registry import Registry, build_decider
@@ -275,11 +275,6 @@ class BundleManager:
             self._on_change("shadow_cleared", {"revision": old.ref.revision})
 
     def _build(self, data: bytes, *, run_tests: bool = True) -> Decider:
-        try:
-            files = read_archive_bytes(data)
-            verify_files(files, self.verification_key)
-        except BundleError as exc:
-            raise ErrorList([exc]) from None
         with tempfile.TemporaryDirectory(prefix="order-policy-upload-") as tmp:
             path = Path(tmp) / "bundle.tar.gz"
             path.write_bytes(data)

@@ -46,7 +46,7 @@ def test_sets_and_params_are_resolved_to_constants(fixture_bundle):
 
 
 def test_only_equality_and_comparison_operators_are_emitted(fixture_bundle):
-    """No regex operator ($mt/$imt) is ever emitted: they fail silently in the engine."""
+    """Pitfall 15 (docs/engine.md): no regex operator ($mt/$imt) is ever emitted: they fail silently in the engine."""
     for policy in compile_bundle(load_bundle(fixture_bundle)).values():
         text = policy.to_json()
         assert "$mt" not in text and "$imt" not in text and "$nex" not in text

@@ -1,4 +1,9 @@
-"""The durable_rules adapter: each defence against ENGINE-NOTES.md's pitfalls has a test here."""
+"""The durable_rules adapter: each defence against a pitfall of durable_rules has a test here.
+
+Every pitfall, the defence in ``server/engine.py`` (its ``INVARIANT (pitfall N)``
+comment) and the test below that proves it are listed in ``docs/engine.md``; each
+test's docstring starts with the pitfall it guards.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import threading
 
 import pytest
 
+from server import engine as engine_module
 from server.engine import CATCH_ALL, MAX_RULES, Engine
 from server.errors import CompileError, EvalError
 from tests.support.memory import rss_kib
@@ -20,28 +26,28 @@ def rule(m: dict, pri: int = 1) -> dict:
 
 
 def test_every_matching_rule_fires_for_one_input_as_a_fact():
-    """Facts fire every matching rule (events would fire only the first)."""
+    """Pitfall 2 (docs/engine.md): Facts fire every matching rule (events would fire only the first)."""
     eng = Engine("t", {"a": rule({"x": "1"}, 1), "b": rule({"y": True}, 2), "c": rule({"x": "2"}, 3)}, ["x", "y"])
     assert eng.match({"x": "1", "y": True}) == ["a", "b"]
     eng.close()
 
 
 def test_rules_come_back_in_priority_order():
-    """The result lists rules by `pri`, lowest first."""
+    """Pitfall 2 (docs/engine.md): The result lists rules by `pri`, lowest first."""
     eng = Engine("t", {"late": rule({"x": "1"}, 9), "early": rule({"x": "1"}, 2)}, ["x"])
     assert eng.match({"x": "1"}) == ["early", "late"]
     eng.close()
 
 
 def test_or_with_several_true_branches_reports_the_rule_once():
-    """`$or` fires once per true branch; the adapter de-duplicates."""
+    """Pitfall 6 (docs/engine.md): `$or` fires once per true branch; the adapter de-duplicates."""
     eng = Engine("t", {"a": rule({"$or": [{"x": "1"}, {"y": True}]})}, ["x", "y"])
     assert eng.match({"x": "1", "y": True}) == ["a"]
     eng.close()
 
 
 def test_two_thousand_distinct_unmatched_inputs_in_a_row_do_not_crash():
-    """The catch-all rule keeps `delete_state` away from inputs that matched nothing (it segfaults)."""
+    """Pitfall 4 (docs/engine.md): The catch-all rule keeps `delete_state` away from inputs that matched nothing (it segfaults)."""
     script = textwrap.dedent("""
         from server.engine import Engine
         eng = Engine("t", {"a": {"pri": 1, "all": [{"m": {"x": "never"}}]}}, ["x", "n"])
@@ -55,7 +61,7 @@ def test_two_thousand_distinct_unmatched_inputs_in_a_row_do_not_crash():
 
 
 def test_more_live_states_than_the_engine_limit_never_accumulate():
-    """5,000 sequential decisions on one ruleset: a fresh sid each, deleted after (limit is 1,024 live)."""
+    """Pitfall 3 (docs/engine.md): 5,000 sequential decisions on one ruleset: a fresh sid each, deleted after (limit is 1,024 live)."""
     eng = Engine("t", {"a": rule({"x": "1"})}, ["x"])
     for i in range(5000):
         assert eng.match({"x": "1" if i % 2 else "0"}) == (["a"] if i % 2 else [])
@@ -63,7 +69,7 @@ def test_more_live_states_than_the_engine_limit_never_accumulate():
 
 
 def test_the_engine_state_record_never_matches_a_rule():
-    """A rule that holds for a message without `x` would match the engine's own state record; the marker stops it."""
+    """Pitfall 5 (docs/engine.md): A rule that holds for a message without `x` would match the engine's own state record; the marker stops it."""
     eng = Engine("t", {"no_x": rule({"$nex": {"x": 1}})}, ["x"])
     for _ in range(50):
         assert eng.match({"x": "present"}) == []
@@ -71,7 +77,7 @@ def test_the_engine_state_record_never_matches_a_rule():
 
 
 def test_a_rule_with_two_patterns_is_refused():
-    """Two patterns in `all` are a join over two messages and never fire: refused at creation."""
+    """Pitfall 7 (docs/engine.md): Two patterns in `all` are a join over two messages and never fire: refused at creation."""
     two = {"pri": 1, "all": [{"m": {"x": "1"}}, {"n": {"y": "1"}}]}
     with pytest.raises(CompileError) as err:
         Engine("t", {"a": two}, ["x", "y"])
@@ -79,7 +85,7 @@ def test_a_rule_with_two_patterns_is_refused():
 
 
 def test_loose_types_never_reach_the_engine():
-    """The engine compares `1 == true == "1"`; floats, dicts and lists are refused before it sees them."""
+    """Pitfall 8 (docs/engine.md): The engine compares `1 == true == "1"`; floats, dicts and lists are refused before it sees them."""
     eng = Engine("t", {"a": rule({"y": True})}, ["y"])
     for bad in (1.0, float("nan"), {"k": 1}, [1]):
         with pytest.raises(EvalError):
@@ -89,7 +95,7 @@ def test_loose_types_never_reach_the_engine():
 
 
 def test_absent_strings_are_sent_as_empty_and_do_not_equal_any_value():
-    """None becomes "" so `$neq` and equality behave (a missing field is undefined behaviour)."""
+    """Pitfall 8 (docs/engine.md): None becomes "" so `$neq` and equality behave (a missing field is undefined behaviour)."""
     eng = Engine("t", {"eq": rule({"x": "a"}), "neq": rule({"$neq": {"x": "a"}}, 2)}, ["x"])
     assert eng.match({"x": None}) == ["neq"]
     assert eng.match({"x": "a"}) == ["eq"]
@@ -97,7 +103,7 @@ def test_absent_strings_are_sent_as_empty_and_do_not_equal_any_value():
 
 
 def test_every_operator_the_compiler_emits_behaves_as_documented():
-    """Equality, $neq, $or, $and, $gt, $gte, $lt, $lte with negatives and large numbers."""
+    """Pitfall 15 (docs/engine.md): equality, $neq, $or, $and, $gt, $gte, $lt, $lte with negatives and large numbers."""
     rules = {
         "gt": rule({"$gt": {"n": 86400}}, 1),
         "gte": rule({"$gte": {"n": 86400}}, 2),
@@ -115,14 +121,14 @@ def test_every_operator_the_compiler_emits_behaves_as_documented():
 
 
 def test_non_ascii_values_match_unescaped():
-    """Rules and inputs are sent without ASCII escapes, so non-ASCII text matches."""
+    """Pitfall 14 (docs/engine.md): Rules and inputs are sent without ASCII escapes, so non-ASCII text matches."""
     eng = Engine("t", {"a": rule({"x": "Zoë ✓"})}, ["x"])
     assert eng.match({"x": "Zoë ✓"}) == ["a"]
     eng.close()
 
 
 def test_too_many_rules_are_refused_before_the_engine_hangs():
-    """513+ rules branching from one test hang create_ruleset forever: refused above the cap."""
+    """Pitfall 11 (docs/engine.md): 513+ rules branching from one test hang create_ruleset forever: refused above the cap."""
     rules = {f"r{i}": rule({"x": f"v{i}"}, 1) for i in range(MAX_RULES + 1)}
     with pytest.raises(CompileError) as err:
         Engine("t", rules, ["x"])
@@ -130,7 +136,7 @@ def test_too_many_rules_are_refused_before_the_engine_hangs():
 
 
 def test_the_caller_ruleset_is_not_mutated():
-    """Registering mutates what it is given; the adapter only hands over a serialised copy."""
+    """Pitfall 10 (docs/engine.md): Registering mutates what it is given; the adapter only hands over a serialised copy."""
     rs = {"a": rule({"x": "1"})}
     before = repr(rs)
     Engine("t", rs, ["x"]).close()
@@ -139,7 +145,7 @@ def test_the_caller_ruleset_is_not_mutated():
 
 
 def test_a_closed_ruleset_refuses_work():
-    """Using a deleted ruleset is an error, not a crash."""
+    """Pitfall 12 (docs/engine.md): Using a deleted ruleset is an error, not a crash."""
     eng = Engine("t", {"a": rule({"x": "1"})}, ["x"])
     eng.close()
     with pytest.raises(EvalError):
@@ -148,7 +154,7 @@ def test_a_closed_ruleset_refuses_work():
 
 
 def test_eight_threads_get_every_decision_right():
-    """Concurrent use from 8 threads: the per-ruleset lock keeps every result correct."""
+    """Pitfall 13 (docs/engine.md): Concurrent use from 8 threads: the per-ruleset lock keeps every result correct."""
     eng = Engine("t", {"even": rule({"p": "even"}, 1), "big": rule({"$gt": {"n": 500}}, 2)}, ["p", "n"])
     wrong: list[tuple[int, list[str]]] = []
 
@@ -171,7 +177,7 @@ def test_eight_threads_get_every_decision_right():
 
 @pytest.mark.slow
 def test_rulesets_are_freed_on_close_so_reloads_keep_memory_flat():
-    """1,000 create/close cycles: RSS stays flat because close() deletes the ruleset."""
+    """Pitfall 12 (docs/engine.md): 1,000 create/close cycles: RSS stays flat because close() deletes the ruleset."""
     rules = {f"r{i}": rule({"$and": [{"x": f"v{i}"}, {"$gt": {"n": i}}]}, i + 1) for i in range(40)}
     for _ in range(100):
         Engine("warm", rules, ["x", "n"]).close()
@@ -189,7 +195,7 @@ def test_rulesets_are_freed_on_close_so_reloads_keep_memory_flat():
 
 @pytest.mark.slow
 def test_one_million_decisions_keep_memory_flat():
-    """1,000,000 decisions through one ruleset: RSS after equals RSS after warm-up (within 5 MiB)."""
+    """Pitfall 3 (docs/engine.md): 1,000,000 decisions through one ruleset: RSS after equals RSS after warm-up (within 5 MiB)."""
     rules = {f"r{i}": rule({"$and": [{"x": f"v{i % 7}"}, {"$gt": {"n": i}}]}, i + 1) for i in range(20)}
     eng = Engine("t", rules, ["x", "n"])
     for i in range(50_000):
@@ -205,7 +211,7 @@ def test_one_million_decisions_keep_memory_flat():
 
 
 def test_one_fact_and_missing_facts_are_encoded_right():
-    """A ruleset testing one fact, and inputs that lack a fact (sent as absent), still match correctly."""
+    """Pitfall 8 (docs/engine.md): A ruleset testing one fact, and inputs that lack a fact (sent as absent), still match correctly."""
     eng = Engine("t", {"a": rule({"x": "1"}), "b": rule({"$neq": {"y": "2"}}, 2)}, ["x", "y"])
     assert eng.match({"x": "1"}) == ["a", "b"]
     assert eng.match({"y": "2"}) == []
@@ -213,3 +219,45 @@ def test_one_fact_and_missing_facts_are_encoded_right():
     one = Engine("t", {"a": rule({"x": "1"})}, ["x"])
     assert one.match({"x": "1"}) == ["a"] and one.match({}) == []
     one.close()
+
+
+def test_the_rulesets_per_process_limit_is_refused_cleanly_and_freed_on_close(monkeypatch):
+    """Pitfall 12 (docs/engine.md): a process holds at most 131,071 rulesets; past the
+    adapter's cap a new ruleset is a compile error (not an engine crash), and closing one
+    makes room again. The cap is lowered here to just above what is alive."""
+    alive = engine_module._ruleset_count
+    monkeypatch.setattr(engine_module, "MAX_RULESETS", alive + 2)
+    first = Engine("t", {"a": rule({"x": "1"})}, ["x"])
+    second = Engine("t", {"a": rule({"x": "1"})}, ["x"])
+    with pytest.raises(CompileError) as err:
+        Engine("t", {"a": rule({"x": "1"})}, ["x"])
+    assert err.value.code == "compile_too_many_rulesets"
+    assert engine_module._ruleset_count == alive + 2
+    first.close()
+    third = Engine("t", {"a": rule({"x": "1"})}, ["x"])  # room again after a close
+    assert third.match({"x": "1"}) == ["a"] and second.match({"x": "1"}) == ["a"]
+    second.close()
+    third.close()
+    assert engine_module._ruleset_count == alive
+    assert engine_module.MAX_RULESETS < 131_071  # the engine's own hard limit
+
+
+def test_no_host_no_threads_and_no_python_inside_the_engine():
+    """Pitfalls 1 and 9 (docs/engine.md): the adapter never imports durable_rules' Python
+    `Host` (its timer threads race with requests), starts no thread, and registers no
+    Python action the engine could call (exceptions there would be swallowed)."""
+    script = textwrap.dedent("""
+        import sys, threading
+        before = threading.active_count()
+        from server.registry import build_decider
+        from server.engine import Engine
+        eng = Engine("t", {"a": {"pri": 1, "all": [{"m": {"x": "1"}}]}}, ["x"])
+        for i in range(1000):
+            eng.match({"x": str(i % 3)})
+        eng.close()
+        loaded = sorted(m for m in sys.modules if m == "durable" or m.startswith("durable."))
+        print(threading.active_count() - before, loaded)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0 []"

@@ -48,6 +48,43 @@ appointments = st.none() | json_values | st.fixed_dictionaries({}, optional={
 })
 
 
+def assert_says_what_was_wrong(message: str) -> None:
+    """A field violation names what was wrong with the value: never a bare kind that could be
+    the very kind expected ("expected a non-empty string, got a string"), never a Python repr."""
+    got = message.rpartition(", got ")[2] if ", got " in message else ""
+    assert got not in ("a string", "a number", "a boolean", "an array"), message
+    assert "`None`" not in message and "`True`" not in message and "`False`" not in message, message
+
+
+@pytest.mark.parametrize(("order", "appointment", "field", "message"), [
+    ({"id": ""}, None, "order.id", "expected a non-empty string, got an empty string"),
+    ({"id": 7}, None, "order.id", "expected a non-empty string, got the number `7`"),
+    ({"id": "o", "events": [{"id": 1.5}]}, None, "order.events[0].id", "expected an integer, got the number `1.5`"),
+    ({"id": "o", "events": [{"id": True}]}, None, "order.events[0].id", "expected an integer, got `true`"),
+    ({"id": "o", "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": 5}]}, None,
+     "order.events[0].status", "expected a HIGH.METHOD.LOW string, got the number `5`"),
+    ({"id": "o", "status": ["received"]}, None, "order.status",
+     "expected a lower_snake_case top status, got an array of 1 items"),
+    ({"id": "o", "status": "received", "details": {"type": 3}}, None, "order.details.type",
+     "expected a lower_snake_case method, got the number `3`"),
+    ({"id": "o", "status": "received", "details": {"type": "Walk In"}}, None, "order.details.type",
+     "`Walk In` is not a lower_snake_case method"),
+    ({"id": "o", "status": "received", "details": "walk_in_test"}, None, "order.details",
+     "expected an object, got the string `walk_in_test`"),
+    ({"id": "o", "status": "received", "details": {"type": "walk_in_test"}}, {}, "appointment.status",
+     "missing: expected one of "),
+    ({"id": "o", "status": "received", "details": {"type": "walk_in_test"}}, {"status": 4}, "appointment.status",
+     ", got the number `4`"),
+])
+def test_each_field_violation_says_what_was_wrong_with_the_value(decider, order, appointment, field, message):
+    """The message names the value or what it lacked, not only the kind that was expected."""
+    with pytest.raises(SnapshotError) as info:
+        decider.decide(Snapshot("cancel_order", order, appointment, NOW))
+    assert info.value.field == field
+    assert message in info.value.message
+    assert_says_what_was_wrong(info.value.message)
+
+
 @pytest.fixture(scope="module")
 def decider():
     d = build_decider(FIXTURE_BUNDLE)
@@ -61,6 +98,7 @@ def _decide_or_error(decider, snapshot):
     except SnapshotError as exc:
         assert exc.field and isinstance(exc.field, str)
         assert "\n" not in str(exc)
+        assert_says_what_was_wrong(exc.message)
         return None
     assert decision.outcome in ("ALLOW", "DENY")
     assert decision.reasons, "every decision has at least one reason"

@@ -93,3 +93,47 @@ def test_buf_breaking_catches_a_renumbered_field(buf: Path, tmp_path: Path) -> N
     result = _run_buf(buf, "breaking", "--against", str(IMAGE), cwd=copy)
     assert result.returncode != 0
     assert "request_id" in result.stdout + result.stderr
+
+
+def test_every_element_of_the_contract_is_documented(tmp_path: Path) -> None:
+    """Every service, RPC, message, field, oneof, enum and enum value has a comment above it
+    (the comments are rendered into the generated code of the clients)."""
+    from importlib import resources
+
+    from google.protobuf import descriptor_pb2
+    from grpc_tools import protoc
+
+    out = tmp_path / "set.binpb"
+    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    assert protoc.main(["protoc", f"-I{PROTOS}", f"-I{resources.files('grpc_tools') / '_proto'}",
+                        "--include_source_info", f"--descriptor_set_out={out}", *files]) == 0
+    fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    undocumented: list[str] = []
+    for f in fds.file:
+        comments = {tuple(loc.path): loc.leading_comments.strip() for loc in f.source_code_info.location}
+
+        def need(path: tuple[int, ...], name: str, f: descriptor_pb2.FileDescriptorProto = f,
+                 comments: dict[tuple[int, ...], str] = comments) -> None:
+            if not comments.get(path):
+                undocumented.append(f"{f.name}: {name}")
+
+        def message(m: descriptor_pb2.DescriptorProto, path: tuple[int, ...], prefix: str) -> None:
+            need(path, prefix + m.name)
+            for i, field in enumerate(m.field):
+                need((*path, 2, i), f"{prefix}{m.name}.{field.name}")
+            for i, oneof in enumerate(m.oneof_decl):
+                need((*path, 8, i), f"{prefix}{m.name}.{oneof.name}")
+            for i, nested in enumerate(m.nested_type):
+                message(nested, (*path, 3, i), f"{prefix}{m.name}.")
+
+        for i, m in enumerate(f.message_type):
+            message(m, (4, i), "")
+        for i, e in enumerate(f.enum_type):
+            need((5, i), e.name)
+            for j, value in enumerate(e.value):
+                need((5, i, 2, j), f"{e.name}.{value.name}")
+        for i, s in enumerate(f.service):
+            need((6, i), s.name)
+            for j, method in enumerate(s.method):
+                need((6, i, 2, j), f"{s.name}.{method.name}")
+    assert files and undocumented == []

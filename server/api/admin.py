@@ -9,7 +9,9 @@ Every call needs an admin credential:
 
 No credential: UNAUTHENTICATED. A credential that is not an admin's (a wrong
 token, or a decision caller's certificate): PERMISSION_DENIED. Tokens are
-compared by hash in constant time and never logged.
+compared by hash in constant time and never logged. A bearer token is refused
+(UNAUTHENTICATED) on a connection that is neither TLS nor loopback, so a
+listener opened to the network without TLS never accepts a token sniffed off it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -32,7 +35,7 @@ from server.decide import Decider
 from server.errors import ErrorList, NoBundleError
 from server.lifecycle import BundleManager
 
-__all__ = ["AdminAuth", "BundleAdminServicer", "hash_token", "read_token_hashes"]
+__all__ = ["AdminAuth", "BundleAdminServicer", "hash_token", "is_loopback_peer", "read_token_hashes"]
 
 
 def hash_token(token: str) -> str:
@@ -66,6 +69,12 @@ class AdminAuth:
         for key, value in context.invocation_metadata():
             if key == "authorization":
                 presented = True
+                if not _private_channel(context):
+                    context.abort(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "bearer tokens are accepted only over TLS or from loopback: serve the admin "
+                        "API with --tls-cert/--tls-key or call it on this host",
+                    )
                 scheme, _, token = str(value).partition(" ")
                 if scheme.lower() == "bearer" and token:
                     digest = hash_token(token.strip()).encode()
@@ -80,6 +89,29 @@ class AdminAuth:
         if not presented:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin calls need a bearer token or an admin client certificate")
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "this credential may not administer bundles")
+
+
+def _private_channel(context: grpc.ServicerContext) -> bool:
+    """Is the call's connection TLS, or from this host (loopback or a Unix socket)?"""
+    if b"ssl" in (context.auth_context().get("transport_security_type") or ()):
+        return True
+    return is_loopback_peer(context.peer())
+
+
+def is_loopback_peer(peer: str) -> bool:
+    """Does a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:...``) name this host?"""
+    kind, _, rest = peer.partition(":")
+    if kind in ("unix", "unix-abstract"):
+        return True
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    host = rest.rpartition(":")[0].strip("[]").split("%", 1)[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _ts(text: str) -> timestamp_pb2.Timestamp:

@@ -152,7 +152,7 @@ def _datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
     """The instant as an aware UTC datetime (the facts layer takes it as it is: no text
     round trip), or a SnapshotError naming ``field`` outside Timestamp's range."""
     if not 0 <= ts.nanos < _NANOS:
-        raise SnapshotError(field, f"nanos `{ts.nanos}` out of range")
+        raise SnapshotError(field, f"nanos `{ts.nanos}` is out of range: expected 0 to 999,999,999")
     if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
         raise SnapshotError(field, f"`{ts.seconds}` seconds is out of the Timestamp range")
     return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)

@@ -21,13 +21,16 @@ from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 from server.api import convert, log, status
 from server.api.metrics import METRICS, Metrics
+from server.api.streams import StreamSlots
+from server.api.wire import UndecodableRequest, add_servicer
 from server.decisionlog import DecisionLog, differs
 from server.errors import NoBundleError, SnapshotError
 from server.model import Decision
 
-__all__ = ["OrderPolicyServicer"]
+__all__ = ["OrderPolicyServicer", "add_to_server"]
 
 _perf = time.perf_counter
+_monotonic = time.monotonic
 
 
 class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
@@ -42,8 +45,11 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         shadow: Callable[[], Any] | None = None,
         decision_log: DecisionLog | None = None,
         tracing: Any = None,
+        max_streams: int = 24,
+        stream_idle_timeout: float | None = 60.0,
     ) -> None:
         self._registry = registry
+        self._streams = StreamSlots(max_streams, stream_idle_timeout, metrics.error)
         self._tracing = tracing  # server.api.tracing.Tracing with --otel; None costs nothing
         self._shadow = shadow
         self._decision_log = decision_log
@@ -120,6 +126,16 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         self._metrics.shadow_decisions.labels(str(differs(decision, shadow)).lower()).inc()
         return shadow
 
+    def _undecodable(self, request: UndecodableRequest) -> status.Failure:
+        """INVALID_ARGUMENT for bytes protobuf refused (invalid UTF-8 in a string field), counted."""
+        if request.field:
+            failure = status.invalid(request.field, request.message)
+        else:
+            failure = status.Failure(grpc.StatusCode.INVALID_ARGUMENT, SnapshotError.code,
+                                     f"invalid request: {request.message}")
+        self._metrics.error(failure.reason)
+        return failure
+
     def _failure(self, exc: Exception, request: pb.DecideRequest, method: str) -> status.Failure:
         field = None
         if isinstance(exc, SnapshotError):
@@ -139,10 +155,13 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
     # -- RPCs ---------------------------------------------------------------------------
 
     def Decide(  # noqa: N802 (gRPC method name)
-        self, request: pb.DecideRequest, context: grpc.ServicerContext
+        self, request: pb.DecideRequest | UndecodableRequest, context: grpc.ServicerContext
     ) -> pb.DecideResponse:
         if self.draining:
             self._refuse(context)
+        if isinstance(request, UndecodableRequest):
+            context.abort_with_status(self._undecodable(request).to_status())
+            raise AssertionError("unreachable: abort_with_status raises")
         start = _perf()
         self._started()
         try:
@@ -171,10 +190,13 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         raise AssertionError("unreachable: abort_with_status raises")
 
     def DecideBatch(  # noqa: N802
-        self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
+        self, request: pb.DecideBatchRequest | UndecodableRequest, context: grpc.ServicerContext
     ) -> pb.DecideBatchResponse:
         if self.draining:
             self._refuse(context)
+        if isinstance(request, UndecodableRequest):
+            context.abort_with_status(self._undecodable(request).to_status())
+            raise AssertionError("unreachable: abort_with_status raises")
         start = _perf()
         self._started()
         try:
@@ -204,19 +226,36 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
 
     def DecideStream(  # noqa: N802
         self,
-        request_iterator: Iterator[pb.DecideStreamRequest],
+        request_iterator: Iterator[pb.DecideStreamRequest | UndecodableRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[pb.DecideStreamResponse]:
         if self.draining:
             self._refuse(context)
-        for message in request_iterator:
-            if self._tracing is not None:
-                with self._tracing.message("DecideStream"):
+        slot = self._streams.open(context)
+        if slot is None:
+            self._metrics.error("too_many_streams")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many open streams: at most {self._streams.limit} per worker; "
+                "retry later, or use DecideBatch",
+            )
+        try:
+            for message in request_iterator:
+                slot[1] = _monotonic()  # not idle
+                if isinstance(message, UndecodableRequest):
+                    yield pb.DecideStreamResponse(error=self._undecodable(message).to_error())
+                    continue
+                if self._tracing is not None:
+                    with self._tracing.message("DecideStream"):
+                        response = self._stream_item(message)
+                        self._tracing.item(response)
+                else:
                     response = self._stream_item(message)
-                    self._tracing.item(response)
-            else:
-                response = self._stream_item(message)
-            yield response
+                yield response
+        except grpc.RpcError:
+            return  # cancelled (by the client, or here when idle too long): nothing to answer
+        finally:
+            self._streams.close(slot)
 
     def _stream_item(self, message: pb.DecideStreamRequest) -> pb.DecideStreamResponse:
         start = _perf()
@@ -272,3 +311,15 @@ def _expired(context: grpc.ServicerContext) -> bool:
     """True when the client's deadline has passed (its answer would be wasted)."""
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
+
+
+def add_to_server(servicer: OrderPolicyServicer, server: grpc.Server) -> None:
+    """Register the servicer, decoding requests so that bytes protobuf refuses (invalid
+    UTF-8 in ``order_json``, ...) reach it as INVALID_ARGUMENT naming the field, not as
+    gRPC's own INTERNAL."""
+    add_servicer(pb.DESCRIPTOR.services_by_name["OrderPolicyService"], servicer, server, {
+        "Decide": (pb.DecideRequest, pb.DecideResponse, False, ""),
+        "DecideBatch": (pb.DecideBatchRequest, pb.DecideBatchResponse, False, ""),
+        # A stream item's error names the field of its DecideRequest, as Decide does.
+        "DecideStream": (pb.DecideStreamRequest, pb.DecideStreamResponse, True, "request."),
+    })

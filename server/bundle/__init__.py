@@ -22,7 +22,6 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-import functools
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -31,7 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from server.bundle.archive import bundle_manifest, is_archive, read_archive, unpack_archive, verify_files
+from server.bundle.archive import bundle_manifest, is_archive, read_archive, unpack_archive
+from server.bundle.reader import DEFAULT_LIMITS
 from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
 from server.errors import BundleError, ErrorList, Location, PolicyError, ValidationError, did_you_mean
 
@@ -48,7 +48,7 @@ __all__ = [
     "parse_duration",
 ]
 
-MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = DEFAULT_LIMITS.max_file_bytes
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DURATION = re.compile(r"^(-?[0-9]+)(s|m|h|d)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -178,16 +178,10 @@ def _node_at(data: Any, path: Any) -> tuple[Any, Any]:
 
 def checked_yaml(text: str, file: str, kind: str) -> tuple[Any, list[PolicyError]]:
     """Parse a document and check it against its kind's schema: (data, every error)."""
-    data, errors = _checked_cached(text, file, kind)
-    return data, list(errors)
-
-
-@functools.lru_cache(maxsize=64)
-def _checked_cached(text: str, file: str, kind: str) -> tuple[Any, tuple[PolicyError, ...]]:
     data, errors = load_yaml(text, file)
     if data is None or errors:
-        return data, tuple(errors)
-    return data, tuple(schema_errors(data, kind, file))
+        return data, list(errors)
+    return data, schema_errors(data, kind, file)
 
 
 def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> PolicyError:
@@ -265,12 +259,11 @@ def bundle_directory(path: str | Path, *, verification_key: str | Path | None = 
         yield Path(path)
         return
     try:
-        files = read_archive(path)
-        verify_files(files, verification_key)
+        archive = read_archive(path, verification_key)
     except BundleError as exc:
         raise ErrorList([exc]) from None
     with tempfile.TemporaryDirectory(prefix="order-policy-bundle-") as tmp:
-        yield unpack_archive(files, tmp)
+        yield unpack_archive(archive.files, tmp)
 
 
 def load_bundle(path: str | Path, *, verification_key: str | Path | None = None) -> Bundle:

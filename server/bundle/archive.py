@@ -11,20 +11,20 @@ file against its digest, and that no file is missing or extra.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import io
 import json
 import tarfile
-import tempfile
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.bundle.yamlio import load_yaml, plain
+from server.bundle.reader import DEFAULT_LIMITS, Limits, read_limited, tar_members
+from server.bundle.yamlio import decode_text, load_yaml, plain
 from server.errors import BundleError
 
 __all__ = [
@@ -33,7 +33,10 @@ __all__ = [
     "build_archive",
     "bundle_manifest",
     "generate_keypair",
+    "VerifiedArchive",
+    "digest_of",
     "is_archive",
+    "open_archive",
     "read_archive",
     "sign_archive",
     "unpack_archive",
@@ -42,9 +45,6 @@ __all__ = [
 
 MANIFEST = ".manifest.json"
 SIGNATURE = ".signature.json"
-MAX_ARCHIVE_BYTES = 16 * 1024 * 1024
-MAX_MEMBER_BYTES = 2 * 1024 * 1024
-MAX_MEMBERS = 1000
 _INCLUDED = ("manifest.yaml", "data/*.yaml", "policies/*.yaml", "tests/*.yaml")
 
 
@@ -53,15 +53,22 @@ def canonical(data: Any) -> bytes:
     return json.dumps(plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@functools.lru_cache(maxsize=64)
+def digest_of(rel: str, content: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Any]:
+    """(sha256 of a bundle file over its canonical JSON, its parsed document); raw bytes for non-YAML."""
+    if rel.endswith((".yaml", ".yml")):
+        text, errors = decode_text(content, rel)
+        data = None
+        if text is not None:
+            data, errors = load_yaml(text, rel, limits.max_yaml_nodes)
+        if errors:
+            raise BundleError(f"`{rel}`: {errors[0].message}", code=errors[0].code, location=errors[0].location)
+        return "sha256:" + hashlib.sha256(canonical(data)).hexdigest(), data
+    return "sha256:" + hashlib.sha256(content).hexdigest(), None
+
+
 def file_digest(rel: str, content: bytes) -> str:
     """sha256 of a bundle file over its canonical JSON (raw bytes for non-YAML)."""
-    if rel.endswith((".yaml", ".yml")):
-        data, errors = load_yaml(content.decode("utf-8"), rel)
-        if errors:
-            raise BundleError(f"`{rel}`: {errors[0].message}", code="bundle_parse_error")
-        return "sha256:" + hashlib.sha256(canonical(data)).hexdigest()
-    return "sha256:" + hashlib.sha256(content).hexdigest()
+    return digest_of(rel, content)[0]
 
 
 def bundle_manifest(bundle_dir: str | Path) -> dict[str, Any]:
@@ -117,68 +124,90 @@ def build_archive(bundle_dir: str | Path, out: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def read_archive(path: str | Path) -> dict[str, bytes]:
-    """Every member of an archive, checked for size, count and path safety."""
-    p = Path(path)
+@dataclass
+class VerifiedArchive:
+    """An archive whose manifest (and signature, when a key was given) and digests hold."""
+
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    files: dict[str, bytes]  # the bundle's files, without the manifest and signature
+    documents: dict[str, Any]  # parsed YAML files (shared: never mutate)
+    signature: bytes | None = None
+
+
+def _parse_manifest(content: bytes) -> dict[str, Any]:
     try:
-        if p.stat().st_size > MAX_ARCHIVE_BYTES:
-            raise BundleError(f"archive larger than {MAX_ARCHIVE_BYTES} bytes", code="bundle_too_large")
-        return read_archive_bytes(p.read_bytes())
-    except OSError as exc:
-        raise BundleError(f"cannot read archive `{path}`: {exc.strerror}", code="bundle_io_error") from None
-
-
-def read_archive_bytes(data: bytes) -> dict[str, bytes]:
-    """Like :func:`read_archive`, from bytes (an upload or a download)."""
-    if len(data) > MAX_ARCHIVE_BYTES:
-        raise BundleError(f"archive larger than {MAX_ARCHIVE_BYTES} bytes", code="bundle_too_large")
-    files: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
-                if len(files) >= MAX_MEMBERS:
-                    raise BundleError("archive has too many files", code="bundle_too_large")
-                if member.isdir():
-                    continue
-                name = PurePosixPath(member.name)
-                if not member.isfile() or name.is_absolute() or ".." in name.parts:
-                    raise BundleError(f"unsafe archive member `{member.name}`", code="bundle_unsafe_archive")
-                if member.size > MAX_MEMBER_BYTES:
-                    raise BundleError(f"archive member `{member.name}` is too large", code="bundle_too_large")
-                extracted = tar.extractfile(member)
-                if extracted is None:
-                    raise BundleError(f"unreadable archive member `{member.name}`", code="bundle_io_error")
-                files[name.as_posix()] = extracted.read()
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:  # truncated or not gzip/tar
-        raise BundleError(f"not a readable bundle archive: {exc}", code="bundle_bad_archive") from None
-    if MANIFEST not in files:
-        raise BundleError(f"archive has no `{MANIFEST}`", code="bundle_bad_archive")
-    return files
-
-
-def _archive_manifest(files: dict[str, bytes]) -> dict[str, Any]:
-    try:
-        manifest = json.loads(files[MANIFEST])
-    except ValueError:
+        manifest = json.loads(content)
+    except (ValueError, RecursionError):
         raise BundleError(f"`{MANIFEST}` is not JSON", code="bundle_bad_archive") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise BundleError(f"`{MANIFEST}` has no file list", code="bundle_bad_archive")
+    for key in ("name", "revision", "digest"):
+        if not isinstance(manifest.get(key, ""), str):
+            raise BundleError(f"`{MANIFEST}`: `{key}` is not text", code="bundle_bad_archive")
     return manifest
 
 
-def check_digests(files: dict[str, bytes]) -> dict[str, Any]:
-    """Every file matches its digest and no file is missing or extra; returns the manifest."""
-    manifest = _archive_manifest(files)
-    listed = manifest["files"]
-    present = {k for k in files if k not in (MANIFEST, SIGNATURE)}
-    for rel in sorted(set(listed) - present):
+def _check_signature(manifest: dict[str, Any], content: bytes, public_key: str | Path) -> None:
+    try:
+        sig = json.loads(content)
+        signature = base64.b64decode(sig["signature"], validate=True)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise BundleError(f"`{SIGNATURE}` is malformed", code="bundle_bad_signature") from None
+    try:
+        _load_key(public_key, private=False).verify(signature, canonical(manifest))
+    except InvalidSignature:
+        raise BundleError("the signature does not match the bundle", code="bundle_bad_signature") from None
+
+
+def open_archive(
+    data: bytes, public_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> VerifiedArchive:
+    """Read an archive signature first: nothing but ``.manifest.json`` (and
+    ``.signature.json``) is decompressed before the signature holds, and no file
+    is parsed before it is known to be listed in the signed manifest.
+
+    Then every file is checked against its digest, none missing or extra. The
+    archive is streamed within ``limits``. Raises BundleError.
+    """
+    members = tar_members(data, limits)
+    first = next(members, None)
+    if first is None or first[0] != MANIFEST:
+        raise BundleError(f"`{MANIFEST}` must be the archive's first file (build it with `order-policy bundle build`)",
+                          code="bundle_bad_archive")
+    manifest_bytes = first[1]
+    manifest = _parse_manifest(manifest_bytes)
+    signature = None
+    if public_key is not None:
+        second = next(members, None)
+        if second is None or second[0] != SIGNATURE:
+            raise BundleError("the bundle is not signed", code="bundle_unsigned")
+        _check_signature(manifest, second[1], public_key)
+        signature = second[1]
+    listed: dict[str, str] = manifest["files"]
+    files: dict[str, bytes] = {}
+    for name, content in members:
+        if name == SIGNATURE and signature is None and not files:
+            signature = content
+            continue
+        if name not in listed:
+            raise BundleError(f"file `{name}` is not listed in the manifest", code="bundle_digest_mismatch")
+        files[name] = content
+    for rel in sorted(set(listed) - set(files)):
         raise BundleError(f"file `{rel}` is listed in the manifest but missing", code="bundle_digest_mismatch")
-    for rel in sorted(present - set(listed)):
-        raise BundleError(f"file `{rel}` is not listed in the manifest", code="bundle_digest_mismatch")
+    documents: dict[str, Any] = {}
     for rel in sorted(listed):
-        if file_digest(rel, files[rel]) != listed[rel]:
+        digest, documents[rel] = digest_of(rel, files[rel], limits)
+        if digest != listed[rel]:
             raise BundleError(f"file `{rel}` does not match its digest", code="bundle_digest_mismatch")
-    return manifest
+    return VerifiedArchive(manifest, manifest_bytes, files, documents, signature)
+
+
+def read_archive(path: str | Path, public_key: str | Path | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> VerifiedArchive:
+    """:func:`open_archive` of a file (refused unread when larger than the limits allow)."""
+    return open_archive(read_limited(path, limits.max_archive_bytes), public_key, limits)
 
 
 def generate_keypair(private_path: str | Path, public_path: str | Path) -> None:
@@ -206,40 +235,23 @@ def _load_key(path: str | Path, private: bool) -> Any:
 
 def sign_archive(path: str | Path, private_key: str | Path) -> None:
     """Add (or replace) the Ed25519 signature of an archive, after checking its digests."""
-    files = read_archive(path)
-    manifest = check_digests(files)
+    archive = read_archive(path)
     key = _load_key(private_key, private=True)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    files = dict(archive.files)
+    files[MANIFEST] = archive.manifest_bytes
     files[SIGNATURE] = json.dumps({
         "algorithm": "ed25519",
         "key_id": hashlib.sha256(public).hexdigest()[:16],
-        "signature": base64.b64encode(key.sign(canonical(manifest))).decode(),
+        "signature": base64.b64encode(key.sign(canonical(archive.manifest))).decode(),
     }, indent=2, sort_keys=True).encode() + b"\n"
     _write(Path(path), files)
 
 
-def verify_files(files: dict[str, bytes], public_key: str | Path | None) -> dict[str, Any]:
-    """Digests always; the signature too when a key is given. Returns the manifest."""
-    manifest = check_digests(files)
-    if public_key is None:
-        return manifest
-    if SIGNATURE not in files:
-        raise BundleError("the bundle is not signed", code="bundle_unsigned")
-    try:
-        sig = json.loads(files[SIGNATURE])
-        signature = base64.b64decode(sig["signature"], validate=True)
-    except (ValueError, KeyError, TypeError):
-        raise BundleError(f"`{SIGNATURE}` is malformed", code="bundle_bad_signature") from None
-    try:
-        _load_key(public_key, private=False).verify(signature, canonical(manifest))
-    except InvalidSignature:
-        raise BundleError("the signature does not match the bundle", code="bundle_bad_signature") from None
-    return manifest
-
-
-def verify_archive(path: str | Path, public_key: str | Path | None) -> dict[str, Any]:
-    """Check an archive file; raises BundleError naming what is wrong."""
-    return verify_files(read_archive(path), public_key)
+def verify_archive(path: str | Path, public_key: str | Path | None,
+                   limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Check an archive file; returns its manifest, raises BundleError naming what is wrong."""
+    return read_archive(path, public_key, limits).manifest
 
 
 def is_archive(path: str | Path) -> bool:
@@ -247,9 +259,9 @@ def is_archive(path: str | Path) -> bool:
     return str(path).endswith((".tar.gz", ".tgz"))
 
 
-def unpack_archive(files: dict[str, bytes], dest: str | Path | None = None) -> Path:
-    """Write checked archive members into a directory (a new temporary one by default)."""
-    root = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="order-policy-bundle-"))
+def unpack_archive(files: dict[str, bytes], dest: str | Path) -> Path:
+    """Write checked archive members into a directory."""
+    root = Path(dest)
     for rel, content in files.items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
 import yaml
 
+from server.bundle.reader import DEFAULT_LIMITS
 from server.errors import BundleError, Location
 
 
@@ -25,10 +25,48 @@ class LineList(list):  # type: ignore[type-arg]
     item_lines: list[int]
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader that records lines and refuses duplicate keys."""
+try:  # libyaml's parser when present; the composer is always Python so it can count and refuse
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # pragma: no cover - pure-Python PyYAML
+    _CParser = None
 
-    duplicates: list[tuple[Any, int]]
+
+class _Refused(Exception):
+    def __init__(self, message: str, code: str, line: int) -> None:
+        super().__init__(message)
+        self.message, self.code, self.line = message, code, line
+
+
+class _Loader(yaml.composer.Composer, _CParser or yaml.parser.Parser,  # type: ignore[misc]
+              yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """A safe loader that records lines, refuses duplicate and non-text keys, anchors and
+    aliases (an alias bomb is refused before it expands) and more than ``max_nodes`` nodes."""
+
+    def __init__(self, text: str, max_nodes: int) -> None:
+        if _CParser is not None:
+            _CParser.__init__(self, text)
+        else:  # pragma: no cover
+            yaml.reader.Reader.__init__(self, text)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self.duplicates: list[tuple[Any, int]] = []
+        self.bad_keys: list[tuple[Any, int]] = []
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.events.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused("anchors and aliases (`&`, `*`, `<<`) are not allowed in bundle files",
+                           "bundle_parse_error", event.start_mark.line + 1)
+        self.nodes += 1
+        if self.nodes > self.max_nodes:
+            raise _Refused(f"more than {self.max_nodes} YAML nodes in one file", "bundle_too_large",
+                           event.start_mark.line + 1)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
@@ -38,6 +76,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     out.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            loader.bad_keys.append((key, key_node.start_mark.line + 1))
+            continue
         if key in out:
             loader.duplicates.append((key, key_node.start_mark.line + 1))
         out[key] = loader.construct_object(value_node, deep=True)
@@ -71,50 +112,44 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, list[BundleError]]:
-    """Parse one YAML document; returns (data, errors). Syntax errors name the line.
+def load_yaml(text: str, file: str, max_nodes: int = DEFAULT_LIMITS.max_yaml_nodes) -> tuple[Any, list[BundleError]]:
+    """Parse one YAML document; returns (data, errors). Every error names its line.
 
-    INVARIANT: the returned document is shared (parses are cached by content, so
-    verifying, loading and testing a bundle, and reloading unchanged files, parse
-    each file once): callers never mutate it; :func:`plain` makes a private copy.
+    Anchors and aliases, keys that are not text and more than ``max_nodes``
+    nodes are refused before anything is built from them.
     """
-    data, errors = _load_cached(text, file)
-    return data, list(errors)
-
-
-@functools.lru_cache(maxsize=64)
-def _load_cached(text: str, file: str) -> tuple[Any, tuple[BundleError, ...]]:
-    data, errors = _load(text, file)
-    return data, tuple(errors)
-
-
-def _load(text: str, file: str) -> tuple[Any, list[BundleError]]:
-    loader = _Loader(text)
-    loader.duplicates = []
+    loader = _Loader(text, max_nodes)
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, [
-            BundleError(
-                f"invalid YAML: {problem}",
-                code="bundle_parse_error",
-                location=Location(file, line),
-            )
-        ]
+        return None, [BundleError(f"invalid YAML: {problem}", code="bundle_parse_error", location=Location(file, line))]
+    except _Refused as exc:
+        return None, [BundleError(exc.message, code=exc.code, location=Location(file, exc.line))]
+    except RecursionError:
+        return None, [BundleError("the document is nested too deeply", code="bundle_parse_error",
+                                  location=Location(file))]
     finally:
         loader.dispose()
     errors = [
-        BundleError(
-            f"duplicate key `{key}`",
-            code="bundle_duplicate_key",
-            location=Location(file, line),
-        )
+        BundleError(f"duplicate key `{key}`", code="bundle_duplicate_key", location=Location(file, line))
         for key, line in loader.duplicates
+    ] + [
+        BundleError(f"key `{key}` is not text: quote it", code="bundle_parse_error", location=Location(file, line))
+        for key, line in loader.bad_keys
     ]
     return data, errors
+
+
+def decode_text(content: bytes, file: str) -> tuple[str | None, list[BundleError]]:
+    """UTF-8 text of a bundle file, or a located error."""
+    try:
+        return content.decode("utf-8"), []
+    except UnicodeDecodeError as exc:
+        return None, [BundleError(f"not UTF-8 text (byte {exc.start})", code="bundle_parse_error",
+                                  location=Location(file))]
 
 
 def line_of(node: Any, key: Any = None) -> int:

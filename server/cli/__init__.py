@@ -1,8 +1,10 @@
 """The ``order-policy`` command line: one module per subcommand.
 
-Exit codes (Cedar style): 0 OK, 1 failure (usage, I/O, internal), 2 a bundle's
-own tests failed, 3 invalid input (an invalid snapshot or an invalid bundle), 4 a
-difference found by ``diff --fail-on-change``.
+Exit codes, the same for every command (the README's table): 0 OK; 1 failure: a usage
+error, a file or bundle that does not exist or cannot be read, a server that cannot be
+reached or started, an internal error; 2 a bundle's own cases failed; 3 invalid input: a
+bundle with errors, an invalid snapshot or ``--now``; 4 a difference found by
+``diff --fail-on-change``.
 Every command takes ``--format human|json``; ``--format json`` output is a
 contract other tools use.
 """
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ExitCode", "main"]
+__all__ = ["ExitCode", "exit_code_for", "main"]
 
 
 class ExitCode(enum.IntEnum):
@@ -28,11 +30,36 @@ class ExitCode(enum.IntEnum):
     CHANGED = 4  # `diff --fail-on-change` found a difference
 
 
+#: Error codes meaning a file could not be read at all (exit 1), not that it is invalid (3).
+_IO_CODES = frozenset({"bundle_io_error"})
+#: Error codes meaning only that a bundle's own cases failed (exit 2).
+_TEST_CODES = frozenset({"bundle_test_failed"})
+
+
+def exit_code_for(errors: Sequence[Any]) -> ExitCode:
+    """The exit code for a bundle's load errors: 1 when nothing could be read, 2 when only
+    its cases failed, 3 otherwise."""
+    codes = {getattr(e, "code", "") for e in errors}
+    if codes and codes <= _IO_CODES:
+        return ExitCode.FAILURE
+    if codes and codes <= _TEST_CODES:
+        return ExitCode.TESTS_FAILED
+    return ExitCode.INVALID
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors exiting 1 (argparse's own 2 means failed cases here)."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.FAILURE), f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from server.cli import admin, bundle_archive, bundle_check, decide, diff, health, matrix, serve
 
-    parser = argparse.ArgumentParser(prog="order-policy", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="order-policy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_VersionAction, help="print the version, the bundle format "
                         "version and the proto package, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A broken install (e.g. the engine built without its Python 3.13 fix): one line, no traceback.
         print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
         return int(ExitCode.FAILURE)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error
+        return exc.code if isinstance(exc.code, int) else int(ExitCode.FAILURE)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
     asub = p.add_subparsers(dest="admin_command", required=True, metavar="SUBCOMMAND")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--address", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
+        q.add_argument("--address", default="127.0.0.1:50052",
+                       help="the server's admin listener, serve --admin-address (default 127.0.0.1:50052)")
         q.add_argument("--token-env", default="ORDER_POLICY_ADMIN_TOKEN",
                        help="environment variable holding the admin bearer token")
         q.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server certificate")

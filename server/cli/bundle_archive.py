@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from server.bundle.archive import build_archive, generate_keypair, sign_archive, verify_archive
-from server.cli import ExitCode, add_format
+from server.cli import ExitCode, add_format, exit_code_for
 from server.errors import ErrorList, PolicyError
 from server.registry import build_decider
 
@@ -44,8 +44,8 @@ def run_build(args: argparse.Namespace) -> int:
         manifest = build_archive(args.dir, args.output)
     except ErrorList as exc:
         for e in exc.errors:
-            print(f"{e.location or args.dir}: error[{e.code}]: {e.message}", file=sys.stderr)
-        return ExitCode.INVALID
+            print(f"{str(e.location) or args.dir}: error[{e.code}]: {e.message}", file=sys.stderr)
+        return exit_code_for(exc.errors)
     except PolicyError as exc:
         print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
         return ExitCode.FAILURE
@@ -63,7 +63,7 @@ def run_sign(args: argparse.Namespace) -> int:
         sign_archive(args.file, args.key)
     except PolicyError as exc:
         print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
-        return ExitCode.INVALID
+        return exit_code_for([exc])
     print(f"signed {args.file}")
     return ExitCode.OK
 
@@ -77,7 +77,7 @@ def run_verify(args: argparse.Namespace) -> int:
             print(json.dumps({"valid": False, "error": {"code": exc.code, "message": exc.message}}))
         else:
             print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
-        return ExitCode.INVALID
+        return exit_code_for([exc])
     if args.format == "json":
         print(json.dumps({"valid": True, "name": manifest["name"], "revision": manifest["revision"],
                           "digest": manifest["digest"]}))

@@ -10,7 +10,7 @@ from typing import Any
 from server import default_bundle
 from server.bundle import load_bundle
 from server.cases import load_cases, run_cases
-from server.cli import ExitCode, add_format
+from server.cli import ExitCode, add_format, exit_code_for
 from server.decide import Decider
 from server.errors import ErrorList, PolicyError
 from server.validate import coverage_errors, validate
@@ -64,7 +64,7 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         for e in errors:
             hint = f"\n    help: {e.hint}" if e.hint else ""
-            print(f"{e.location or args.bundle}: error[{e.code}]: {e.message}{hint}")
+            print(f"{str(e.location) or args.bundle}: error[{e.code}]: {e.message}{hint}")
         if not errors:
             b = report["bundle"]
             rules = ", ".join(f"{a}: {n} rules" for a, n in report["policies"].items())
@@ -73,7 +73,7 @@ def run_check(args: argparse.Namespace) -> int:
                   f"{len(report['methods'])} methods reaches a decision")
         else:
             print(f"{len(errors)} error(s)", file=sys.stderr)
-    return ExitCode.INVALID if errors else ExitCode.OK
+    return exit_code_for(errors) if errors else ExitCode.OK
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -82,8 +82,8 @@ def run_test(args: argparse.Namespace) -> int:
     decider, errors, _ = _check(args.bundle)
     if decider is None or errors:
         for e in errors:
-            print(f"{e.location or args.bundle}: error[{e.code}]: {e.message}", file=sys.stderr)
-        return ExitCode.INVALID
+            print(f"{str(e.location) or args.bundle}: error[{e.code}]: {e.message}", file=sys.stderr)
+        return exit_code_for(errors)
     try:
         cases = [c for c in load_cases(args.bundle) if args.pattern in c.name]
     except ErrorList as exc:

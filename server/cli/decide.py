@@ -10,10 +10,10 @@ from typing import Any
 
 from server import default_bundle
 from server.cli import ExitCode, add_format
-from server.errors import ErrorList, PolicyError, SnapshotError
+from server.cli.workbench import load
+from server.errors import PolicyError, SnapshotError
 from server.facts import parse_json_object, parse_timestamp
 from server.model import ACTIONS, Decision, Snapshot
-from server.registry import build_decider
 
 
 def add_parser(sub: Any) -> None:
@@ -30,29 +30,34 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+class _Unreadable(Exception):
+    """A snapshot file that cannot be read at all (exit 1, not an invalid snapshot)."""
+
+
 def _read(path: str, field: str) -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(field, f"cannot read `{path}`: {exc.__class__.__name__}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        raise _Unreadable(f"`--{field}`: cannot read `{path}`: {reason.lower()}") from None
     return parse_json_object(text, field)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Decide and print; exit 0 with a decision, 3 for an invalid snapshot, 1 otherwise."""
+    """Decide and print; exit 0 with a decision, 3 for an invalid snapshot or bundle, 1 otherwise."""
     as_json = args.format == "json"
     args.bundle = args.bundle or str(default_bundle())
-    try:
-        decider = build_decider(args.bundle)
-    except ErrorList as exc:
-        _fail(as_json, "bundle_invalid", f"bundle `{args.bundle}` is invalid: {exc.errors[0]}",
-              errors=[e.to_dict() for e in exc.errors])
-        return ExitCode.FAILURE
+    decider = load(args.bundle, as_json)
+    if isinstance(decider, int):
+        return decider
     try:
         order = _read(args.order, "order")
         appointment = _read(args.appointment, "appointment") if args.appointment else None
         now = parse_timestamp(args.now, "now") if args.now else None
         decision = decider.decide(Snapshot(args.action, order, appointment, now))
+    except _Unreadable as exc:
+        _fail(as_json, "input_io_error", str(exc))
+        return ExitCode.FAILURE
     except SnapshotError as exc:
         _fail(as_json, exc.code, str(exc), field=exc.field)
         return ExitCode.INVALID

@@ -34,6 +34,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="seconds between polls of an HTTP(S) bundle source (default 30)")
     parser.add_argument("--keep-revisions", type=int, default=3,
                         help="revisions kept loaded for pinning and rollback (default 3)")
+    parser.add_argument("--admin-address", default="127.0.0.1:50052",
+                        help="HOST:PORT of the admin API's own listener, TLS when --tls-cert is given "
+                        "(default 127.0.0.1:50052; `none`: no admin API)")
     parser.add_argument("--admin-token-file", type=Path,
                         help="file of hashed admin bearer tokens (`order-policy admin hash-token`)")
     parser.add_argument("--admin-client-cn", action="append", default=[],
@@ -50,6 +53,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="worker processes sharing the port (default one per core)")
     parser.add_argument("--threads", type=int, default=32,
                         help="RPC threads per worker (default 32)")
+    parser.add_argument("--max-streams", type=int, default=None,
+                        help="open DecideStream calls per worker, below --threads so unary calls and "
+                        "health always find a thread (default three quarters of --threads)")
+    parser.add_argument("--stream-idle-timeout", type=float, default=60.0,
+                        help="cancel a DecideStream that sends no message for this many seconds "
+                        "(default 60; 0 never)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus /metrics on this port (default off)")
     parser.add_argument("--health-port", type=int, default=None,
@@ -81,6 +90,17 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 0 or (name not in ("port", "workers") and getattr(args, name) == 0):
             print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 1
+    if args.max_streams is not None and not 0 < args.max_streams < max(args.threads, 2):
+        print(f"error: --max-streams must be at least 1 and below --threads ({args.threads}): "
+              "unary calls and health checks need a thread that no stream holds", file=sys.stderr)
+        return 1
+    if args.stream_idle_timeout < 0:
+        print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
+        return 1
+    bundle = args.bundle or str(default_bundle())
+    if "://" not in bundle and not Path(bundle).exists() and not args.state_dir:
+        print(f"error: bundle `{bundle}` does not exist", file=sys.stderr)
+        return 1
     # prometheus_client picks multiprocess mode when first imported: set the directory
     # before anything imports it, so forked workers' metrics are summed.
     own_dir = None
@@ -98,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             threads=args.threads,
+            max_streams=args.max_streams,
+            stream_idle_timeout=args.stream_idle_timeout,
             metrics_port=args.metrics_port,
             health_port=args.health_port,
             otel=args.otel,
@@ -111,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             verification_key=args.verification_key,
             poll_interval=args.poll_interval,
             keep_revisions=args.keep_revisions,
+            admin_address=None if args.admin_address.lower() in ("", "none") else args.admin_address,
             admin_token_file=args.admin_token_file,
             admin_client_names=tuple(args.admin_client_cn),
             decision_log=args.decision_log,

@@ -74,10 +74,12 @@ class _Env:
         token_file = tmp / "tokens"
         token_file.write_text(f"# admins\n{hash_token(TOKEN)}  ops\n")
         self.dlog = DecisionLog(str(tmp / "decisions.log"))
+        opts = {"admin_address": "127.0.0.1:0", **opts}
         options = ServerOptions(host="127.0.0.1", port=0, workers=1, admin_token_file=token_file, **opts)
         self.server = Server(self.registry, options, manager=self.manager, decision_log=self.dlog)
         self.server.start()
         self.address = self.server.address
+        self.admin_address = self.server.admin_address
 
     def close(self) -> None:
         self.server.stop(0).wait(10)
@@ -156,7 +158,7 @@ def test_a_pinned_revision_decides_and_an_unknown_one_is_failed_precondition(env
 
 def test_admin_calls_need_a_credential(env: _Env) -> None:
     """No token: UNAUTHENTICATED; a wrong token: PERMISSION_DENIED; the right one: the status."""
-    stub = admin(env.address)
+    stub = admin(env.admin_address)
     with pytest.raises(grpc.RpcError) as info:
         stub.GetStatus(apb.GetStatusRequest(), timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -170,7 +172,7 @@ def test_admin_calls_need_a_credential(env: _Env) -> None:
 
 def test_admin_activate_refuses_a_broken_archive_and_rolls_back(env: _Env, archives) -> None:  # noqa: ANN001
     """Upload r48 (active), a truncated archive (FAILED_PRECONDITION, r48 still serves), roll back to r24."""
-    stub = admin(env.address)
+    stub = admin(env.admin_address)
     assert stub.Activate(apb.ActivateRequest(archive=archives["r48"]), metadata=AUTH, timeout=60).revision.revision == "r48"
     with pytest.raises(grpc.RpcError) as info:
         stub.Activate(apb.ActivateRequest(archive=archives["truncated"]), metadata=AUTH, timeout=60)
@@ -195,7 +197,7 @@ def test_shadow_differences_are_counted_and_logged_while_answers_stay_active(env
         return METRICS.shadow_decisions.labels("true")._value.get()  # noqa: SLF001
 
     before = differing()
-    stub = admin(env.address)
+    stub = admin(env.admin_address)
     assert stub.SetShadow(apb.SetShadowRequest(archive=archives["r48"]), metadata=AUTH, timeout=60).revision.revision == "r48"
     with grpc.insecure_channel(env.address) as channel:
         for _ in range(5):
@@ -221,8 +223,9 @@ def test_admin_mtls_names_decide_who_may_administer(tmp_path: Path, archives) ->
         e = _Env(tmp_path / f"env{len(allowed)}", archives, tls_cert=pki.server_cert, tls_key=pki.server_key,
                  tls_client_ca=pki.ca, admin_client_names=allowed)
         try:
-            with grpc.secure_channel(e.address, creds) as channel:
-                stub = apb_grpc.BundleAdminServiceStub(channel)
+            with grpc.secure_channel(e.admin_address, creds) as admin_channel, \
+                    grpc.secure_channel(e.address, creds) as channel:
+                stub = apb_grpc.BundleAdminServiceStub(admin_channel)
                 if expected is None:
                     assert stub.GetStatus(apb.GetStatusRequest(), timeout=10).active.revision == "r24"
                 else:
@@ -245,7 +248,7 @@ def test_two_workers_end_on_the_uploaded_revision(tmp_path: Path, archives) -> N
     token_file.write_text(hash_token(TOKEN) + "\n")
     with serve_process(r24, "--state-dir", str(tmp_path / "state"), "--admin-token-file", str(token_file),
                        workers=2) as proc:
-        stub = admin(proc.address)
+        stub = admin(proc.admin_address)
         stub.Activate(apb.ActivateRequest(archive=archives["r48"]), metadata=AUTH, timeout=60)
         deadline = time.monotonic() + 60
         workers: list[str] = []
@@ -303,7 +306,7 @@ def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # 
             env.pop("ORDER_POLICY_ADMIN_TOKEN", None)
             if token is not None:
                 env["ORDER_POLICY_ADMIN_TOKEN"] = token
-            return subprocess.run(serve_command("admin", *args, "--address", proc.address), capture_output=True,
+            return subprocess.run(serve_command("admin", *args, "--address", proc.admin_address), capture_output=True,
                                   text=True, cwd=REPO, env=env, timeout=120)
 
         denied = admin_cli("status", token=None)
@@ -341,3 +344,105 @@ def test_serve_writes_every_decision_to_the_decision_log(tmp_path: Path, archive
     assert {e["decision_id"] for e in entries} == ids and len(entries) == 20
     assert all(e["bundle"]["revision"] == "r24" and e["order_id"] == "o-1" for e in entries)
     assert "Ada" not in "".join(lines) and "example.com" not in "".join(lines)
+
+
+def _services(address: str) -> set[str]:
+    """The services the server at ``address`` advertises through reflection."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                            timeout=10)
+        return {s.name for reply in replies for s in reply.list_services_response.service}
+
+
+def test_the_public_port_neither_serves_nor_advertises_admin(env: _Env) -> None:
+    """On the decision port the admin API is UNIMPLEMENTED (even with a valid token) and reflection
+    lists only decisions, health and reflection; the admin listener serves and advertises it."""
+    with pytest.raises(grpc.RpcError) as info:
+        admin(env.address).GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    public = _services(env.address)
+    assert "orderpolicy.v1.OrderPolicyService" in public
+    assert not any("Admin" in name for name in public)
+    assert "orderpolicy.v1.BundleAdminService" in _services(env.admin_address)
+    assert env.admin_address != env.address
+    assert admin(env.admin_address).GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10).active.revision
+
+
+class _Context:
+    """A servicer context seen from a given peer and transport (for AdminAuth alone)."""
+
+    def __init__(self, peer: str, tls: bool, token: str = TOKEN) -> None:
+        self._peer, self._tls, self._token = peer, tls, token
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self._token}")]
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"transport_security_type": [b"ssl" if self._tls else b"insecure"]}
+
+    def peer(self) -> str:
+        return self._peer
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise PermissionError(code, details)
+
+
+@pytest.mark.parametrize(("peer", "tls", "allowed"), [
+    ("ipv4:127.0.0.1:5000", False, True),
+    ("ipv6:[::1]:5000", False, True),
+    ("ipv6:[::ffff:127.0.0.1]:5000", False, True),
+    ("unix:/run/order-policy.sock", False, True),
+    ("ipv4:10.1.2.3:5000", False, False),
+    ("ipv6:[fd00::2]:5000", False, False),
+    ("ipv4:10.1.2.3:5000", True, True),
+])
+def test_a_bearer_token_needs_tls_or_loopback(peer: str, tls: bool, allowed: bool) -> None:
+    """A right token is accepted over TLS or from loopback, and refused UNAUTHENTICATED in cleartext
+    from another host, before it is even compared."""
+    from server.api.admin import AdminAuth
+
+    auth = AdminAuth([hash_token(TOKEN)])
+    if allowed:
+        auth.check(_Context(peer, tls))
+        return
+    for token in (TOKEN, "wrong"):
+        with pytest.raises(PermissionError) as info:
+            auth.check(_Context(peer, tls, token))
+        code, details = info.value.args
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert details.startswith("bearer tokens are accepted only over TLS or from loopback")
+
+
+def _outside_address() -> str | None:
+    """A local non-loopback IPv4 address a test can connect to, if the machine has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a source address
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_a_cleartext_admin_listener_open_to_the_network_refuses_tokens(tmp_path: Path, archives) -> None:  # noqa: ANN001
+    """Admin on all interfaces without TLS: a call from a non-loopback address with the right
+    token is UNAUTHENTICATED; the same call from loopback succeeds."""
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to call from")
+    e = _Env(tmp_path, archives, admin_address="0.0.0.0:0")  # noqa: S104
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            admin(f"{outside}:{e.server.admin_port}").GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "only over TLS or from loopback" in info.value.details()
+        status = admin(f"127.0.0.1:{e.server.admin_port}").GetStatus(apb.GetStatusRequest(), metadata=AUTH,
+                                                                      timeout=10)
+        assert status.active.revision == "r24"
+    finally:
+        e.close()

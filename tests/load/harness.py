@@ -115,7 +115,7 @@ def machine() -> dict[str, Any]:
 
 def hot_swap_support() -> str:
     """How the running server reloads a bundle, or "" when it cannot (yet)."""
-    argv = [*procs.serve_argv(BUNDLE, 0, 1, 0)[:-11], "serve", "--help"]
+    argv = [*procs.order_policy_argv(), "serve", "--help"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,  # noqa: S603
                           env={**os.environ, "PYTHONPATH": str(procs.REPO)})
     if done.returncode != 0 or "--bundle" not in done.stdout:

@@ -30,12 +30,18 @@ from tests.load.corpus import REPO
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def serve_argv(bundle: Path, port: int, workers: int, metrics_port: int) -> list[str]:
-    """``order-policy serve`` as ``make serve`` runs it, plus the load test's flags."""
+def order_policy_argv() -> list[str]:
+    """The ``order-policy`` command of this environment."""
     script = Path(sys.executable).parent / "order-policy"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "server"]
-    return [*command, "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers), "--metrics-port", str(metrics_port)]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server"]
+
+
+def serve_argv(bundle: Path, port: int, workers: int, metrics_port: int) -> list[str]:
+    """``order-policy serve`` as ``make serve`` runs it, plus the load test's flags (the admin
+    listener on a free loopback port, so runs side by side never collide on its default)."""
+    return [*order_policy_argv(), "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--metrics-port", str(metrics_port),
+            "--admin-address", "127.0.0.1:0"]
 
 
 def echo_argv(port: int, workers: int, decision_file: Path) -> list[str]:

@@ -138,6 +138,7 @@ class ServeProcess:
     port: int
     log_path: Path
     args: list[str] = field(default_factory=list)
+    admin_address: str = ""  # the admin listener (a free loopback port unless the test chose one)
 
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far."""
@@ -168,11 +169,17 @@ def serve_process(
     """Run ``order-policy serve`` on a free 127.0.0.1 port; yield when it is SERVING.
 
     ``args`` are extra ``serve`` flags. The process is killed on exit if still running.
+    The admin listener goes on another free loopback port unless ``args`` name one.
     """
     port = free_port()
+    admin: list[str] = []
+    admin_address = ""
+    if "--admin-address" not in args:
+        admin_address = f"127.0.0.1:{free_port()}"
+        admin = ["--admin-address", admin_address]
     argv = serve_command(
         "serve", "--bundle", str(bundle_dir), "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), *args,
+        "--workers", str(workers), *admin, *args,
     )
     with tempfile.TemporaryDirectory(prefix="order-policy-serve-") as tmp:
         log_path = Path(tmp) / "server.log"
@@ -183,7 +190,7 @@ def serve_process(
                 argv, cwd=_REPO, stdout=out, stderr=subprocess.STDOUT, env=full_env,
                 start_new_session=True,  # its own process group: cleanup reaches every worker
             )
-        handle = ServeProcess(process, f"127.0.0.1:{port}", port, log_path, argv)
+        handle = ServeProcess(process, f"127.0.0.1:{port}", port, log_path, argv, admin_address)
         try:
             if wait:
                 wait_serving(handle.address, timeout, alive=lambda: process.poll() is None)

@@ -102,7 +102,8 @@ class Client:
         else:
             creds = grpc.ssl_channel_credentials() if tls is True else tls
             self._channel = grpc.secure_channel(self.target, creds, options=opts)
-        self._stub = pb_grpc.OrderPolicyServiceStub(self._channel)
+        # The generated stub has no annotations (grpcio-tools writes .pyi files for messages only).
+        self._stub = pb_grpc.OrderPolicyServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = self._channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             # HealthCheckRequest {string service = 1} and HealthCheckResponse {enum status = 1} have the

@@ -157,10 +157,11 @@ def _rpc_messages() -> dict[str, Any]:
             "ErrorInfo": [("reason", 1, one, text, ""), ("domain", 2, one, text, "")],
         }
         for message, fields in layout.items():
-            fdp.message_type.add(name=message, field=[
-                f(name=n, number=num, label=label, type=kind, **({"type_name": type_name} if type_name else {}))
-                for n, num, label, kind, type_name in fields
-            ])
+            added = fdp.message_type.add(name=message)
+            for n, num, label, kind, type_name in fields:
+                field = added.field.add(name=n, number=num, label=label, type=kind)
+                if type_name:
+                    field.type_name = type_name
         pool.AddSerializedFile(fdp.SerializeToString())
     return {m: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"order_policy_client.rpc.{m}"))
             for m in ("Status", "BadRequest", "ErrorInfo")}
@@ -174,8 +175,8 @@ def error_from_rpc(exc: grpc.RpcError) -> OrderPolicyError:
     code = exc.code().name if isinstance(exc, grpc.Call) and exc.code() is not None else "UNKNOWN"
     message = (exc.details() if isinstance(exc, grpc.Call) else None) or code.lower()
     reason, violations = "", []
-    trailers = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
-    for key, value in trailers or ():
+    trailers: tuple[tuple[str, Any], ...] = tuple(exc.trailing_metadata() or ()) if isinstance(exc, grpc.Call) else ()
+    for key, value in trailers:
         if key != "grpc-status-details-bin":
             continue
         status = _RPC["Status"].FromString(value)

@@ -69,7 +69,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         """Start the server and wait until it is SERVING; RuntimeError with its log otherwise."""
         argv = [*self.command, "serve", "--bundle", self.bundle, "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", "1", *self.args]
+                "--port", str(self.port), "--workers", "1",
+                "--admin-address", "127.0.0.1:0",  # never collide on the admin port's default
+                *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 (the caller's configured command)
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
