@@ -87,6 +87,24 @@ def _serve_args(objects: list[dict[str, Any]]) -> Any:
     return build_parser().parse_args(_expanded_args(objects))
 
 
+def _admin_on_pod_ip(ns: Any) -> int | None:
+    """The admin port when the admin API listens on the pod IP; None when on loopback only."""
+    from server.app import split_address
+
+    host, port = split_address(ns.admin_address)
+    if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        return None
+    assert host == POD_IP, f"admin listens on `{host}`: the pod IP ($(POD_IP)) or loopback"
+    assert ns.tls_cert, "off loopback the admin API needs TLS (bearer tokens are refused in cleartext)"
+    return int(port)
+
+
+@pytest.mark.parametrize("tree", ["base", "overlays/production"])
+def test_admin_api_on_loopback_in_base_and_for_operations_in_production(rendered, tree: str) -> None:  # noqa: ANN001
+    admin = _admin_on_pod_ip(_serve_args(rendered[tree]))
+    assert (admin is None) == (tree == "base")
+
+
 # -- rendering and schema validation ------------------------------------------------------
 
 
@@ -161,7 +179,11 @@ def test_ports_and_probes_match_the_flags(rendered, tree: str) -> None:  # noqa:
     ns = _serve_args(objects)
     container = _container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": ns.port, "health": ns.health_port, "metrics": ns.metrics_port}
+    expected = {"grpc": ns.port, "health": ns.health_port, "metrics": ns.metrics_port}
+    admin = _admin_on_pod_ip(ns)
+    if admin is not None:
+        expected["admin"] = admin
+    assert ports == expected
     # Native gRPC probes on the plaintext health port; readiness asks for "" (SERVING only
     # once a bundle is loaded), liveness and start-up for the service that does not wait for one.
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -240,9 +262,12 @@ def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree
     policy = _one(objects, "NetworkPolicy", "order-policy")["spec"]
     assert selects(policy["podSelector"]["matchLabels"]) and policy["policyTypes"] == ["Ingress"]
     rules = {port["port"]: rule["from"] for rule in policy["ingress"] for port in rule["ports"]}
-    assert set(rules) == {ns.port, ns.metrics_port}
+    admin = _admin_on_pod_ip(ns)
+    assert set(rules) == {ns.port, ns.metrics_port} | ({admin} if admin is not None else set())
     [callers] = rules[ns.port]
     assert callers["podSelector"]["matchLabels"] == {"order-policy/client": "true"}
+    if admin is not None:  # admin only from the operations namespace, nothing else
+        assert rules[admin] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "operations"}}}]
 
 
 def test_client_service_config_round_robins_and_retries_unavailable(rendered) -> None:  # noqa: ANN001
@@ -303,6 +328,7 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
     revision = make_revision(FIXTURE, tmp_path, "deploy-1", tmp_path / "signing.pem")
     (tmp_path / "tokens").write_text(f"sha256:{hashlib.sha256(b'secret').hexdigest()} ops\n")
     ports = {"port": free_port(), "health-port": free_port(), "metrics-port": free_port()}
+    admin_address = f"127.0.0.1:{free_port()}"  # the base keeps admin on loopback; not on 50052 here
     bundles = BundleServer()
     bundles.publish(revision.archive)
     bundles.start()
@@ -314,6 +340,8 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
         name, eq, value = arg.partition("=")
         argv.append(f"{name}={moved.get(name[2:], value)}" if eq else arg)
     assert argv[0] == "serve" and {a.split("=")[0][2:] for a in argv[1:]} >= set(moved)
+    assert not any(a.startswith("--admin-address") for a in argv), "the base serves admin on the default"
+    argv.append(f"--admin-address={admin_address}")
     out_path = tmp_path / "stdout"
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     with open(out_path, "wb") as out:
@@ -323,7 +351,7 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
     try:
         health = f"127.0.0.1:{ports['health-port']}"
 
-        def status(service: str) -> int | None:
+        def health_status(service: str) -> int | None:
             with grpc.insecure_channel(health) as channel:
                 try:
                     return health_pb2_grpc.HealthStub(channel).Check(
@@ -332,11 +360,11 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
                     return None
 
         deadline = time.monotonic() + 90
-        while status("") != health_pb2.HealthCheckResponse.SERVING:
+        while health_status("") != health_pb2.HealthCheckResponse.SERVING:
             assert process.poll() is None, "serve exited with the Deployment's args"
             assert time.monotonic() < deadline, "not ready within 90 s"
             time.sleep(0.1)
-        assert status(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        assert health_status(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
         order = json.dumps({"id": "o-deploy", "status": "received", "details": {"type": "testkit"}})
         request = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=order)
         with grpc.insecure_channel(health) as channel, pytest.raises(grpc.RpcError) as info:
@@ -347,6 +375,17 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
         assert decision.bundle.revision == "deploy-1"
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics-port']}/metrics", timeout=5) as resp:  # noqa: S310
             assert 'revision="deploy-1"' in resp.read().decode()
+        # The admin API with the token whose hash is in the Secret's file (loopback: no TLS needed).
+        from server._gen.orderpolicy.v1 import bundle_admin_pb2 as apb
+        from server._gen.orderpolicy.v1 import bundle_admin_pb2_grpc as apb_grpc
+
+        with grpc.insecure_channel(admin_address) as channel:
+            admin = apb_grpc.BundleAdminServiceStub(channel)
+            status = admin.GetStatus(apb.GetStatusRequest(), timeout=5, metadata=[("authorization", "Bearer secret")])
+            assert status.active.revision == "deploy-1" and status.source == bundles.url
+            with pytest.raises(grpc.RpcError) as info:
+                admin.GetStatus(apb.GetStatusRequest(), timeout=5, metadata=[("authorization", "Bearer wrong")])
+            assert info.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(spec["terminationGracePeriodSeconds"]) == 0
