@@ -9,7 +9,8 @@ template, so every instance must refuse it at validation.
 
 :class:`BundleServer` serves one archive at ``/cancellation.tar.gz`` with a strong ETag
 (the archive's sha256), answers ``304`` to a matching ``If-None-Match``, and can be
-taken down (its port refuses connections) and brought back on the same port.
+taken down (its port refuses connections) and brought back on the same port, or stall
+(it accepts requests and answers none).
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         owner = self.server.owner
+        if not owner.answering.is_set():  # stalled: hold the request until it answers again
+            owner.count("held")
+            owner.answering.wait(120)
         body, etag = owner.current()
         if self.path != ARCHIVE_PATH or not body:
             owner.count("404")
@@ -136,6 +140,8 @@ class BundleServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.answers: dict[str, int] = {}
+        self.answering = threading.Event()  # cleared: requests are accepted but never answered
+        self.answering.set()
 
     def publish(self, archive: bytes) -> str:
         """Serve ``archive`` from now on (atomically); returns its ETag."""
@@ -167,9 +173,18 @@ class BundleServer:
         self._httpd = httpd
         self._thread.start()
 
+    def stall(self) -> None:
+        """Accept connections and requests but answer none until :meth:`resume` (a hung server)."""
+        self.answering.clear()
+
+    def resume(self) -> None:
+        """Answer again (held requests too)."""
+        self.answering.set()
+
     def stop(self) -> None:
         """Stop listening: connections to the port are refused until :meth:`start`."""
         httpd, self._httpd = self._httpd, None
+        self.answering.set()  # let held requests end
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()

@@ -13,10 +13,10 @@ from tests.fleet.bundles import BundleServer, make_revision
 from tests.fleet.rehearsal import CI, FIXTURE, rehearse
 
 
-def _get(url: str, etag: str = "") -> tuple[int, bytes, str]:
+def _get(url: str, etag: str = "", timeout: float = 5) -> tuple[int, bytes, str]:
     request = urllib.request.Request(url, headers={"If-None-Match": etag} if etag else {})
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - loopback
             return resp.status, resp.read(), resp.headers.get("ETag", "")
     except urllib.error.HTTPError as exc:
         return exc.code, b"", exc.headers.get("ETag", "")
@@ -37,6 +37,11 @@ def test_bundle_server_answers_304_to_a_matching_etag_and_can_go_down() -> None:
         with pytest.raises(urllib.error.URLError):
             _get(server.url)
         server.start()  # the same port again
+        assert _get(server.url, new)[0] == 304
+        server.stall()
+        with pytest.raises((TimeoutError, urllib.error.URLError)):
+            _get(server.url, timeout=1)
+        server.resume()
         assert _get(server.url, new)[0] == 304
     finally:
         server.stop()
