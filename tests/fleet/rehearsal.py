@@ -332,7 +332,11 @@ def _corpus(revision: Any) -> list[Any]:
 
 @contextlib.contextmanager
 def _fleet(work: Path, url: str, key: Path, settings: Settings) -> Iterator[list[Instance]]:
-    instances = [Instance(i, work, url, key, settings) for i in range(settings.instances)]
+    instances: list[Instance] = []
+    while len(instances) < settings.instances:  # distinct ports (a free port may be offered twice)
+        candidate = Instance(len(instances), work, url, key, settings)
+        if all(candidate.port != i.port for i in instances):
+            instances.append(candidate)
     try:
         yield instances
     finally:
@@ -389,11 +393,14 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
             load = None
             victim, killed_at, restored, serving_at = None, 0.0, 0.0, float("inf")
             try:
-                ok = _wait(lambda: all(p.revision == "fleet-1" for p in probes), 120)
+                ok = _wait(lambda: all(p.revision == "fleet-1" for p in probes), 180)
                 serving_at = now()
                 row(f"{len(instances)} instances started on {server.url.rsplit('/', 1)[-1]}",
                     "all serve fleet-1" if ok else f"serving: {[p.revision for p in probes]}")
                 if not check(ok, "the instances did not all start on fleet-1"):
+                    outcome.problems += [f"instance {p.instance.index} (exit {p.instance.process.poll()}) log ends: "
+                                         f"{p.instance.log_tail()}" for p in probes if p.revision != "fleet-1"
+                                         and p.instance.process is not None]
                     return outcome
                 load = Load([i.address for i in instances], corpora, settings, outcome, start)
                 load.start()
