@@ -123,7 +123,8 @@ class Instance:
         self.argv = [sys.executable, "-m", "server", "serve", "--bundle", url,
                      "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                      "--state-dir", str(self.state), "--verification-key", str(key),
-                     "--poll-interval", str(settings.poll_interval), "--grace", "5"]
+                     "--poll-interval", str(settings.poll_interval), "--grace", "5",
+                     "--admin-address", "none"]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
