@@ -41,10 +41,12 @@ RUN --mount=type=secret,id=hostca,target=/run/host-ca/ca.crt \
  && /opt/build/bin/pip install --require-hashes -r requirements-build.lock
 
 # The wheel: built without build isolation by the locked build tools, installed without
-# dependencies (they are all in place), checked from outside the source tree.
+# dependencies (all in place from the lock; `pip check` fails the build when the lock lacks
+# one: run `make lock`), checked from outside the source tree.
 COPY . .
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
  && /opt/venv/bin/pip install --no-deps /tmp/dist/*.whl \
+ && /opt/venv/bin/pip check \
  && cd / \
  && python -c 'import server._gen.orderpolicy.v1.order_policy_pb2_grpc, server; \
 assert (server.default_bundle() / "manifest.yaml").is_file(), server.default_bundle()' \

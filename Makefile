@@ -21,7 +21,7 @@ endif
 # so CPPFLAGS is what reaches the compiler.
 DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
-.PHONY: FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci fleet goldens \
+.PHONY: server-model FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
 	proto-image clients client-python client-typescript clean fuzz
 .PHONY: test-fast check-bundles
 
@@ -116,12 +116,17 @@ install-check: $(VENV)/.stamp
 loadtest: $(GEN_STAMP)
 	$(PY) -m tests.load
 
+# Threaded against asyncio gRPC server: the same echo on both, side by side (prints figures).
+server-model: $(GEN_STAMP)
+	$(PY) -m tests.load.server_model
+
 # The short load test CI runs (at most 3 minutes; fails on errors, never on speed).
 loadtest-ci: $(GEN_STAMP)
 	$(PY) -m tests.load --ci --json loadtest-results.json
 
 # The fleet rehearsal: three `serve` processes following one signed bundle URL under load
 # (about 1.5 minutes; `make test` runs its short variant).
+.PHONY: fleet
 fleet: $(GEN_STAMP)
 	$(PY) -m tests.fleet
 
@@ -148,7 +153,7 @@ $(CLIENTS_BUILD)/cases.json: $(GEN_STAMP) FORCE
 	$(PY) -m tests.clients.export_cases $(CLIENT_BUNDLE) $@
 
 # Python: a wheel (code generated from protos/ at build time) into a new venv, mypy --strict
-# over the installed package, then its tests.
+# over the installed package, then its tests (`-P`: the checkout is not on sys.path).
 client-python: $(CLIENTS_BUILD)/cases.json
 	rm -rf $(CLIENTS_BUILD)/python && mkdir -p $(CLIENTS_BUILD)/python
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(CLIENTS_BUILD)/python clients/python
@@ -156,7 +161,7 @@ client-python: $(CLIENTS_BUILD)/cases.json
 	$(CLIENTS_BUILD)/python/venv/bin/pip install --quiet $(CLIENTS_BUILD)/python/order_policy_client-*.whl pytest \
 	  mypy types-grpcio types-protobuf
 	cd $(CLIENTS_BUILD) && python/venv/bin/mypy --config-file $(abspath clients/python/pyproject.toml) -p order_policy_client
-	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -m pytest -c clients/python/pyproject.toml \
+	$(CLIENT_ENV) $(CLIENTS_BUILD)/python/venv/bin/python -P -m pytest -c clients/python/pyproject.toml \
 	  --rootdir clients/python clients/python/tests -q
 
 # TypeScript: `npm ci` in its folder (package-lock.json), generated types, tsc, node --test.

@@ -87,6 +87,8 @@ class ServerOptions:
     decision_log_max_bytes: int = 64 * 1024 * 1024
     decision_log_backups: int = 5
     otel: bool = False  # OpenTelemetry tracing, configured by the OTEL_* environment variables
+    capture: str | None = None  # the replayable capture (server.workbench.capture)
+    capture_sample: float = 1.0
 
     @property
     def stream_limit(self) -> int:
@@ -198,6 +200,7 @@ class Server:
         manager: BundleManager | None = None,
         decision_log: DecisionLog | None = None,
         tracing: Any = None,
+        capture: Any = None,
     ) -> None:
         self.registry = registry
         self.options = options
@@ -212,6 +215,7 @@ class Server:
             tracing=self.tracing,
             max_streams=options.stream_limit,
             stream_idle_timeout=options.stream_idle_timeout,
+            capture=capture,
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -489,20 +493,33 @@ def _decision_log(options: ServerOptions) -> DecisionLog | None:
     )
 
 
+def _capture(options: ServerOptions) -> Any:
+    """The replayable capture (``--capture``), written and rotated like the decision log."""
+    if options.capture is None:
+        return None
+    from server.workbench.capture import Capture
+
+    return Capture(options.capture, sample=options.capture_sample, max_bytes=options.decision_log_max_bytes,
+                   backups=options.decision_log_backups, on_wait=METRICS.decision_log_waits.inc,
+                   on_drop=METRICS.decision_log_dropped.inc)
+
+
 def _serve_single(
     registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str
 ) -> int:
     dlog = _decision_log(options)
+    capture = _capture(options)
     manager.mark_serving()
-    server = Server(registry, options, manager=manager, decision_log=dlog)
+    server = Server(registry, options, manager=manager, decision_log=dlog, capture=capture)
     metrics = _start_metrics(options)
     _watch(manager, source, etag, options)
     try:
         return _run_until_signal(server, workers=1)
     finally:
         manager.stop()
-        if dlog is not None:
-            dlog.close()
+        for sink in (dlog, capture):
+            if sink is not None:
+                sink.close()
         if metrics is not None:
             metrics.shutdown()  # type: ignore[attr-defined]
 
@@ -645,12 +662,14 @@ def _serve_forked(
                     dlog = _decision_log(
                         replace(options, decision_log=_worker_log(options.decision_log, index))
                     )
+                    capture = _capture(replace(options, capture=_worker_log(options.capture, index)))
                     worker = Server(registry, replace(options, port=port), reuse_port=True,
-                                    manager=manager, decision_log=dlog)
+                                    manager=manager, decision_log=dlog, capture=capture)
                     code = _run_until_signal(worker, worker_index=index)
                     manager.stop()
-                    if dlog is not None:
-                        dlog.close()
+                    for sink in (dlog, capture):
+                        if sink is not None:
+                            sink.close()
                 except BaseException as exc:  # noqa: BLE001
                     log.event("worker_failed", logging.ERROR, worker_index=index,
                               reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__)

@@ -21,11 +21,12 @@ import os
 import string
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.bundle import Bundle
 from server.compile import CompiledPolicy, CompiledRule, compile_bundle
 from server.engine import Engine
+from server.engine import settings as engine_settings
 from server.errors import NoBundleError, SnapshotError
 from server.facts import Facts, derive
 from server.model import ALLOW, DENY, BundleRef, Decision, FollowUp, Reason, Snapshot
@@ -55,14 +56,16 @@ class Decider:
     Thread-safe. ``close()`` deletes the rulesets; call it once no request uses it.
     """
 
-    def __init__(self, bundle: Bundle, compiled: Mapping[str, CompiledPolicy] | None = None) -> None:
+    def __init__(self, bundle: Bundle, compiled: Mapping[str, CompiledPolicy] | None = None, *,
+                 memo_size: int | None = None) -> None:
         self.bundle = bundle
         self.ref = BundleRef(bundle.name, bundle.revision, bundle.digest)
         self.compiled = dict(compiled) if compiled is not None else compile_bundle(bundle)
         self._engines: dict[str, Engine] = {}
         try:
             for action, policy in self.compiled.items():
-                self._engines[action] = Engine(f"{bundle.name}.{action}", policy.ruleset, policy.fact_names)
+                self._engines[action] = Engine(f"{bundle.name}.{action}", policy.ruleset, policy.fact_names,
+                                               memo_size=engine_settings.memo_size if memo_size is None else memo_size)
         except Exception:
             self.close()
             raise
@@ -71,6 +74,9 @@ class Decider:
         self._use_lock = threading.Lock()
         self._inflight = 0
         self._retired = False
+        # Combining plans by (action, matched rules): bounded like the engine's memo.
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._plan_limit = max(1, engine_settings.memo_size if memo_size is None else memo_size)
         self._template_params = {
             k: str(v) for k, v in ((bundle.raw_settings or {}).get("params") or {}).items()
         }
@@ -127,7 +133,36 @@ class Decider:
 
     def combine(self, facts: Facts, matched: list[str]) -> Decision:
         """Apply the combining algorithm to the rules that held (in priority order)."""
-        policy = self.compiled[facts.action]
+        key = (facts.action, *matched)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(facts.action, matched)
+            plans = self._plans
+            if len(plans) >= self._plan_limit:
+                try:
+                    del plans[next(iter(plans))]  # bounded: forget the oldest
+                except (KeyError, RuntimeError, StopIteration):  # another thread evicted it first
+                    pass
+            plans[key] = plan
+        if plan.error is not None:
+            raise SnapshotError(*plan.error)
+        variables = _Variables(facts, self._template_params)
+        return Decision(
+            outcome=plan.outcome,
+            reasons=tuple(part.reason(variables) for part in plan.reasons),
+            follow_ups=tuple(part.follow_up(variables) for part in plan.follow_ups),
+            bundle=self.ref,
+            now=facts.now,
+            action=facts.action,
+            order_id=facts.order_id,
+            decision_id=os.urandom(12).hex(),
+            facts=facts.values,
+            matched_rules=tuple(matched),
+        )
+
+    def _plan(self, action: str, matched: list[str]) -> _Plan:
+        """What a set of matched rules answers, up to the template variables (cached per set)."""
+        policy = self.compiled[action]
         index = policy.rules
         decisive: list[CompiledRule] = []
         advice: list[CompiledRule] = []
@@ -139,61 +174,74 @@ class Decider:
         effects = {rule.effect for rule in decisive}
         if "invalid" in effects:
             invalid = next(r for r in decisive if r.effect == "invalid")
-            raise SnapshotError(invalid.error_field, invalid.error_message)
+            return _Plan(DENY, (), (), (invalid.error_field, invalid.error_message))
         on = "deny" if "deny" in effects or not decisive else "allow"
-        outcome = DENY if on == "deny" else ALLOW
-        variables = self._variables(facts)
         producing = [r for r in decisive if r.effect == on]
         messages = self.bundle.reasons
-        reasons: list[Reason] = []
-        if producing:
-            seen: set[str] = set()
-            for rule in producing:
-                for code in rule.reasons:
-                    if code not in seen:
-                        seen.add(code)
-                        reasons.append(Reason(code, messages[code].message.format_map(variables), rule.id))
-        else:
+        reasons: list[_Part] = []
+        seen: set[str] = set()
+        for rule in producing:
+            for code in rule.reasons:
+                if code not in seen:
+                    seen.add(code)
+                    reasons.append(_Part(code, rule.id, messages[code].message))
+        if not producing:
             code = policy.default_reason
-            reasons.append(Reason(code, messages[code].message.format_map(variables), DEFAULT_RULE_ID))
+            reasons.append(_Part(code, DEFAULT_RULE_ID, messages[code].message))
         # Follow-ups in priority order: the producing rules' and the advice for this outcome.
         giving = [r for r in producing if r.follow_ups]
         giving += [r for r in advice if r.on == on or r.on == "any"]
-        if len(giving) > 1:
-            giving.sort(key=_priority)
-        return Decision(
-            outcome=outcome,
-            reasons=tuple(reasons),
-            follow_ups=self._follow_ups(giving, variables) if giving else (),
-            bundle=self.ref,
-            now=facts.now,
-            action=facts.action,
-            order_id=facts.order_id,
-            decision_id=os.urandom(12).hex(),
-            facts=facts.values,
-            matched_rules=tuple(matched),
-        )
-
-    def _follow_ups(self, rules: list[CompiledRule], variables: _Variables) -> tuple[FollowUp, ...]:
-        out: list[FollowUp] = []
-        seen: set[str] = set()
-        for rule in rules:
+        giving.sort(key=_priority)
+        follow_ups: list[_Part] = []
+        seen.clear()
+        for rule in giving:
             for code in rule.follow_ups:
-                if code in seen:
-                    continue
-                seen.add(code)
-                entry = self.bundle.follow_ups[code]
-                out.append(FollowUp(
-                    code=code,
-                    message=entry.message.format_map(variables),
-                    rule_id=rule.id,
-                    http_method=entry.http_method,
-                    path=entry.path.format_map(variables) if entry.path else "",
-                ))
-        return tuple(out)
+                if code not in seen:
+                    seen.add(code)
+                    entry = self.bundle.follow_ups[code]
+                    follow_ups.append(_Part(code, rule.id, entry.message, entry.http_method, entry.path))
+        return _Plan(DENY if on == "deny" else ALLOW, tuple(reasons), tuple(follow_ups), None)
 
-    def _variables(self, facts: Facts) -> _Variables:
-        return _Variables(facts, self._template_params)
+
+class _Plan(NamedTuple):
+    """The answer to one set of matched rules, up to the template variables."""
+
+    outcome: str
+    reasons: tuple[_Part, ...]
+    follow_ups: tuple[_Part, ...]
+    error: tuple[str, str] | None  # (field, message) when an `invalid` rule decides
+
+
+class _Part:
+    """One reason or follow-up of a plan: its code, rule and templates.
+
+    A part whose templates have no placeholders is built once, with the plan; the
+    others are filled per decision (``str.format_map`` on the names they use).
+    """
+
+    __slots__ = ("_fixed_follow_up", "_fixed_reason", "code", "http_method", "message", "path", "rule_id")
+
+    def __init__(self, code: str, rule_id: str, message: str, http_method: str = "", path: str = "") -> None:
+        self.code = code
+        self.rule_id = rule_id
+        self.message = message
+        self.http_method = http_method
+        self.path = path
+        fixed = not template_names(message) and not template_names(path)
+        self._fixed_reason = Reason(code, message, rule_id) if fixed else None
+        self._fixed_follow_up = FollowUp(code, message, rule_id, http_method, path) if fixed else None
+
+    def reason(self, variables: _Variables) -> Reason:
+        return self._fixed_reason or Reason(self.code, self.message.format_map(variables), self.rule_id)
+
+    def follow_up(self, variables: _Variables) -> FollowUp:
+        return self._fixed_follow_up or FollowUp(
+            code=self.code,
+            message=self.message.format_map(variables),
+            rule_id=self.rule_id,
+            http_method=self.http_method,
+            path=self.path.format_map(variables) if self.path else "",
+        )
 
 
 class _Variables(dict):  # type: ignore[type-arg]

@@ -29,6 +29,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -195,25 +196,35 @@ class _Stdout:
 _Item = tuple[Decision, tuple[Any, ...], float, "Decision | None", str]
 
 
+def _encode_entry(*item: Any) -> bytes:
+    return orjson.dumps(entry_of(*item))
+
+
 class DecisionLog:
     """Bounded queue + writer thread. ``target`` is ``"-"`` (stdout) or a file path."""
 
     def __init__(self, target: str, *, capacity: int = 10_000, max_wait: float = 2.0,
                  max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
                  on_wait: Callable[[], None] | None = None,
-                 on_drop: Callable[[int], None] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None,
+                 encode: Callable[..., bytes | None] | None = None, name: str = "decision_log") -> None:
+        # ``encode``: an item's line without its newline (None: nothing to write); the
+        # replayable capture (server.workbench.capture) reuses this writer with its own.
+        self._encode = encode or _encode_entry
+        self._name = name
         self._sink: Any = _Stdout() if target == "-" else RotatingFile(target, max_bytes, backups)
         self._queue: queue.Queue[_Item] = queue.Queue(capacity)
         self._max_wait = max_wait
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._drop_logged: dict[str, tuple[float, int]] = {}  # reason -> (last logged, drops since)
         self.waits = 0
         self.dropped = 0
         self.written = 0
         self.failures = 0  # exceptions the writer survived
         self._on_wait = on_wait or (lambda: None)
         self._on_drop = on_drop or (lambda n: None)
-        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name.replace("_", "-"), daemon=True)
         self._thread.start()
 
     def record(self, decision: Decision, inputs: tuple[Any, ...], latency_us: float,
@@ -240,18 +251,30 @@ class DecisionLog:
             self._drop(1, "decision_log_full", decision_id=decision.decision_id)
 
     def _drop(self, count: int, reason: str, exc: BaseException | None = None, **fields: Any) -> None:
-        """The one drop path: count ``count`` lost decisions and log why (one JSON line)."""
+        """The one drop path: count ``count`` lost decisions and log why (one JSON line).
+
+        Every loss is counted; the log line of a reason is written at most once a second
+        (a full disk fails every write), saying how many drops it stands for.
+        """
+        now = time.monotonic()
         with self._lock:
             self.dropped += count
+            last, pending = self._drop_logged.get(reason, (0.0, 0))
+            pending += count
+            quiet = now - last < 1.0
+            self._drop_logged[reason] = (last, pending) if quiet else (now, 0)
         try:
             self._on_drop(count)
         except Exception:  # noqa: BLE001 - counting must not take the writer down
             pass
+        if quiet:
+            return
+        count = pending
         if exc is not None:
             fields["error_type"] = type(exc).__name__
             if isinstance(exc, OSError) and exc.errno is not None:
                 fields["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
-        _event("decision_log_dropped", reason=reason, dropped=count, **fields)
+        _event("decision_log_dropped", reason=reason, dropped=count, sink=self._name, **fields)
 
     def _run(self) -> None:
         # INVARIANT: the writer never dies: every exception is logged, counted and survived.
@@ -279,7 +302,9 @@ class DecisionLog:
         lines: list[bytes] = []
         for item in batch:
             try:
-                lines.append(orjson.dumps(entry_of(*item)) + b"\n")
+                line = self._encode(*item)
+                if line is not None:
+                    lines.append(line + b"\n")
             except Exception as exc:  # noqa: BLE001 - one bad entry never costs the others
                 self._drop(1, "decision_log_entry_failed", exc, decision_id=item[0].decision_id)
         start = 0

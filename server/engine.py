@@ -13,9 +13,10 @@ names of the rules that fired, de-duplicated, in priority order.
 
 from __future__ import annotations
 
+import bisect
 import itertools
-import operator
 import json
+import operator
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,16 @@ import orjson as _orjson
 
 from server.errors import CompileError, EvalError
 
-__all__ = ["CATCH_ALL", "INPUT_MARKER", "MAX_RULES", "Engine", "EngineUnavailableError"]
+__all__ = [
+    "CATCH_ALL",
+    "DEFAULT_MEMO_SIZE",
+    "INPUT_MARKER",
+    "MAX_RULES",
+    "Engine",
+    "EngineUnavailableError",
+    "settings",
+    "thresholds",
+]
 
 #: How durable-rules 2.0.28 is built for Python 3.13 and later, whose C API no longer has
 #: ``PyEval_CallObject``; the engine calls it only from the store/queue callbacks, which
@@ -58,6 +68,19 @@ try:
     import durable_rules_engine as _dre
 except ImportError as _exc:
     raise _unavailable(_exc) from _exc
+
+#: Distinct situations remembered per ruleset (``serve --decision-memo-size``).
+DEFAULT_MEMO_SIZE = 4096
+_ORDERING = frozenset(("$gt", "$gte", "$lt", "$lte"))
+
+
+class _Settings:
+    """Process-wide engine settings, set once at start-up (``serve --decision-memo-size``)."""
+
+    memo_size: int = DEFAULT_MEMO_SIZE
+
+
+settings = _Settings()
 
 #: INVARIANT (pitfall 4): a catch-all rule with the lowest priority fires for every
 #: input, so no input ever matches nothing (``delete_state`` after an unmatched
@@ -92,7 +115,8 @@ class Engine:
     engine never releases the GIL, so parallelism comes from worker processes.
     """
 
-    def __init__(self, name: str, ruleset: Mapping[str, Any], fact_names: Iterable[str]) -> None:
+    def __init__(self, name: str, ruleset: Mapping[str, Any], fact_names: Iterable[str], *,
+                 memo_size: int = DEFAULT_MEMO_SIZE) -> None:
         global _ruleset_count
         rules = {k: v for k, v in ruleset.items()}
         if len(rules) > MAX_RULES:
@@ -126,21 +150,34 @@ class Engine:
             _ruleset_count += 1
         self._lock = threading.Lock()
         self._get_all = _tuple_getter(self._fact_names)
+        # The memo: rules compare facts with constants only, so two inputs that agree on
+        # every fact, numeric facts compared only by the interval between the ruleset's
+        # constants they fall in, fire the same rules. The engine decides each distinct
+        # situation once per ruleset; a new revision has new engines, hence a new memo.
+        points = thresholds(ruleset)
+        self._intervals = tuple((i, points[n]) for i, n in enumerate(self._fact_names) if n in points)
+        self._memo: dict[Any, tuple[str, ...]] = {}
+        self._memo_size = max(0, int(memo_size))
+        self.memo_hits = 0
+        self.memo_misses = 0
 
     @property
     def fact_names(self) -> tuple[str, ...]:
         """The facts the ruleset tests (only these are sent to the engine)."""
         return self._fact_names
 
-    def encode(self, facts: Mapping[str, Any], sid: str) -> str:
-        """The JSON text asserted for ``facts``: strict scalar types only."""
+    def _values(self, facts: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of the tested facts, in order; strict scalar types only."""
         try:
-            values = self._get_all(facts)  # one C call when every fact is there
+            values: tuple[Any, ...] = self._get_all(facts)  # one C call when every fact is there
         except KeyError:
             values = tuple(facts.get(name) for name in self._fact_names)
         if not _STRICT.issuperset(map(type, values)):
             bad = next(n for n, v in zip(self._fact_names, values) if type(v) not in _STRICT)
             raise EvalError(f"fact `{bad}` has unsupported type {type(facts.get(bad)).__name__}")
+        return values
+
+    def _text(self, values: tuple[Any, ...], sid: str) -> str:
         msg = {k: ("" if v is None else v) for k, v in zip(self._short, values)}
         msg[INPUT_MARKER] = 1
         msg["sid"] = sid
@@ -148,12 +185,57 @@ class Engine:
         # orjson writes UTF-8 without escaping (pitfall 14: no ensure_ascii escapes).
         return _orjson.dumps(msg).decode()
 
+    def encode(self, facts: Mapping[str, Any], sid: str) -> str:
+        """The JSON text asserted for ``facts``: strict scalar types only."""
+        return self._text(self._values(facts), sid)
+
+    def situation(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The memo key of a value vector: each numeric fact replaced by its interval.
+
+        For the sorted constants ``c0 < c1 < ...`` a numeric fact is compared with, the
+        value's class is ``2i`` strictly between ``c(i-1)`` and ``ci`` and ``2i + 1`` equal
+        to ``ci``: every ``$gt``/``$gte``/``$lt``/``$lte``/equality with those constants
+        answers the same within a class. The types are part of the key (``True == 1``).
+        """
+        if self._intervals:
+            vals = list(values)
+            for pos, points in self._intervals:
+                v = vals[pos]
+                if type(v) is int:
+                    i = bisect.bisect_left(points, v)
+                    vals[pos] = 2 * i + 1 if i < len(points) and points[i] == v else 2 * i
+            values = tuple(vals)
+        return (tuple(map(type, values)), values)
+
     def match(self, facts: Mapping[str, Any]) -> list[str]:
         """The rules whose conditions hold for ``facts``, in priority order, each once."""
+        values = self._values(facts)
+        if not self._memo_size:
+            return list(self._match(values))
+        key = self.situation(values)
+        fired = self._memo.get(key)
+        if fired is not None:
+            self.memo_hits += 1
+            return list(fired)
+        fired = self._match(values)
+        with self._lock:
+            self.memo_misses += 1
+            memo = self._memo
+            if len(memo) >= self._memo_size:
+                # Bounded: forget the oldest situation (insertion order).
+                del memo[next(iter(memo))]
+            memo[key] = fired
+        return list(fired)
+
+    def match_uncached(self, facts: Mapping[str, Any]) -> list[str]:
+        """:meth:`match` always asking the engine (equivalence tests, benchmarks)."""
+        return list(self._match(self._values(facts)))
+
+    def _match(self, values: tuple[Any, ...]) -> tuple[str, ...]:
         # INVARIANT (pitfall 3): a fresh sid per input, and its state deleted in
         # `finally`, so live states never pile up to the 1024-per-ruleset limit.
         sid = str(next(_SID))
-        text = self.encode(facts, sid)
+        text = self._text(values, sid)
         fired: list[str] = []
         with self._lock:
             handle = self._handle
@@ -191,7 +273,7 @@ class Engine:
         for name in fired:
             if name != CATCH_ALL and name not in out:
                 out.append(name)
-        return out
+        return tuple(out)
 
     def close(self) -> None:
         """Delete the ruleset (pitfall 12: Python never frees it otherwise)."""
@@ -208,6 +290,34 @@ class Engine:
             self.close()
         except Exception:  # noqa: S110 - interpreter shutdown
             pass
+
+
+def thresholds(ruleset: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Per fact compared with ``$gt``/``$gte``/``$lt``/``$lte``: every integer constant the
+    ruleset compares it with (ordering or equality), sorted."""
+    ordered: set[str] = set()
+    constants: dict[str, set[int]] = {}
+
+    def walk(expr: Any, op: str) -> None:
+        if isinstance(expr, list):
+            for e in expr:
+                walk(e, op)
+        elif isinstance(expr, dict):
+            for key, value in expr.items():
+                if key in ("$and", "$or"):
+                    walk(value, "")
+                elif key.startswith("$") and isinstance(value, dict):
+                    walk(value, key)
+                else:
+                    if op in _ORDERING:
+                        ordered.add(key)
+                    if type(value) is int:
+                        constants.setdefault(key, set()).add(value)
+
+    for rule in ruleset.values():
+        for pattern in rule.get("all", ()):
+            walk(pattern.get("m"), "")
+    return {name: sorted(constants.get(name, ())) for name in ordered}
 
 
 def _tuple_getter(names: tuple[str, ...]) -> Any:

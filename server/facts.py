@@ -11,6 +11,7 @@ never a decision. Unknown fields of the order are ignored.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -20,12 +21,15 @@ from typing import Any, TypeGuard
 import orjson
 
 from server.bundle import Settings, Vocabulary
-from server.errors import SnapshotError
+from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
-__all__ = ["FACTS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
+__all__ = [
+    "APPOINTMENT_READS", "FACTS", "ORDER_READS", "READ_FIELDS", "TEMPLATE_EXTRAS", "FactSpec", "Facts", "derive",
+    "parse_json_object", "parse_timestamp",
+]
 
-_STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+_STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$").match
 _WORD = re.compile(r"^[a-z][a-z0-9_]*$")
 _MAX_EVENTS = 10_000
 
@@ -74,6 +78,21 @@ FACTS: dict[str, FactSpec] = {
 #: Template variables that are not facts.
 TEMPLATE_EXTRAS = ("order_id", "current_status")
 
+_EVENT_FIELDS = {"id": None, "created_at": None, "status": None}
+#: INVARIANT: every field of the order and the appointment that :func:`derive` reads, and
+#: only those (the replayable capture keeps exactly these; a test proves that deciding the
+#: kept fields gives the decision of the whole snapshot). A name maps to ``None`` (the value
+#: as it is), to the fields kept of an object, or to a one-item list: the fields kept of
+#: each element of an array.
+READ_FIELDS: dict[str, dict[str, Any]] = {
+    "order": {
+        "id": None, "status": None, "created_at": None, "details": {"type": None},
+        "lab_test": {"method": None}, "diagnostic_lab_test": {"method": None},
+        "events": [_EVENT_FIELDS], "last_event": _EVENT_FIELDS,
+    },
+    "appointment": {"order_id": None, "status": None, "provider": None, "start_at": None},
+}
+
 
 @dataclass(frozen=True)
 class Facts:
@@ -85,15 +104,108 @@ class Facts:
     action: str
 
 
-def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
-    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``."""
+# The shapes the duplicate-key check follows: exactly what the policy reads.
+ORDER_READS = READ_FIELDS["order"]
+APPOINTMENT_READS = READ_FIELDS["appointment"]
+
+
+def parse_json_object(text: str | bytes, field: str, reads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``.
+
+    With ``reads`` (:data:`ORDER_READS`, :data:`APPOINTMENT_READS`), a key the policy reads
+    that appears twice in one object is refused too, naming it (``order_json.events[0].status``):
+    parsers disagree on which of the two values counts, so the caller and the service could
+    see different orders.
+    """
     try:
         value = orjson.loads(text)
     except (orjson.JSONDecodeError, RecursionError) as exc:
         raise SnapshotError(field, f"not valid JSON: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(value, dict):
         raise SnapshotError(field, f"expected a JSON object, got {_kind(value)}")
+    if reads is not None and not _surely_unique(text, value):
+        _refuse_duplicates(text, field, reads)
     return value
+
+
+def _surely_unique(text: str | bytes, value: dict[str, Any]) -> bool:
+    """True when no object of the document holds a key twice (the fast path, two C scans).
+
+    Each key and each string of the text is one pair of unescaped quotes, and so it is in
+    the document re-serialised; a duplicate's key (and its value) exist only in the text.
+    So without a ``\\u0022`` escape (the one way to spell a quote differently) the quote
+    counts are equal exactly when nothing was dropped.
+    """
+    try:
+        again = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: take the slow path
+        return False
+    # A backslash is rare in order JSON and found at memchr speed: look for the escape only then.
+    if isinstance(text, str):
+        if "\\" in text and "\\u0022" in text:
+            return False
+        return text.count('"') == again.count(b'"')
+    if b"\\" in text and b"\\u0022" in text:
+        return False
+    return text.count(b'"') == again.count(b'"')
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers which of its keys appeared more than once."""
+
+    __slots__ = ("twice",)
+    twice: set[str] | tuple[()]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.twice = ()
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = set()
+        for key, _ in pairs:
+            if key in seen:
+                twice.add(key)
+            seen.add(key)
+        obj.twice = twice
+    return obj
+
+
+def _refuse_duplicates(text: str | bytes, field: str, reads: dict[str, Any]) -> None:
+    """The slow path: decode again keeping every key, and refuse a read key that appears twice."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_pairs)
+    except RecursionError:
+        raise SnapshotError(field, "nests arrays or objects too deeply to be checked for duplicate keys") from None
+    except ValueError:
+        return  # orjson took it, the standard decoder does not: nothing more to learn here
+    found = _first_duplicate(doc, reads, field)
+    if found is not None:
+        raise SnapshotError(found, "appears twice in the same object: send each key once "
+                            "(JSON parsers disagree on which value counts)")
+
+
+def _first_duplicate(obj: Any, reads: dict[str, Any], path: str) -> str | None:
+    if not isinstance(obj, _Object):
+        return None
+    for key in reads:
+        if key in obj.twice:
+            return f"{path}.{key}"
+    for key, sub in reads.items():
+        if sub is None or key not in obj:
+            continue
+        value = obj[key]
+        if isinstance(sub, list):
+            items = value if isinstance(value, list) else ()
+            for i, item in enumerate(items):
+                found = _first_duplicate(item, sub[0], f"{path}.{key}[{i}]")
+                if found is not None:
+                    return found
+        else:
+            found = _first_duplicate(value, sub, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None
 
 
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
@@ -137,46 +249,63 @@ def parse_timestamp(value: Any, field: str) -> dt.datetime:
     return parsed
 
 
-def _event(raw: Any, field: str) -> tuple[dt.datetime, int, str, str]:
-    if not _is_mapping(raw):
-        raise SnapshotError(field, f"expected an object, got {_kind(raw)}")
+def _event(raw: Any, where: str) -> tuple[dt.datetime, int, str]:
+    """(created_at, id, status) of one event; ``where`` names it only when it is invalid."""
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise SnapshotError(where, f"expected an object, got {_kind(raw)}")
     ev_id = raw.get("id")
-    if ev_id is None:
-        raise SnapshotError(f"{field}.id", "missing")
-    if not isinstance(ev_id, int) or isinstance(ev_id, bool):
-        raise SnapshotError(f"{field}.id", f"expected an integer, got {_kind(ev_id)}")
-    if raw.get("created_at") is None:
-        raise SnapshotError(f"{field}.created_at", "missing")
-    created = parse_timestamp(raw["created_at"], f"{field}.created_at")
+    if type(ev_id) is not int:
+        if ev_id is None:
+            raise SnapshotError(f"{where}.id", "missing")
+        if not isinstance(ev_id, int) or isinstance(ev_id, bool):
+            raise SnapshotError(f"{where}.id", f"expected an integer, got {_kind(ev_id)}")
+    created_raw = raw.get("created_at")
+    if created_raw is None:
+        raise SnapshotError(f"{where}.created_at", "missing")
+    created = parse_timestamp(created_raw, f"{where}.created_at")
     status = raw.get("status")
-    if status is None:
-        raise SnapshotError(f"{field}.status", "missing")
-    if not isinstance(status, str) or not _STATUS3.match(status):
+    if type(status) is not str or not _STATUS3(status):
+        if status is None:
+            raise SnapshotError(f"{where}.status", "missing")
         if not isinstance(status, str):
-            raise SnapshotError(f"{field}.status", f"expected a HIGH.METHOD.LOW string, got {_kind(status)}")
-        raise SnapshotError(f"{field}.status", f"`{status[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
-    return created, ev_id, status, f"{field}.status"
+            raise SnapshotError(f"{where}.status", f"expected a HIGH.METHOD.LOW string, got {_kind(status)}")
+        raise SnapshotError(f"{where}.status", f"`{status[:80]}` is not HIGH.METHOD.LOW in lower_snake_case")
+    return created, ev_id, status
 
 
 def _latest_status(order: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The latest of ``events[]`` and ``last_event`` (by created_at, then id): (status, field)."""
-    best: tuple[dt.datetime, int, str, str] | None = None
+    """The latest of ``events[]`` and ``last_event`` (by created_at, then id): (status, field).
+
+    One pass; each event's field name is spelt out only for an error or the winner.
+    """
+    best: tuple[dt.datetime, int, str] | None = None
+    best_at = -1
     events = order.get("events")
     if events is not None:
-        if not isinstance(events, list):
+        if type(events) is not list:
             raise SnapshotError("order.events", f"expected an array, got {_kind(events)}")
         if len(events) > _MAX_EVENTS:
             raise SnapshotError("order.events", f"more than {_MAX_EVENTS} events")
         for i, raw in enumerate(events):
-            ev = _event(raw, f"order.events[{i}]")
-            if best is None or (ev[0], ev[1]) > (best[0], best[1]):
-                best = ev
+            try:
+                ev = _event(raw, "")
+            except SnapshotError:
+                _event(raw, f"order.events[{i}]")  # the same error, naming the event
+                raise
+            if best is None or ev[:2] > best[:2]:
+                best, best_at = ev, i
     last = order.get("last_event")
     if last is not None:
         ev = _event(last, "order.last_event")
-        if best is None or (ev[0], ev[1]) > (best[0], best[1]):
-            best = ev
-    return (best[2], best[3]) if best else None
+        if best is None or ev[:2] > best[:2]:
+            return ev[2], "order.last_event.status"
+    if best is None:
+        return None
+    return best[2], f"order.events[{best_at}].status"
+
+
+_METHOD_FIELDS = (("lab_test", "order.lab_test", "order.lab_test.method"),
+                  ("diagnostic_lab_test", "order.diagnostic_lab_test", "order.diagnostic_lab_test.method"))
 
 
 def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
@@ -186,12 +315,12 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
         sources.append(("order.details.type", details.get("type")))
     elif details is not None:
         raise SnapshotError("order.details", f"expected an object, got {_kind(details)}")
-    for key in ("lab_test", "diagnostic_lab_test"):
+    for key, where, field in _METHOD_FIELDS:
         sub = order.get(key)
         if _is_mapping(sub):
-            sources.append((f"order.{key}.method", sub.get("method")))
+            sources.append((field, sub.get("method")))
         elif sub is not None:
-            raise SnapshotError(f"order.{key}", f"expected an object, got {_kind(sub)}")
+            raise SnapshotError(where, f"expected an object, got {_kind(sub)}")
     if detailed is not None:
         sources.append((detailed[1], detailed[0].split(".", 2)[1]))
     method = ""
@@ -213,6 +342,12 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
     return method
 
 
+def calendar_end(settings: Settings) -> dt.date | None:
+    """The last day the business-day calendar knows: 31 December of its last year of
+    holidays (None for a calendar without holidays, which never ends)."""
+    return dt.date(max(settings.holidays).year, 12, 31) if settings.holidays else None
+
+
 def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) -> str:
     created_raw = order.get("created_at")
     if created_raw is None:
@@ -221,6 +356,13 @@ def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) ->
     day = created.date()
     if not _is_business_day(day, settings) or created.time() >= settings.cutoff:
         day = _next_business_day(day, settings)
+    end = calendar_end(settings)
+    if end is not None and day > end:
+        # Past the listed holidays the business days are unknown: an error, never a guess.
+        setting = f"calendars.{settings.calendar}.holidays" if settings.calendar else "calendars"
+        raise EvalError(f"the estimated ship day {day.isoformat()} is past the end of the business-day calendar "
+                        f"({end.isoformat()}): add the holidays of {day.year} to `{setting}` in data/settings.yaml",
+                        code="eval_calendar_ended")
     today = now.astimezone(settings.time_zone).date()
     return "due" if day <= today else "later"
 
@@ -261,40 +403,49 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
         raise SnapshotError("order.events", "no status: no events, no last_event and no top status")
     method = _method(order, detailed)
 
-    values: dict[str, Any] = dict.fromkeys(("status", "status_received", "status_high", "status_low"))
-    values["method"] = method
-    values["method_known"] = method in vocab.methods
-    values["top_status"] = top
     if detailed is not None:
         received = detailed[0]
         canonical = vocab.aliases.get(received, received)
         high, _, low = canonical.split(".", 2)
-        values.update(
-            status=canonical,
-            status_received=received,
-            status_high=high,
-            status_low=low,
-            status_source="events",
-            status_known=canonical in vocab.methods.get(method, ()),
-            top_status_conflict=top is not None and top != received.split(".", 1)[0],
-        )
+        known = canonical in vocab.methods.get(method, ())
+        conflict = top is not None and top != received.split(".", 1)[0]
+        source = "events"
     else:
-        values.update(status_source="top", status_known=False, top_status_conflict=False)
-
-    values.update(_appointment(snapshot.appointment, order_id, now, vocab))
-    values["ship_day"] = _ship_day(order, now, settings)
+        received = canonical = high = low = None  # type: ignore[assignment]
+        known = conflict = False
+        source = "top"
+    present, appt_status, provider, has_start, notice = _appointment(snapshot.appointment, order_id, now, vocab)
+    # One dict literal: this runs for every decision.
+    values: dict[str, Any] = {
+        "status": canonical,
+        "status_received": received,
+        "status_high": high,
+        "status_low": low,
+        "method": method,
+        "method_known": method in vocab.methods,
+        "top_status": top,
+        "status_source": source,
+        "status_known": known,
+        "top_status_conflict": conflict,
+        "appointment_present": present,
+        "appointment_status": appt_status,
+        "appointment_provider": provider,
+        "appointment_has_start": has_start,
+        "appointment_notice_seconds": notice,
+        "ship_day": _ship_day(order, now, settings),
+    }
     return Facts(values=values, order_id=order_id, now=now, action=snapshot.action)
 
 
-def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) -> dict[str, Any]:
+_NO_APPOINTMENT = (False, None, None, False, 0)
+
+
+def _appointment(
+    appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary
+) -> tuple[bool, str | None, str | None, bool, int]:
+    """(present, status, provider, has_start, notice_seconds) of the appointment."""
     if appt is None:
-        return {
-            "appointment_present": False,
-            "appointment_status": None,
-            "appointment_provider": None,
-            "appointment_has_start": False,
-            "appointment_notice_seconds": 0,
-        }
+        return _NO_APPOINTMENT
     if not _is_mapping(appt):
         raise SnapshotError("appointment", f"expected an object, got {_kind(appt)}")
     other = appt.get("order_id")
@@ -319,10 +470,4 @@ def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) 
         # Rounded up: for a whole-second threshold T, notice > T exactly when
         # ceil(notice) > T, so "more than 24 h" stays exact at sub-second notice.
         notice = math.ceil((start - now).total_seconds())
-    return {
-        "appointment_present": True,
-        "appointment_status": status,
-        "appointment_provider": provider or None,
-        "appointment_has_start": start_raw is not None,
-        "appointment_notice_seconds": notice,
-    }
+    return True, status, provider or None, start_raw is not None, notice

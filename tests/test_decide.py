@@ -6,6 +6,7 @@ import datetime as dt
 
 from server.model import Snapshot
 from server.registry import build_decider
+from tests.support.bundles import edit_yaml, set_value
 
 ORDER_ID = "5b0c0f4e-1c1a-4bd4-9a57-2f7f1b1f2a01"
 
@@ -47,10 +48,8 @@ def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
     original.close()
 
     settings = bundle_copy / "data/settings.yaml"
-    text = settings.read_text()
-    assert "refund_window: 24h" in text and 'cutoff: "13:00"' in text
-    settings.write_text(text.replace("refund_window: 24h", "refund_window: 48h")
-                        .replace('cutoff: "13:00"', 'cutoff: "11:00"'))
+    assert set_value(settings, ["params", "refund_window"], "48h") == "24h"
+    assert set_value(settings, ["shipping", "cutoff"], "11:00") == "13:00"
 
     changed = build_decider(bundle_copy)
     assert "NON_REFUNDABLE" in follow_ups(changed, refund)
@@ -63,15 +62,41 @@ def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
 
 def test_a_status_moved_between_lists_changes_the_decision(bundle_copy):
     """Moving a status from the cancellable list to the not-cancellable one is a data-only change."""
-    policy = bundle_copy / "policies/cancel_order.yaml"
-    text = policy.read_text()
-    text = text.replace("          - collecting_sample.at_home_phlebotomy.draw_completed\n", "", 1)
-    text = text.replace("          - collecting_sample.walk_in_test.redraw_available\n",
-                        "          - collecting_sample.walk_in_test.redraw_available\n"
-                        "          - collecting_sample.at_home_phlebotomy.draw_completed\n", 1)
-    policy.write_text(text)
+    moved = "collecting_sample.at_home_phlebotomy.draw_completed"
+
+    def move(doc) -> None:
+        rules = {r["id"]: r for r in doc["rules"]}
+        rules["at_home_cancellable"]["when"]["status"]["in"].remove(moved)
+        rules["not_cancellable_state"]["when"]["status"]["in"].append(moved)
+
+    edit_yaml(bundle_copy / "policies/cancel_order.yaml", move)
     order = at_home()
     order["events"][0]["status"] = "collecting_sample.at_home_phlebotomy.draw_completed"
     decision = build_decider(bundle_copy).decide(
         Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))
     assert (decision.outcome, [r.code for r in decision.reasons]) == ("DENY", ["NOT_CANCELLABLE_STATE"])
+
+
+def test_a_ship_day_past_the_calendar_is_an_error_naming_the_setting(fixture_bundle):
+    """A kit ordered on the calendar's last day ships after it: an error, not a guessed day."""
+    import pytest
+
+    from server.errors import EvalError
+    from server.facts import calendar_end
+
+    decider = build_decider(fixture_bundle)
+    try:
+        end = calendar_end(decider.bundle.settings)
+        assert end is not None
+        inside = kit_order(f"{end.year}-06-01T15:00:00+00:00")
+        decided = decider.decide(Snapshot("cancel_order", inside, None, dt.datetime(end.year, 6, 1, 16, tzinfo=dt.UTC)))
+        assert decided.outcome == "ALLOW"  # a ship day inside the calendar decides as usual
+        late = kit_order(f"{end.isoformat()}T23:00:00+00:00")  # after the cut-off: ships the next business day
+        with pytest.raises(EvalError) as err:
+            decider.decide(Snapshot("cancel_order", late, None, dt.datetime(end.year, 12, 31, 23, 30, tzinfo=dt.UTC)))
+    finally:
+        decider.close()
+    assert err.value.code == "eval_calendar_ended"
+    assert f"past the end of the business-day calendar ({end.isoformat()})" in err.value.message
+    assert f"add the holidays of {end.year + 1} to `calendars.us_federal.holidays` in data/settings.yaml" \
+        in err.value.message

@@ -17,13 +17,14 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server.errors import SnapshotError
-from server.facts import parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
 from server.model import ALLOW, DENY, BundleRef, Decision, Snapshot
 
 __all__ = [
     "ACTION_NAMES",
     "appointment_to_dict",
     "decision_to_proto",
+    "fill_decision",
     "input_parts",
     "order_to_dict",
     "request_field",
@@ -59,7 +60,7 @@ def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
 
     which = request.WhichOneof("order_input")
     if which == "order_json":
-        order: dict[str, Any] = parse_json_object(request.order_json, "order_json")
+        order: dict[str, Any] = parse_json_object(request.order_json, "order_json", ORDER_READS)
     elif which == "order":
         order = order_to_dict(request.order)
     else:
@@ -68,7 +69,7 @@ def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
     which = request.WhichOneof("appointment_input")
     appointment: dict[str, Any] | None
     if which == "appointment_json":
-        appointment = parse_json_object(request.appointment_json, "appointment_json")
+        appointment = parse_json_object(request.appointment_json, "appointment_json", APPOINTMENT_READS)
     elif which == "appointment":
         appointment = appointment_to_dict(request.appointment)
     else:
@@ -205,28 +206,28 @@ def _bundle_proto(ref: BundleRef) -> pb.BundleRef:
 
 def decision_to_proto(decision: Decision, *, explain: bool = False) -> pb.Decision:
     """The protobuf of a decision; the explanation only when ``explain``."""
-    msg = pb.Decision(
-        outcome=_OUTCOMES.get(decision.outcome, pb.OUTCOME_UNSPECIFIED),
-        reasons=[
-            pb.Reason(code=r.code, message=r.message, rule_id=r.rule_id)
-            for r in decision.reasons
-        ],
-        follow_ups=[
-            pb.FollowUp(
-                code=f.code,
-                message=f.message,
-                http_method=f.http_method,
-                path=f.path,
-                rule_id=f.rule_id,
-            )
-            for f in decision.follow_ups
-        ],
-        bundle=_bundle_proto(decision.bundle),
-        decision_id=decision.decision_id,
-        action=_ACTION_ENUMS.get(decision.action, pb.ACTION_UNSPECIFIED),
-        order_id=decision.order_id,
-    )
-    msg.evaluated_at.FromDatetime(decision.now)
+    return fill_decision(pb.Decision(), decision, explain=explain)
+
+
+def fill_decision(msg: pb.Decision, decision: Decision, *, explain: bool = False) -> pb.Decision:
+    """Write a decision into an empty ``Decision`` message (one inside a response: no copy)."""
+    msg.outcome = _OUTCOMES.get(decision.outcome, pb.OUTCOME_UNSPECIFIED)
+    msg.bundle.CopyFrom(_bundle_proto(decision.bundle))
+    msg.decision_id = decision.decision_id
+    msg.action = _ACTION_ENUMS.get(decision.action, pb.ACTION_UNSPECIFIED)
+    msg.order_id = decision.order_id
+    # Sub-messages are filled in place (`add`, field by field): building them apart and
+    # copying them in, or `Timestamp.FromDatetime`, costs 2-3x more per decision.
+    add_reason = msg.reasons.add
+    for r in decision.reasons:
+        add_reason(code=r.code, message=r.message, rule_id=r.rule_id)
+    add_follow_up = msg.follow_ups.add
+    for f in decision.follow_ups:
+        add_follow_up(code=f.code, message=f.message, http_method=f.http_method, path=f.path, rule_id=f.rule_id)
+    since = decision.now - _EPOCH
+    at = msg.evaluated_at
+    at.seconds = since.days * 86400 + since.seconds
+    at.nanos = since.microseconds * 1000
     if explain:
         msg.explanation.facts.CopyFrom(_struct(decision.facts))
         msg.explanation.matched_rules.extend(decision.matched_rules)

@@ -9,7 +9,7 @@ them. Label children are cached because ``.labels()`` costs more than the increm
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -102,17 +102,22 @@ class Metrics:
 
     def decision(self, action: str, outcome: str, reason_codes: Iterable[str]) -> None:
         """Count one decision and each of its reason codes."""
-        key = (action, outcome)
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.decisions.labels(*key)
-        child.inc()  # type: ignore[attr-defined]
-        for code in reason_codes:
-            rkey = (action, outcome, code)
-            rchild = self._reason_children.get(rkey)
-            if rchild is None:
-                rchild = self._reason_children[rkey] = self.reasons.labels(*rkey)
-            rchild.inc()  # type: ignore[attr-defined]
+        self.count_decisions({(action, outcome, tuple(reason_codes)): 1})
+
+    def count_decisions(self, tally: Mapping[tuple[str, str, tuple[str, ...]], int]) -> None:
+        """Count many decisions at once: ``{(action, outcome, reason codes): count}``."""
+        for (action, outcome, codes), n in tally.items():
+            key = (action, outcome)
+            child = self._decision_children.get(key)
+            if child is None:
+                child = self._decision_children[key] = self.decisions.labels(*key)
+            child.inc(n)  # type: ignore[attr-defined]
+            for code in codes:
+                rkey = (action, outcome, code)
+                rchild = self._reason_children.get(rkey)
+                if rchild is None:
+                    rchild = self._reason_children[rkey] = self.reasons.labels(*rkey)
+                rchild.inc(n)  # type: ignore[attr-defined]
 
     def error(self, code: str) -> None:
         """Count one error by its stable code."""

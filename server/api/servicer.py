@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -47,12 +48,14 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         tracing: Any = None,
         max_streams: int = 24,
         stream_idle_timeout: float | None = 60.0,
+        capture: Any = None,
     ) -> None:
         self._registry = registry
         self._streams = StreamSlots(max_streams, stream_idle_timeout, metrics.error)
         self._tracing = tracing  # server.api.tracing.Tracing with --otel; None costs nothing
         self._shadow = shadow
         self._decision_log = decision_log
+        self._capture = capture  # server.workbench.capture.Capture with --capture
         self._max_batch = max_batch
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -94,22 +97,29 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
 
     # -- one request -----------------------------------------------------------------
 
-    def _decide(self, request: pb.DecideRequest) -> Decision:
-        """Decide one request; raises SnapshotError, NoBundleError or anything."""
+    def _decide(self, request: pb.DecideRequest, tally: Counter[Any] | None = None) -> Decision:
+        """Decide one request; raises SnapshotError, NoBundleError or anything.
+
+        With ``tally`` (a batch), the decision is counted there and the batch adds its
+        counts to the metrics once, instead of one metrics update per item.
+        """
         # INVARIANT: one decider per request, so a reload never mixes two revisions.
         snapshot = convert.snapshot_from_request(request)
         start = _perf()
         # The registry retries when a swap retires the revision between lookup and use.
         decision: Decision = self._registry.decide(snapshot, request.bundle_revision)
-        self._metrics.decision(
-            decision.action, decision.outcome, [r.code for r in decision.reasons]
-        )
+        if tally is None:
+            self._metrics.decision(decision.action, decision.outcome, [r.code for r in decision.reasons])
+        else:
+            tally[decision.action, decision.outcome, tuple(r.code for r in decision.reasons)] += 1
         shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
         if self._decision_log is not None:
             trace_id = self._tracing.trace_id() if self._tracing is not None else ""
             self._decision_log.record(
                 decision, convert.input_parts(request), (_perf() - start) * 1e6, shadow, trace_id
             )
+        if self._capture is not None:
+            self._capture.record(decision, snapshot)
         return decision
 
     def _shadow_decision(self, snapshot: Any, decision: Decision) -> Decision | None:
@@ -207,17 +217,22 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
                     self._metrics.error(failure.reason)
             if failure is None:
                 self._metrics.batch_size.observe(len(request.requests))
-                results = []
-                for item in request.requests:
-                    if _expired(context):
-                        failure = status.DEADLINE
-                        self._metrics.error(failure.reason)
-                        break
-                    results.append(self._result(item, pb.DecideResult, "DecideBatch"))
-                else:
-                    if self._tracing is not None:
-                        self._tracing.batch(results)
-                    return pb.DecideBatchResponse(results=results)
+                response = pb.DecideBatchResponse()
+                tally: Counter[Any] = Counter()
+                try:
+                    for i, item in enumerate(request.requests):
+                        # The deadline is looked at every 8 items (about 0.2 ms of work).
+                        if not i & 7 and _expired(context):
+                            failure = status.DEADLINE
+                            self._metrics.error(failure.reason)
+                            break
+                        self._result(item, response.results.add(), "DecideBatch", tally)
+                    else:
+                        if self._tracing is not None:
+                            self._tracing.batch(response.results)
+                        return response
+                finally:
+                    self._metrics.count_decisions(tally)
         finally:
             self._answered()
             self._metrics.observe("DecideBatch", _perf() - start)
@@ -261,26 +276,22 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         start = _perf()
         self._started()
         try:
-            return self._result(message.request, pb.DecideStreamResponse, "DecideStream")
+            return self._result(message.request, pb.DecideStreamResponse(), "DecideStream")
         finally:
             self._answered()
             self._metrics.observe("DecideStream", _perf() - start)
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _result(self, request: pb.DecideRequest, cls: Any, method: str) -> Any:
-        """A DecideResult or DecideStreamResponse: the decision or the item's error."""
+    def _result(self, request: pb.DecideRequest, out: Any, method: str, tally: Counter[Any] | None = None) -> Any:
+        """Fill ``out`` (a DecideResult or DecideStreamResponse) with the decision or the item's error."""
+        out.request_id = request.request_id
         try:
-            decision = self._decide(request)
-            return cls(
-                request_id=request.request_id,
-                decision=convert.decision_to_proto(decision, explain=request.explain),
-            )
+            decision = self._decide(request, tally)
+            convert.fill_decision(out.decision, decision, explain=request.explain)
         except Exception as exc:  # noqa: BLE001 (an item's error is its answer)
-            return cls(
-                request_id=request.request_id,
-                error=self._failure(exc, request, method).to_error(),
-            )
+            out.error.CopyFrom(self._failure(exc, request, method).to_error())
+        return out
 
     def _batch_failure(
         self, request: pb.DecideBatchRequest, context: grpc.ServicerContext

@@ -17,7 +17,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -146,7 +146,7 @@ def _parse_manifest(content: bytes) -> dict[str, Any]:
     for key in ("name", "revision", "digest"):
         if not isinstance(manifest.get(key, ""), str):
             raise BundleError(f"`{MANIFEST}`: `{key}` is not text", code="bundle_bad_archive")
-    return manifest
+    return cast("dict[str, Any]", manifest)  # a JSON object, checked above
 
 
 def _check_signature(manifest: dict[str, Any], content: bytes, public_key: str | Path) -> None:

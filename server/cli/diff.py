@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from server.cli import ExitCode
 from server.cli.matrix import HEADER, cells
-from server.cli.workbench import Table, load, parse_now, render
+from server.cli.workbench import Progress, Stopwatch, Table, fail, load, parse_now, render
 from server.decide import Decider
-from server.workbench import CellChange, Matrix, diff_matrices, matrix
+from server.model import BundleRef
+from server.workbench import CellChange, Impact, Matrix, diff_matrices, matrix, read_inputs, replay
+from server.workbench.inputs import input_files
 from server.workbench.matrix import ref_json
 
 FORMATS = ("text", "markdown", "json")
@@ -28,14 +31,19 @@ def add_parser(sub: Any) -> None:
                        "recorded request decided by both.")
     p.add_argument("old", help="the bundle in service (directory or archive)")
     p.add_argument("new", help="the candidate bundle")
-    p.add_argument("--now", help="matrix comparison: evaluation instant, ISO 8601 with offset (default: now)")
+    p.add_argument("--input", help="recorded requests: a capture (JSON lines) or a directory of request files")
+    p.add_argument("--now", help="evaluation instant, ISO 8601 with offset, of the matrices and of recorded "
+                   "requests without one (default: now)")
+    p.add_argument("--examples", type=int, default=5,
+                   help="request ids shown per group in text and markdown (default 5; JSON lists all)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     p.add_argument("--fail-on-change", action="store_true", help=f"exit {int(ExitCode.CHANGED)} when anything differs")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 when compared (4 with --fail-on-change and a difference), 1 for a missing file, 3 for an invalid bundle."""
+    """0 when compared, 4 with --fail-on-change and a difference, 1 for a missing or unreadable file,
+    3 for an invalid bundle or `--now`, or malformed input lines (each reported; the rest is compared)."""
     as_json = args.format == "json"
     now, code = parse_now(args.now, as_json)
     if code:
@@ -48,22 +56,81 @@ def run(args: argparse.Namespace) -> int:
         old.close()
         return new
     try:
-        changed = _matrices(old, new, now, args.format)
+        if args.input is None:
+            changed, invalid = _matrices(old, new, now, args.format), 0
+        else:
+            outcome = _replay(old, new, args.input, now, args.format, args.examples)
+            if isinstance(outcome, ExitCode):
+                return outcome
+            changed, invalid = outcome
     finally:
         old.close()
         new.close()
-    return ExitCode.CHANGED if changed and args.fail_on_change else ExitCode.OK
+    if changed and args.fail_on_change:
+        return ExitCode.CHANGED
+    return ExitCode.INVALID if invalid else ExitCode.OK
 
 
 def _matrices(old: Decider, new: Decider, now: Any, fmt: str) -> int:
-    before = matrix(old, now=now)
-    after = matrix(new, now=before.now)
+    before = matrix(old, now=now, compare_with=[new])
+    after = matrix(new, now=before.now, compare_with=[old])
     changes = diff_matrices(before, after)
     if fmt == "json":
         print(json.dumps(matrix_diff_json(before, after, changes), indent=2, ensure_ascii=False))
     else:
         print(render(_matrix_table(before, after, changes), fmt))
     return len(changes)
+
+
+def _replay(old: Decider, new: Decider, path: str, now: Any, fmt: str,
+            examples: int) -> tuple[int, int] | ExitCode:
+    try:
+        files = input_files(path)
+        total = sum(f.stat().st_size for f in files)
+    except OSError as exc:
+        fail(fmt == "json", "input_io_error", f"cannot read input `{path}`: {exc.strerror or exc}")
+        return ExitCode.FAILURE
+    progress = Progress("diff", total)
+    watch = Stopwatch()
+    try:
+        impact = replay(old, new, progress.track(read_inputs(path)), now=now)
+    except OSError as exc:
+        progress.close()
+        fail(fmt == "json", "input_io_error", f"cannot read input `{path}`: {exc.strerror or exc}")
+        return ExitCode.FAILURE
+    progress.close()
+    for error in impact.input_errors:
+        print(f"error: {error}", file=sys.stderr)
+    if impact.errors > len(impact.input_errors):
+        print(f"error: ... {impact.errors - len(impact.input_errors)} more input errors", file=sys.stderr)
+    if fmt == "json":
+        print(json.dumps(impact.to_json(old.ref, new.ref), indent=2, ensure_ascii=False))
+    else:
+        print(render(_impact_table(old.ref, new.ref, impact, examples), fmt))
+    print(f"{impact.inputs} inputs decided by both bundles {watch.rate(impact.inputs, 'inputs')}", file=sys.stderr)
+    return impact.changed, impact.errors
+
+
+def _describe(answer: dict[str, Any]) -> str:
+    if "error" in answer:
+        return f"error {answer['error']} on `{answer['field']}`" if answer.get("field") else f"error {answer['error']}"
+    text = f"{answer['outcome']} {' '.join(answer['reasons'])}"
+    return text + (f" + {' '.join(answer['follow_ups'])}" if answer["follow_ups"] else "")
+
+
+def _impact_table(old: BundleRef, new: BundleRef, impact: Impact, examples: int) -> Table:
+    share = impact.changed / impact.inputs if impact.inputs else 0.0
+    title = (f"{old.name}@{old.revision} -> {new.name}@{new.revision}: {impact.changed} of {impact.inputs} "
+             f"requests change ({share:.2%})" + (f", {impact.errors} input errors" if impact.errors else ""))
+    t = Table(title, ("before", "after", "requests", "share", "examples"))
+    for g in impact.groups:
+        shown = g.request_ids[:examples]
+        more = f" (+{g.count - len(shown)})" if g.count > len(shown) else ""
+        t.add("changes", [_describe(g.before), _describe(g.after), str(g.count),
+                          f"{g.count / impact.inputs:.2%}", " ".join(shown) + more])
+    if not impact.groups:
+        t.sections.append(("no difference", []))
+    return t
 
 
 def matrix_diff_json(before: Matrix, after: Matrix, changes: list[CellChange]) -> dict[str, Any]:

@@ -46,6 +46,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="rotate the decision log file past this size (default 64 MiB)")
     parser.add_argument("--decision-log-backups", type=int, default=5,
                         help="rotated decision log files kept: FILE.1 .. FILE.N (default 5)")
+    parser.add_argument("--capture", help="write each decided request's replayable projection (no patient "
+                        "data; what `diff --input` reads) to this file (- for stdout), rotated as the decision log")
+    parser.add_argument("--capture-sample", type=float, default=1.0,
+                        help="share of decided requests captured, in (0, 1] (default 1)")
     parser.add_argument("--host", default="[::]", help="address to listen on "
                         "(default all interfaces)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
@@ -77,6 +81,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="largest request accepted (default 4 MiB)")
     parser.add_argument("--max-batch", type=int, default=1000,
                         help="most requests in one DecideBatch (default 1000)")
+    parser.add_argument("--decision-memo-size", type=int, default=None,
+                        help="distinct situations remembered per ruleset, each decided by the engine once "
+                        "(0 turns the memo off; default 4096)")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls get on shutdown (default 10)")
     parser.set_defaults(func=run)
@@ -94,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --max-streams must be at least 1 and below --threads ({args.threads}): "
               "unary calls and health checks need a thread that no stream holds", file=sys.stderr)
         return 1
+    if not 0.0 < args.capture_sample <= 1.0:
+        print("error: --capture-sample must be in (0, 1]", file=sys.stderr)
+        return 1
     if args.stream_idle_timeout < 0:
         print("error: --stream-idle-timeout must be 0 (never) or positive", file=sys.stderr)
         return 1
@@ -107,6 +117,13 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="order-policy-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    if args.decision_memo_size is not None:
+        if args.decision_memo_size < 0:
+            print("error: --decision-memo-size must be 0 or more", file=sys.stderr)
+            return 1
+        from server import engine
+
+        engine.settings.memo_size = args.decision_memo_size
     pid = os.getpid()
     try:
         from server import app
@@ -139,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             decision_log=args.decision_log,
             decision_log_max_bytes=args.decision_log_max_bytes,
             decision_log_backups=args.decision_log_backups,
+            capture=args.capture,
+            capture_sample=args.capture_sample,
         )
         return app.serve(args.bundle or str(default_bundle()), options)
     finally:

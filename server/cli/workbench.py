@@ -12,7 +12,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,7 +22,7 @@ from server.errors import ErrorList, SnapshotError
 from server.facts import parse_timestamp
 from server.registry import build_decider
 
-__all__ = ["Progress", "Table", "fail", "load", "parse_now", "render"]
+__all__ = ["Progress", "Stopwatch", "Table", "fail", "load", "parse_now", "render"]
 
 
 def fail(as_json: bool, code: str, message: str, **extra: Any) -> None:
@@ -130,6 +130,22 @@ def _html(table: Table) -> str:
     return "\n".join(out)
 
 
+class Stopwatch:
+    """Wall and CPU time of a piece of work, and its rate in both (CPU time: what one core does,
+    whatever else runs on the machine)."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def rate(self, count: int, what: str) -> str:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        per_wall = count / wall if wall > 0 else 0.0
+        per_cpu = count / cpu if cpu > 0 else 0.0
+        return f"in {wall:.2f} s ({per_wall:,.0f} {what}/s; {per_cpu:,.0f} per CPU second)"
+
+
 class Progress:
     """A one-line progress bar on a terminal's stderr (nothing when stderr is not a terminal)."""
 
@@ -153,6 +169,19 @@ class Progress:
         rate = count / max(now - self.start, 1e-9)
         self.stream.write(f"\r{self.label} [{bar:<30}] {share:4.0%} {count} inputs, {rate:,.0f}/s")
         self.stream.flush()
+
+    def track(self, items: Iterable[Any]) -> Iterator[Any]:
+        """``items`` as they are, updating the bar by each item's ``size`` in bytes."""
+        if not self.enabled:
+            yield from items
+            return
+        done = count = 0
+        for item in items:
+            done += item.size
+            count += 1
+            if count % 512 == 0:
+                self.update(done, count)
+            yield item
 
     def close(self) -> None:
         if self.enabled:

@@ -215,8 +215,13 @@ def _relabel(row: MatrixRow, situation: str) -> MatrixRow:
                      row.rules, row.decision, row.snapshot, row.error)
 
 
-def matrix(decider: Decider, *, now: dt.datetime | None = None, actions: Sequence[str] | None = None) -> Matrix:
+def matrix(decider: Decider, *, now: dt.datetime | None = None, actions: Sequence[str] | None = None,
+           compare_with: Sequence[Decider] = ()) -> Matrix:
     """Every row of ``decider``'s bundle, decided at ``now`` (default: the current second, UTC).
+
+    ``compare_with``: other bundles whose rules' situations are added (for a diff,
+    build each side's matrix with the other one here: both then have the same
+    situations, and a moved threshold shows as the cells between its two values).
 
     Raises SnapshotError for an action the bundle has no policy for, or a ``now``
     without a time-zone offset.
@@ -234,7 +239,8 @@ def matrix(decider: Decider, *, now: dt.datetime | None = None, actions: Sequenc
                                           f"{', '.join(present)}")
     rows: list[MatrixRow] = []
     for action in wanted:
-        dims = dimensions(bundle.policies[action], bundle)
+        others = [(d.bundle.policies[action], d.bundle) for d in compare_with if action in d.bundle.policies]
+        dims = dimensions(bundle.policies[action], bundle, others)
         for method in bundle.vocabulary.methods:
             for status, top in _statuses(decider, method):
                 rows.extend(_group(decider, action, method, status, top, dims, now))

@@ -84,22 +84,33 @@ def _value_set(matcher: Any, bundle: Bundle, universe: Sequence[Any]) -> tuple[f
     return None
 
 
-def _classes(universe: Sequence[Any], fact: str, policy: Policy, bundle: Bundle) -> list[tuple[list[Any], str]]:
+#: The policy whose situations are wanted first, then policies to compare it with.
+Sources = Sequence[tuple[Policy, Bundle]]
+
+
+def _rule_tests(sources: Sources) -> Iterator[tuple[str, Any, Bundle]]:
+    """Every (fact, matcher, bundle) of every rule of the sources."""
+    for policy, bundle in sources:
+        for rule in policy.rules:
+            for name, matcher in _tests(rule.when):
+                yield name, matcher, bundle
+
+
+def _classes(universe: Sequence[Any], fact: str, sources: Sources) -> list[tuple[list[Any], str]]:
     """``universe`` split into the classes every test of ``fact`` treats alike, in universe order.
 
     Each class comes with the name of a vocabulary set that is exactly that class, if any.
     """
     sets: list[frozenset[Any]] = []
     names: dict[frozenset[Any], str] = {}
-    for rule in policy.rules:
-        for name, matcher in _tests(rule.when):
-            if name != fact:
-                continue
-            found = _value_set(matcher, bundle, universe)
-            if found is not None:
-                sets.append(found[0])
-                if found[1]:
-                    names.setdefault(found[0] & frozenset(universe), found[1])
+    for name, matcher, bundle in _rule_tests(sources):
+        if name != fact:
+            continue
+        found = _value_set(matcher, bundle, universe)
+        if found is not None:
+            sets.append(found[0])
+            if found[1]:
+                names.setdefault(found[0] & frozenset(universe), found[1])
     groups: dict[tuple[bool, ...], list[Any]] = {}
     for value in universe:
         groups.setdefault(tuple(value in s for s in sets), []).append(value)
@@ -113,38 +124,37 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _cuts(policy: Policy, bundle: Bundle) -> dict[int, str]:
+def _cuts(sources: Sources) -> dict[int, str]:
     """Where notice comparisons split the line: cut c means ``notice < c`` vs ``notice >= c``.
 
     The value is the text of the bound as the rule wrote it, with ``>``/``<=`` (bound
     ``T`` gives cut ``T + 1``) or ``>=``/``<`` style marked by a leading ``=``.
     """
-    params = (bundle.raw_settings or {}).get("params") or {}
     cuts: dict[int, str] = {}
-    for rule in policy.rules:
-        for name, matcher in _tests(rule.when):
-            if name != "appointment_notice_seconds" or not isinstance(matcher, dict):
+    for name, matcher, bundle in _rule_tests(sources):
+        if name != "appointment_notice_seconds" or not isinstance(matcher, dict):
+            continue
+        params = (bundle.raw_settings or {}).get("params") or {}
+        for op, bound in matcher.items():
+            if op not in _COMPARISONS:
                 continue
-            for op, bound in matcher.items():
-                if op not in _COMPARISONS:
-                    continue
-                if isinstance(bound, dict) and "param" in bound:
-                    value = bundle.settings.params.get(bound["param"])
-                    text = f"{bound['param']} ({params.get(bound['param'], value)})"
-                else:
-                    value, text = bound, _duration(bound) if isinstance(bound, int) else str(bound)
-                if not isinstance(value, int) or isinstance(value, bool):
-                    continue
-                if op in ("gt", "lte"):
-                    cuts.setdefault(value + 1, text)
-                else:
-                    cuts.setdefault(value, "=" + text)
+            if isinstance(bound, dict) and "param" in bound:
+                value = bundle.settings.params.get(bound["param"])
+                text = f"{bound['param']} ({params.get(bound['param'], value)})"
+            else:
+                value, text = bound, _duration(bound) if isinstance(bound, int) else str(bound)
+            if not isinstance(value, int) or isinstance(value, bool):
+                continue
+            if op in ("gt", "lte"):
+                cuts.setdefault(value + 1, text)
+            else:
+                cuts.setdefault(value, "=" + text)
     return cuts
 
 
-def _bands(policy: Policy, bundle: Bundle) -> tuple[Band, ...]:
-    cuts = _cuts(policy, bundle)
-    tested = {name for rule in policy.rules for name, _ in _tests(rule.when)}
+def _bands(sources: Sources) -> tuple[Band, ...]:
+    cuts = _cuts(sources)
+    tested = {name for name, _, _ in _rule_tests(sources)}
     if not cuts:
         if "appointment_has_start" in tested:
             return (Band("with a start time", 0), Band("no start time", None))
@@ -172,9 +182,9 @@ def _status_label(members: list[Any], set_name: str) -> str:
     return set_name or "/".join(members)
 
 
-def _provider_options(policy: Policy, bundle: Bundle) -> tuple[Option, ...]:
+def _provider_options(bundle: Bundle, sources: Sources) -> tuple[Option, ...]:
     universe: list[Any] = [*bundle.vocabulary.appointment_providers, None]
-    classes = _classes(universe, "appointment_provider", policy, bundle)
+    classes = _classes(universe, "appointment_provider", sources)
     if len(classes) == 1:
         return (Option("", None),)
     out = []
@@ -188,17 +198,23 @@ def _provider_options(policy: Policy, bundle: Bundle) -> tuple[Option, ...]:
     return tuple(out)
 
 
-def dimensions(policy: Policy, bundle: Bundle) -> Dimensions:
-    """The situations ``policy`` distinguishes, derived from its rules and the vocabulary."""
-    tested = {name for rule in policy.rules for name, _ in _tests(rule.when)}
+def dimensions(policy: Policy, bundle: Bundle, others: Sources = ()) -> Dimensions:
+    """The situations ``policy`` distinguishes, derived from its rules and the vocabulary.
+
+    With ``others`` (the same action's policy in other bundles), the situations any
+    of them distinguishes: two matrices built so have the same situations, and a
+    moved threshold shows as the cells between the old and the new value.
+    """
+    sources: Sources = [(policy, bundle), *others]
+    tested = {name for name, _, _ in _rule_tests(sources)}
     if "ship_day" in tested:
-        days = _classes(list(FACTS["ship_day"].values), "ship_day", policy, bundle)
+        days = _classes(list(FACTS["ship_day"].values), "ship_day", sources)
         ship = tuple(Option(f"ship day {_status_label(m, n)}", m[0]) for m, n in days)
     else:
         ship = (Option("", "unknown"),)
-    statuses = _classes(list(bundle.vocabulary.appointment_statuses), "appointment_status", policy, bundle)
+    statuses = _classes(list(bundle.vocabulary.appointment_statuses), "appointment_status", sources)
     if len(statuses) == 1:
         appointment: tuple[Option, ...] = (Option("", statuses[0][0][0]),)
     else:
         appointment = tuple(Option(_status_label(m, n), m[0]) for m, n in statuses)
-    return Dimensions(ship, appointment, _bands(policy, bundle), _provider_options(policy, bundle))
+    return Dimensions(ship, appointment, _bands(sources), _provider_options(bundle, sources))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import given
+from google.protobuf import timestamp_pb2
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
@@ -131,3 +132,15 @@ def test_decision_maps_field_by_field() -> None:
     assert explained.facts["method"] == "testkit"
     assert explained.facts["notice"] == 5
     assert explained.facts["when"] == "2026-03-12"
+
+
+@settings(max_examples=300, deadline=None)
+@given(now=st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30),
+                        timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=14))])))
+def test_evaluated_at_is_the_timestamp_protobuf_itself_would_write(now):
+    """The decision's `evaluated_at`, filled field by field, equals `Timestamp.FromDatetime` (any offset, before 1970 too)."""
+    decision = Decision(outcome="ALLOW", reasons=(), follow_ups=(), bundle=BundleRef("b", "r"), now=now,
+                        action="cancel_order", order_id="o")
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(now)
+    assert convert.decision_to_proto(decision).evaluated_at == expected

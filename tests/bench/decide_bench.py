@@ -23,8 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from server.cases import load_cases
-from server.facts import parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
 from server.model import Snapshot
 from server.registry import build_decider
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="rules/cancellation")
     parser.add_argument("-n", type=int, default=100_000, help="decisions per variant")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--json", default="bench-results.json", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
@@ -74,9 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     if mismatches:
         raise SystemExit(f"the floor disagrees with the engine on {mismatches} inputs")
 
+    engines = {a: decider._engines[a] for a in decider.compiled}  # noqa: SLF001 - the benchmark measures the adapter
+
     def engine_only(i: int) -> list[str]:
         f = facts[i % len(facts)]
-        return decider.match(f.action, f.values)
+        return engines[f.action].match_uncached(f.values)
+
+    def memo_hit(i: int) -> list[str]:
+        f = facts[i % len(facts)]
+        return engines[f.action].match(f.values)
+
+    def memo_miss(i: int) -> list[str]:
+        f = facts[i % len(facts)]
+        engine = engines[f.action]
+        engine._memo.clear()  # noqa: SLF001 - every call a miss: key, engine, store
+        return engine.match(f.values)
+
+    def orjson_floor(i: int) -> Any:
+        order_text, appt_text = texts[i % len(texts)]
+        return orjson.loads(order_text), orjson.loads(appt_text) if appt_text else None
 
     def facts_only(i: int) -> Any:
         return decider.facts(snapshots[i % len(snapshots)])
@@ -85,34 +103,53 @@ def main(argv: list[str] | None = None) -> int:
         k = i % len(snapshots)
         order_text, appt_text = texts[k]
         s = snapshots[k]
-        order = parse_json_object(order_text, "order")
-        appt = parse_json_object(appt_text, "appointment") if appt_text else None
+        order = parse_json_object(order_text, "order", ORDER_READS)
+        appt = parse_json_object(appt_text, "appointment", APPOINTMENT_READS) if appt_text else None
         return decider.decide(Snapshot(s.action, order, appt, s.now))
 
     for i in range(len(snapshots)):  # the full path gives the cases' own answers
         assert [r.code for r in full(i).reasons] == [r.code for r in decider.decide(snapshots[i]).reasons]
+        assert memo_hit(i) == memo_miss(i) == engine_only(i) == expected[i]
 
     gc.collect()
-    results = {}
-    for name, fn, target in (("floor (dict lookup)", floor, None), ("engine only", engine_only, 15.0),
-                             ("facts only", facts_only, None), ("full path", full, 50.0)):
+    # (key, label, baseline key, target ratio to that baseline)
+    plan: list[tuple[str, str, Callable[[int], Any], str | None, float | None]] = [
+        ("floor", "floor (dict lookup)", floor, None, None),
+        ("orjson_floor", "orjson.loads floor", orjson_floor, None, None),
+        ("engine", "engine (no memo)", engine_only, "floor", None),
+        ("engine_memo_hit", "engine, memo hit", memo_hit, "floor", None),
+        ("engine_memo_miss", "engine, memo miss", memo_miss, "engine", None),
+        ("facts", "facts only", facts_only, "orjson_floor", None),
+        ("full_path", "full path", full, "orjson_floor", 4.0),
+    ]
+    variants: dict[str, dict[str, Any]] = {}
+    for key, _label, fn, _base, _target in plan:
         p50, p99, rate = _measure(fn, args.n)
-        results[name] = {"p50_us": round(p50, 2), "p99_us": round(p99, 2), "per_second": round(rate),
-                         "target_p50_us": target}
-    base = results["floor (dict lookup)"]["p50_us"]
+        variants[key] = {"p50_us": round(p50, 2), "p99_us": round(p99, 2), "per_s": round(rate)}
     sizes = sorted(len(t[0]) for t in texts)
     print(f"order-policy decision benchmark: {len(snapshots)} distinct snapshots (order JSON "
           f"{sizes[0]}-{sizes[-1]} bytes), {args.n} decisions per variant, one core, "
           f"Python {platform.python_version()}, bundle {decider.ref.name}@{decider.ref.revision}")
-    print(f"{'variant':<22}{'p50 us':>9}{'p99 us':>9}{'per s':>10}{'p50/floor':>11}{'target p50':>12}")
-    for name, r in results.items():
-        target = f"<= {r['target_p50_us']:.0f} us" if r["target_p50_us"] else ""
-        print(f"{name:<22}{r['p50_us']:>9.1f}{r['p99_us']:>9.1f}{r['per_second']:>10}"
-              f"{r['p50_us'] / base:>10.1f}x{target:>12}")
-        r["ratio_to_floor"] = round(r["p50_us"] / base, 2)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"snapshots": len(snapshots), "n": args.n, "results": results}, f, indent=2)
+    print(f"{'variant':<22}{'p50 us':>9}{'p99 us':>9}{'per s':>10}   {'ratio to baseline':<32}{'target':<10}")
+    for key, label, _fn, base, target in plan:
+        r = variants[key]
+        ratio = ""
+        verdict = ""
+        if base is not None:
+            r["baseline"] = base
+            r["ratio"] = round(r["p50_us"] / variants[base]["p50_us"], 2)
+            ratio = f"{r['ratio']:.2f}x {base}"
+        if target is not None:
+            r["target_ratio"] = target
+            verdict = f"<= {target:g}x " + ("met" if r["ratio"] <= target else "MISSED")
+        print(f"{label:<22}{r['p50_us']:>9.1f}{r['p99_us']:>9.1f}{r['per_s']:>10}   {ratio:<32}{verdict:<10}")
+    hits = sum(e.memo_hits for e in engines.values())
+    misses = sum(e.memo_misses for e in engines.values())
+    print(f"memo: {hits} hits, {misses} misses, {sum(len(e._memo) for e in engines.values())} "  # noqa: SLF001
+          f"situations remembered for {len(snapshots)} snapshots")
+    out = {"python": platform.python_version(), "snapshots": len(snapshots), "n": args.n, "variants": variants}
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=2)
     decider.close()
     return 0
 

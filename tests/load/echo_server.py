@@ -9,7 +9,10 @@ with SO_REUSEPORT). Each answer is a canned decision of realistic size (read fro
 ``--decision``, a serialized ``Decision``) with the request's ``request_id``: the RPC
 layer and protobuf work of the real service without any policy work.
 
-    python -m tests.load.echo_server --port N --workers N --decision FILE
+    python -m tests.load.echo_server --port N --workers N --decision FILE [--aio]
+
+With ``--aio`` the same echo runs on ``grpc.aio`` in one process: the baseline of the
+asyncio server model (``python -m tests.load.server_model`` compares the two).
 """
 
 from __future__ import annotations
@@ -70,6 +73,55 @@ def build(host: str, port: int, decision: Any, *, reuse_port: bool) -> tuple[grp
     return server, bound
 
 
+def _serve_aio(host: str, port: int, decision: Any) -> int:
+    """The same echo on ``grpc.aio`` (one process): the asyncio server model's baseline."""
+    import asyncio
+
+    async def decide(request: Any, _context: Any) -> Any:
+        return pb.DecideResponse(decision=decision, request_id=request.request_id)
+
+    async def batch(request: Any, _context: Any) -> Any:
+        return pb.DecideBatchResponse(results=[
+            pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests
+        ])
+
+    async def stream(requests: Any, _context: Any) -> Any:
+        async for message in requests:
+            yield pb.DecideStreamResponse(request_id=message.request.request_id, decision=decision)
+
+    async def main() -> None:
+        from server.app import ServerOptions
+
+        options = ServerOptions(host=host, port=port)
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
+                                          ("grpc.max_receive_message_length", options.max_message_bytes)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+            "Decide": grpc.unary_unary_rpc_method_handler(
+                decide, pb.DecideRequest.FromString, pb.DecideResponse.SerializeToString),
+            "DecideBatch": grpc.unary_unary_rpc_method_handler(
+                batch, pb.DecideBatchRequest.FromString, pb.DecideBatchResponse.SerializeToString),
+            "DecideStream": grpc.stream_stream_rpc_method_handler(
+                stream, pb.DecideStreamRequest.FromString, pb.DecideStreamResponse.SerializeToString),
+        }),))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        bound = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        os.write(sys.stdout.fileno(), (f'{{"event":"server_started","echo":true,"aio":true,"worker_index":0,'
+                                       f'"port":{bound},"pid":{os.getpid()}}}\n').encode())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop(2)
+
+    asyncio.run(main())
+    return 0
+
+
 def _serve_one(host: str, port: int, decision: Any, reuse_port: bool, index: int) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--decision", type=Path, required=True, help="a serialized pb.Decision")
+    parser.add_argument("--aio", action="store_true", help="serve with grpc.aio (one worker)")
     args = parser.parse_args(argv)
     decision = pb.Decision.FromString(args.decision.read_bytes())
+    if args.aio:
+        return _serve_aio(args.host, args.port, decision)
     if args.workers == 1:
         return _serve_one(args.host, args.port, decision, False, 0)
     # As server.app: hold the port with SO_REUSEPORT, fork, never touch gRPC in the parent.

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.load import check, h2load, procs
+from tests.support.bundles import read_yaml, write_yaml
 from tests.load.corpus import BUNDLE, Body, Corpus, build_corpus, pb, write_bodies
 
 RPCS = ("Decide", "DecideBatch", "DecideStream")
@@ -239,10 +240,7 @@ class Swapper(threading.Thread):
         super().__init__(daemon=True, name="swapper")
         self.srv, self.bundle, self.swaps = srv, bundle, swaps
         self.manifest = bundle / "manifest.yaml"
-        text = self.manifest.read_text(encoding="utf-8")
-        match = re.search(r'^revision: *"?([^"\n]+)"?$', text, re.MULTILINE)
-        assert match, "no revision in the manifest"
-        self.original = match.group(1)
+        self.original = str(read_yaml(self.manifest)["revision"])
         self.names = [f"{self.original}-{tag}-swap{i}" for i in range(1, swaps + 1)]
         self.revisions = {self.original, *self.names}
         self.done = 0
@@ -259,12 +257,11 @@ class Swapper(threading.Thread):
         return count
 
     def run(self) -> None:
-        text = self.manifest.read_text(encoding="utf-8")
+        manifest = read_yaml(self.manifest)
         for name in self.names:
             began = time.monotonic()
-            new = re.sub(r'^revision: *.*$', f'revision: "{name}"', text, count=1, flags=re.MULTILINE)
             tmp = self.bundle.parent / f".manifest-{name}.yaml"  # outside the watched directory
-            tmp.write_text(new, encoding="utf-8")
+            write_yaml(tmp, {**manifest, "revision": name})  # edited as data, never as text
             os.replace(tmp, self.manifest)
             while self._activations(name) < self.srv.workers and not self.problems:
                 if time.monotonic() - began > 90:
@@ -478,21 +475,32 @@ def _targets(report: Report) -> None:
         report.targets.append({"target": name, "measured": round(measured, 3), "limit": limit,
                                "unit": unit, "met": met})
 
+    def echo_of(row: Row | None) -> Row | None:
+        return _find(report, "echo", row.rpc, row.workers, row.load) if row else None
+
     unary1 = _find(report, "service", "Decide", 1)
     unary2 = _find(report, "service", "Decide", 2)
     batch1 = _find(report, "service", "DecideBatch", 1)
+    stream1 = _find(report, "service", "DecideStream", 1)
     unloaded = _find(report, "service", "Decide", 1, "unloaded (1 connection)")
     paced = [r for r in report.rows if r.server == "service" and r.load.startswith("paced")]
     target("unary Decide, 1 worker, vs echo", unary1.vs_echo if unary1 else None, 0.75, True, "x echo")
-    if unary1 and unary2:
-        target("unary Decide, 2 workers vs 1", unary2.decisions_per_s / unary1.decisions_per_s, 1.8, True, "x")
-    target("DecideBatch decisions/s per core (1 worker)", batch1.decisions_per_s if batch1 else None,
-           20000, True, "/s")
-    target("unloaded Decide p99", unloaded.p99_ms if unloaded else None, 1.0, False, "ms")
+    target("DecideBatch, 1 worker, vs echo's batch", batch1.vs_echo if batch1 else None, 0.25, True, "x echo")
+    target("DecideStream, 1 worker, vs echo's stream", stream1.vs_echo if stream1 else None, 0.5, True, "x echo")
+    echo1 = echo_of(unary1)
+    if unary1 and echo1 and echo1.cpu_us_per_decision:
+        target("server CPU per unary decision vs echo's (1 worker)",
+               unary1.cpu_us_per_decision / echo1.cpu_us_per_decision, 1.35, False, "x echo")
+    echo_unloaded = echo_of(unloaded)
+    if unloaded and echo_unloaded and echo_unloaded.p99_ms:
+        target("unloaded Decide p99 vs echo's", unloaded.p99_ms / echo_unloaded.p99_ms, 1.5, False, "x echo")
+    if unary1 and unary2 and unary1.cpu_us_per_decision:
+        # Two cores cannot show 2 workers' throughput while h2load needs one of them:
+        # the fair check is that a second worker costs no more CPU per decision.
+        target("server CPU per unary decision, 2 workers vs 1",
+               unary2.cpu_us_per_decision / unary1.cpu_us_per_decision, 1.10, False, "x")
     for row in paced:
         target(f"Decide p99 under {row.load}, {row.workers} worker(s)", row.p99_ms, 10.0, False, "ms")
-    target("server CPU per unary decision (1 worker)", unary1.cpu_us_per_decision if unary1 else None,
-           150, False, "us")
 
 
 # -- output ------------------------------------------------------------------------------

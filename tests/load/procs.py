@@ -85,7 +85,7 @@ def free_port() -> int:
 class Running:
     """A started server: its parent process, workers and where it listens."""
 
-    kind: str  # "service" or "echo"
+    kind: str  # "service", "echo" or "echo-aio"
     workers: int
     cores: list[int]
     process: subprocess.Popen[bytes]
@@ -159,6 +159,8 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
     metrics_port = free_port() if kind == "service" else None
     argv = (serve_argv(bundle, port, workers, metrics_port) if kind == "service"
             else echo_argv(port, workers, decision_file))
+    if kind == "echo-aio":
+        argv.append("--aio")
     argv = ["taskset", "-c", ",".join(map(str, cores)), *argv]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

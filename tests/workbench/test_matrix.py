@@ -9,7 +9,7 @@ import pytest
 from server.errors import SnapshotError
 from server.registry import build_decider
 from server.workbench import ANY, ERROR, diff_matrices, matrix, rule_source
-from tests.workbench.conftest import edit
+from tests.support.workbench import edit
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 
@@ -177,3 +177,19 @@ def test_rule_source_gives_the_rule_as_written(small, small_copy):
     assert "completed" not in fallback and "collecting_sample" in fallback and "id: open_top" in fallback
     with pytest.raises(KeyError):
         rule_source(small, "no_such_rule")
+
+
+def test_matrices_built_to_compare_show_a_moved_threshold_as_the_cells_between(small, small_copy):
+    """With each other's situations both matrices have the same rows; only the band between 2 h and 3 h differs."""
+    edit(small_copy / "data/settings.yaml", "fee_window: 2h", "fee_window: 3h")
+    changed = build_decider(small_copy)
+    try:
+        before = matrix(small, now=NOW, compare_with=[changed])
+        after = matrix(changed, now=NOW, compare_with=[small])
+    finally:
+        changed.close()
+    assert [r.key for r in before.rows] == [r.key for r in after.rows]
+    changes = diff_matrices(before, after)
+    assert changes and all(c.before is not None and c.after is not None for c in changes)
+    assert {c.key[3].split(", ")[1] for c in changes} == {"notice > fee_window (2h) and <= fee_window (3h)"}
+    assert all((c.before.follow_ups[0], c.after.follow_ups[0]) == ("REFUND", "FEE") for c in changes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
@@ -129,7 +130,7 @@ class Client:
         order: JsonInput,
         appointment: JsonInput | None = None,
         action: str = "cancel_order",
-        now: Any = None,
+        now: dt.datetime | str | None = None,
         bundle_revision: str | None = None,
         *,
         explain: bool = False,

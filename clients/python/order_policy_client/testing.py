@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import grpc
+
 from order_policy_client._client import Client
 from order_policy_client._errors import OrderPolicyError
 
@@ -55,13 +57,15 @@ class ServerProcess:
     """A running ``order-policy serve`` on ``127.0.0.1:port``; restartable on the same port."""
 
     def __init__(self, bundle: str | Path, *, args: Sequence[str] = (), command: Sequence[str] | None = None,
-                 port: int | None = None, log_dir: Path | None = None, timeout: float = 60.0) -> None:
+                 port: int | None = None, log_dir: Path | None = None, timeout: float = 60.0,
+                 tls: grpc.ChannelCredentials | None = None) -> None:
         self.bundle = str(bundle)
         self.args = list(args)
         self.command = list(command) if command is not None else server_command()
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.timeout = timeout
+        self.tls = tls  # how to reach a server started with --tls-cert/--tls-key
         self._log_dir = log_dir or Path(tempfile.mkdtemp(prefix="order-policy-client-test-"))
         self.log_path = self._log_dir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -82,7 +86,7 @@ class ServerProcess:
     def wait_serving(self) -> None:
         deadline = time.monotonic() + self.timeout
         last = ""
-        with Client(self.address, timeout=1.0) as client:
+        with Client(self.address, timeout=1.0, tls=self.tls or False) as client:
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
                     raise RuntimeError(f"order-policy exited before serving:\n{self.log()}")
@@ -136,9 +140,12 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(bundle: str | Path, *, args: Sequence[str] = (), command: Sequence[str] | None = None,
-                   timeout: float = 60.0) -> Iterator[ServerProcess]:
-    """A real ``order-policy serve`` of ``bundle`` on a free loopback port, killed on exit."""
-    server = ServerProcess(bundle, args=args, command=command, timeout=timeout)
+                   timeout: float = 60.0, tls: grpc.ChannelCredentials | None = None) -> Iterator[ServerProcess]:
+    """A real ``order-policy serve`` of ``bundle`` on a free loopback port, killed on exit.
+
+    For a TLS server pass its flags in ``args`` and the credentials to reach it in ``tls``.
+    """
+    server = ServerProcess(bundle, args=args, command=command, timeout=timeout, tls=tls)
     try:
         yield server.start()
     finally:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cases_support import case_request
 from conftest import bundle_copy
@@ -219,3 +221,30 @@ def test_health_reports_serving(server: ServerProcess) -> None:
     """health() says SERVING once the server has its bundle."""
     with Client(server.address) as client:
         assert client.health() == "SERVING"
+
+
+def test_tls_server_is_reached_with_its_root_and_refused_without(bundle: Path, tmp_path: Path,
+                                                              cases: list[dict[str, Any]]) -> None:
+    """tls= credentials reach a TLS server; a plaintext client or an unknown root gets no decision."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),  # noqa: S607
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    trusted = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    case = _allowed_case(cases)
+    with running_server(bundle, args=["--tls-cert", str(cert), "--tls-key", str(key)], tls=trusted) as server:
+        with Client(server.address, tls=trusted, timeout=10.0) as client:
+            assert client.decide(case["order"], now=case["now"]).outcome == "ALLOW"
+        for tls in (False, True):  # plaintext; TLS trusting only the system's roots
+            with Client(server.address, tls=tls, timeout=1.0) as client:
+                with pytest.raises(OrderPolicyError) as caught:
+                    client.decide(case["order"], now=case["now"])
+                assert caught.value.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+
+
+def test_the_client_environment_has_nothing_of_the_server() -> None:
+    """The client runs without the server package, durable_rules or googleapis packages."""
+    import importlib.util
+
+    for name in ("server", "durable", "durable_rules_engine", "grpc_status", "grpc_health"):
+        assert importlib.util.find_spec(name) is None, name

@@ -14,6 +14,8 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 
+import type { ChannelCredentials } from "@grpc/grpc-js";
+
 import { OrderPolicyClient } from "./client";
 import { OrderPolicyError } from "./errors";
 
@@ -45,7 +47,8 @@ export class ServerProcess {
   private child: ChildProcess | null = null;
 
   constructor(readonly bundle: string, readonly port: number, readonly args: string[] = [],
-    readonly command: string[] = serverCommand(), readonly timeoutMs = 60_000) {
+    readonly command: string[] = serverCommand(), readonly timeoutMs = 60_000,
+    readonly tls?: ChannelCredentials) { // how to reach a server started with --tls-cert/--tls-key
     this.address = `127.0.0.1:${port}`;
     this.logPath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "order-policy-client-test-")), "server.log");
   }
@@ -55,10 +58,12 @@ export class ServerProcess {
     const [bin, ...pre] = this.command;
     const log = fs.openSync(this.logPath, "a");
     const child = spawn(bin, [...pre, "serve", "--bundle", this.bundle, "--host", "127.0.0.1",
-      "--port", String(this.port), "--workers", "1", ...this.args], { stdio: ["ignore", log, log], detached: true });
+      "--port", String(this.port), "--workers", "1",
+      "--admin-address", "127.0.0.1:0", // never collide on the admin port's default (a later flag wins)
+      ...this.args], { stdio: ["ignore", log, log], detached: true });
     fs.closeSync(log);
     this.child = child;
-    const client = new OrderPolicyClient(this.address, { timeoutMs: 1_000 });
+    const client = new OrderPolicyClient(this.address, { timeoutMs: 1_000, tls: this.tls });
     const deadline = Date.now() + this.timeoutMs;
     let last = "";
     try {
@@ -112,7 +117,8 @@ export class ServerProcess {
   }
 }
 
-/** Start a real `order-policy serve` of `bundle` on a free loopback port (kill it when done). */
-export async function startServer(bundle: string, args: string[] = []): Promise<ServerProcess> {
-  return new ServerProcess(bundle, await freePort(), args).start();
+/** Start a real `order-policy serve` of `bundle` on a free loopback port (kill it when done). For
+ * a TLS server pass its flags in `args` and the credentials to reach it in `tls`. */
+export async function startServer(bundle: string, args: string[] = [], tls?: ChannelCredentials): Promise<ServerProcess> {
+  return new ServerProcess(bundle, await freePort(), args, serverCommand(), 60_000, tls).start();
 }

@@ -1,10 +1,13 @@
 // The client's behaviour against real servers: typed results, invalid input, deadlines,
 // restarts hidden by retries, round-robin over replicas, the shared service config.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
+
+import * as grpc from "@grpc/grpc-js";
 
 import {
   DeadlineExceeded, InvalidArgument, normalizeTarget, OrderPolicyClient, RevisionNotLoaded, SERVICE_CONFIG,
@@ -193,6 +196,32 @@ describe("deadlines, restarts and replicas", () => {
       client.close();
       await Promise.all([a.kill(), b.kill()]);
       fs.rmSync(other, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("TLS", () => {
+  it("reaches a TLS server with its root; plaintext or an unknown root gets no decision", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "order-policy-tls-"));
+    const key = path.join(dir, "key.pem");
+    const cert = path.join(dir, "cert.pem");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+      "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], { stdio: "ignore" });
+    const trusted = grpc.credentials.createSsl(fs.readFileSync(cert));
+    const c = allowedCase(cases);
+    const server = await startServer(bundle, ["--tls-cert", cert, "--tls-key", key], trusted);
+    try {
+      const client = new OrderPolicyClient(server.address, { tls: trusted, timeoutMs: 10_000 });
+      assert.equal((await client.decide(caseInput(c))).outcome, "ALLOW");
+      client.close();
+      for (const tls of [false, true]) {
+        const other = new OrderPolicyClient(server.address, { tls, timeoutMs: 1_000 });
+        await assert.rejects(other.decide(caseInput(c)), (err: Error) => /DeadlineExceeded|Unavailable/.test(err.name));
+        other.close();
+      }
+    } finally {
+      await server.kill();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -6,8 +6,7 @@ import csv
 import io
 import json
 
-from tests.workbench.cli import cli
-from tests.workbench.conftest import SMALL, edit
+from tests.support.workbench import SMALL, cli, edit
 
 NOW = "2026-03-10T12:00:00Z"
 
