@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.bundle import checked_yaml
+from server.bundle import Bundle, checked_yaml
 from server.bundle.yamlio import line_of, plain
 from server.decide import Decider
 from server.errors import ErrorList, Location, PolicyError, SnapshotError, ValidationError, did_you_mean
 from server.facts import parse_json_object, parse_timestamp
 from server.model import Decision, Snapshot
 
-__all__ = ["Case", "CaseResult", "load_cases", "run_case", "run_cases"]
+__all__ = ["Case", "CaseResult", "case_errors", "load_cases", "run_case", "run_cases"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,9 @@ def run_case(decider: Decider, case: Case) -> CaseResult:
         _compare(result, "rules", sorted(exp["rules"]), got)
     if "messages" in exp:
         _compare(result, "messages", sorted(exp["messages"]), sorted(r.message for r in decision.reasons))
+    if "follow_up_messages" in exp:
+        _compare(result, "follow_up_messages", sorted(exp["follow_up_messages"]),
+                 sorted(f.message for f in decision.follow_ups))
     if "paths" in exp:
         _compare(result, "paths", sorted(exp["paths"]), sorted(f.path for f in decision.follow_ups if f.path))
     return result
@@ -162,6 +165,29 @@ def _compare(result: CaseResult, what: str, expected: list[Any], got: list[Any])
         missing = [x for x in expected if x not in got]
         extra = [x for x in got if x not in expected]
         result.differences.append(f"{what}: expected {expected}, got {got} (missing {missing}, unexpected {extra})")
+
+
+def case_errors(bundle: Bundle, cases: list[Case]) -> list[PolicyError]:
+    """Expectations naming what the bundle does not have: reason and follow-up codes that
+    are not in its catalogue, rule ids no policy of the action defines, unknown actions."""
+    errors: list[PolicyError] = []
+    for case in cases:
+        policy = bundle.policies.get(case.action)
+        if policy is None:
+            errors.append(ValidationError(f"case `{case.name}`: unknown action `{case.action}`",
+                                          code="validation_unknown_action", location=case.location,
+                                          hint=did_you_mean(case.action, bundle.policies)))
+            continue
+        checks = (("reasons", "reason", bundle.reasons), ("follow_ups", "follow-up", bundle.follow_ups),
+                  ("rules", "rule", [r.id for r in policy.rules]))
+        for key, kind, known in checks:
+            for value in case.expect.get(key) or []:
+                if value not in known:
+                    errors.append(ValidationError(
+                        f"case `{case.name}`: unknown {kind} `{value}` in `expect.{key}`",
+                        code=f"validation_unknown_{kind.replace('-', '_')}", location=case.location,
+                        hint=did_you_mean(value, known)))
+    return errors
 
 
 def run_cases(decider: Decider, cases: list[Case]) -> list[CaseResult]:

@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from server.bundle import Settings, Vocabulary
-from server.errors import SnapshotError
+from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
 __all__ = ["FACTS", "READ_FIELDS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
@@ -245,6 +245,12 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
     return method
 
 
+def calendar_end(settings: Settings) -> dt.date | None:
+    """The last day the business-day calendar knows: 31 December of its last year of
+    holidays (None for a calendar without holidays, which never ends)."""
+    return dt.date(max(settings.holidays).year, 12, 31) if settings.holidays else None
+
+
 def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) -> str:
     created_raw = order.get("created_at")
     if created_raw is None:
@@ -253,6 +259,13 @@ def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) ->
     day = created.date()
     if not _is_business_day(day, settings) or created.time() >= settings.cutoff:
         day = _next_business_day(day, settings)
+    end = calendar_end(settings)
+    if end is not None and day > end:
+        # Past the listed holidays the business days are unknown: an error, never a guess.
+        setting = f"calendars.{settings.calendar}.holidays" if settings.calendar else "calendars"
+        raise EvalError(f"the estimated ship day {day.isoformat()} is past the end of the business-day calendar "
+                        f"({end.isoformat()}): add the holidays of {day.year} to `{setting}` in data/settings.yaml",
+                        code="eval_calendar_ended")
     today = now.astimezone(settings.time_zone).date()
     return "due" if day <= today else "later"
 

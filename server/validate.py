@@ -10,6 +10,9 @@ default by accident).
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,9 +21,9 @@ from server.bundle.yamlio import line_of
 from server.decide import Decider, template_names
 from server.engine import MAX_RULES
 from server.errors import Location, PolicyError, ValidationError, did_you_mean
-from server.facts import FACTS, TEMPLATE_EXTRAS, FactSpec
+from server.facts import FACTS, TEMPLATE_EXTRAS, FactSpec, calendar_end
 
-__all__ = ["coverage_errors", "domain_values", "validate"]
+__all__ = ["coverage_errors", "domain_values", "validate", "warnings"]
 
 
 def domain_values(bundle: Bundle, spec: FactSpec) -> set[Any] | None:
@@ -68,7 +71,115 @@ def validate(bundle: Bundle) -> list[PolicyError]:
             else:
                 seen[rule.id] = rule.location
             errors += _rule_errors(bundle, rule, policy.combining)
+    errors += _suspect_vocabulary_entries(bundle, errors)
     return errors
+
+
+def _suspect_vocabulary_entries(bundle: Bundle, errors: list[PolicyError]) -> list[PolicyError]:
+    """A rule naming a status the vocabulary lacks, where the vocabulary lists a near
+    spelling: the vocabulary entry may be the misspelt one. Report it there, once, and
+    point each rule's error at it."""
+    file = "data/vocabulary.yaml"
+    known = sorted(bundle.vocabulary.all_statuses())
+    suspects: dict[str, list[str]] = {}
+    for e in errors:
+        if e.code != "validation_unknown_status" or not e.message.startswith("unknown status `"):
+            continue
+        named = e.message[len("unknown status `"):-1]
+        close = difflib.get_close_matches(named, known, n=1, cutoff=0.8)
+        if not close or close[0] in bundle.vocabulary.aliases or not _more_usual(named, close[0], known):
+            continue
+        line = _line_naming(bundle, file, close[0])
+        e.hint = (f"did you mean `{close[0]}`? if `{named}` is the right spelling, the vocabulary entry "
+                  f"`{close[0]}` ({file}:{line}) is misspelt")
+        suspects.setdefault(close[0], []).append(f"`{named}` ({e.location})")
+    return [
+        ValidationError(f"status `{entry}` may be misspelt: rules name {', '.join(named)}, which the "
+                        "vocabulary does not list", code="validation_suspect_status",
+                        location=Location(file, _line_naming(bundle, file, entry)),
+                        hint="correct the spelling here, or in the rules")
+        for entry, named in sorted(suspects.items())
+    ]
+
+
+def _more_usual(named: str, listed: str, known: list[str]) -> bool:
+    """Whether the rule's spelling looks right and the vocabulary's wrong: the parts where
+    they differ (HIGH, METHOD, LOW) are used by other listed statuses for ``named`` only."""
+    def uses(part: str, i: int) -> int:
+        return sum(1 for s in known if s.split(".")[i] == part)
+
+    a, b = named.split("."), listed.split(".")
+    if len(a) != 3 or len(b) != 3:
+        return False
+    differ = [i for i in range(3) if a[i] != b[i]]
+    return bool(differ) and all(uses(a[i], i) > uses(b[i], i) for i in differ)
+
+
+def _line_naming(bundle: Bundle, file: str, word: str) -> int:
+    """The first line of the bundle's ``file`` that names ``word`` (0 when unknown)."""
+    try:
+        lines = (bundle.root / file).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    pattern = re.compile(rf"(?<![\w.]){re.escape(word)}(?![\w.])")
+    return next((i for i, text in enumerate(lines, 1) if pattern.search(text)), 0)
+
+
+# --- warnings: valid, but probably not what the owner meant -------------------------
+
+def warnings(bundle: Bundle, decider: Decider, *, today: dt.date | None = None) -> list[PolicyError]:
+    """What ``check`` reports without failing: allow rules that deny rules shadow for every
+    status they name, and a business-day calendar that ends within 12 months of ``today``."""
+    return [*_shadowed_allow_rules(bundle, decider), *_calendar_warnings(bundle, today or dt.date.today())]
+
+
+def _named_statuses(when: dict[str, Any]) -> list[str]:
+    m = when.get("status")
+    if isinstance(m, str):
+        return [m]
+    if isinstance(m, dict) and isinstance(m.get("in"), list):
+        return [s for s in m["in"] if isinstance(s, str)]
+    return []
+
+
+def _shadowed_allow_rules(bundle: Bundle, decider: Decider) -> list[PolicyError]:
+    out: list[PolicyError] = []
+    for action, policy in sorted(bundle.policies.items()):
+        if policy.combining != "deny_overrides":
+            continue
+        compiled = decider.compiled[action].rules
+        for rule in policy.rules:
+            named = _named_statuses(rule.when) if rule.effect == "allow" else []
+            if not named:
+                continue
+            shadows: set[str] = set()
+            for status in named:
+                facts = {"ship_day": "later", "appointment_has_start": False, "appointment_notice_seconds": 0,
+                         "appointment_present": False, **_status_facts(bundle, status.split(".")[1], status)}
+                denying = [r for r in decider.match(action, facts) if compiled[r].effect == "deny"]
+                if not denying:
+                    break
+                shadows.update(denying)
+            else:
+                which = ", ".join(f"`{r}`" for r in sorted(shadows))
+                out.append(ValidationError(
+                    f"allow rule `{rule.id}` can never allow: deny rule {which} also matches every status it "
+                    f"names, and deny overrides allow", code="warning_shadowed_allow", location=rule.location,
+                    hint="remove those statuses from the allow rule, or from the deny rule"))
+    return out
+
+
+def _calendar_warnings(bundle: Bundle, today: dt.date) -> list[PolicyError]:
+    end = calendar_end(bundle.settings)
+    if end is None or end >= today + dt.timedelta(days=365):
+        return []
+    name = bundle.settings.calendar
+    setting = f"calendars.{name}.holidays" if name else "calendars"
+    return [ValidationError(
+        f"the business-day calendar ends on {end.isoformat()}, within 12 months of today ({today.isoformat()}): "
+        f"ship days after it are errors", code="warning_calendar_ends",
+        location=Location("data/settings.yaml", _line_naming(bundle, "data/settings.yaml", "holidays")),
+        hint=f"add the next year's holidays to `{setting}`")]
 
 
 def _unknown(kind: str, name: Any, known: Iterable[Any], location: Location) -> ValidationError:
@@ -158,9 +269,11 @@ def _rule_errors(bundle: Bundle, rule: Rule, combining: str) -> list[PolicyError
             errors.append(_unknown("follow-up", code, bundle.follow_ups, Location(loc.file, line_of(raw, "follow_ups"))))
     cond_errors = _condition_errors(bundle, rule, rule.when, raw.get("when"))
     errors += cond_errors
-    if not cond_errors and not _satisfiable(bundle, rule.when):
-        errors.append(ValidationError(f"rule `{rule.id}` can never match", code="validation_never_matches",
-                                      location=loc))
+    if not cond_errors:
+        problem = _contradiction(bundle, rule.when)
+        if problem:
+            errors.append(ValidationError(f"rule `{rule.id}` can never match: {problem}",
+                                          code="validation_never_matches", location=loc))
     return errors
 
 
@@ -298,16 +411,58 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _satisfiable(bundle: Bundle, when: dict[str, Any]) -> bool:
-    return any(_branch_ok(bundle, b) for b in _allowed(bundle, when))
+def _contradiction(bundle: Bundle, when: dict[str, Any]) -> str | None:
+    """None when some input can satisfy ``when``; else which conditions contradict each other."""
+    problems = [_branch_problem(bundle, b) for b in _allowed(bundle, when)]
+    if not problems or any(p is None for p in problems):
+        return None
+    conditions = _conditions(when)
+
+    def said(fact: str) -> str:
+        return " and ".join(f"`{fact}: {c}`" for c in conditions.get(fact, [])) or f"`{fact}`"
+
+    out: list[str] = []
+    for kind, facts in problems:  # type: ignore[misc]
+        if kind == "empty":
+            text = f"no value satisfies {said(facts[0])}"
+        else:
+            text = f"{said(facts[0])} contradicts {said(facts[1])}"
+        if text not in out:
+            out.append(text)
+    alternatives = " (in every alternative of `any`)" if len(problems) > 1 else ""
+    return "; ".join(out) + alternatives
 
 
-def _branch_ok(bundle: Bundle, branch: dict[str, Any]) -> bool:
-    for value in branch.values():
+def _conditions(when: dict[str, Any], out: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Each fact's conditions in ``when`` (nested `any`/`all` too), as written in YAML flow style."""
+    out = {} if out is None else out
+    for key, m in when.items():
+        if key in ("any", "all"):
+            for sub in m:
+                _conditions(sub, out)
+        else:
+            out.setdefault(key, []).append(_flow(m))
+    return out
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _branch_problem(bundle: Bundle, branch: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    """None when one input can satisfy this conjunction; else ("empty", (fact,)) when one fact's
+    conditions leave no value, or ("conflict", (fact, other)) when two facts exclude each other."""
+    for fact, value in branch.items():
         if isinstance(value, tuple) and value[1] > value[2]:
-            return False
+            return ("empty", (fact,))
         if isinstance(value, set) and not value:
-            return False
+            return ("empty", (fact,))
     statuses = branch.get("status")
     if isinstance(statuses, set):
         real = {s for s in statuses if s}
@@ -320,22 +475,24 @@ def _branch_ok(bundle: Bundle, branch: dict[str, Any]) -> bool:
         for fact, values in derived.items():
             allowed = branch.get(fact)
             if isinstance(allowed, set) and None not in statuses and not (allowed & values):
-                return False
+                return ("conflict", ("status", fact))
     source = branch.get("status_source")
     if isinstance(source, set) and source == {"top"}:
         for fact in ("status", "status_received", "status_high", "status_low"):
             allowed = branch.get(fact)
             if isinstance(allowed, set) and None not in allowed:
-                return False
+                return ("conflict", ("status_source", fact))
     present = branch.get("appointment_present")
     if isinstance(present, set) and present == {False}:
         for fact in ("appointment_status", "appointment_provider"):
             allowed = branch.get(fact)
             if isinstance(allowed, set) and None not in allowed:
-                return False
-        if branch.get("appointment_has_start") == {True} or isinstance(branch.get("appointment_notice_seconds"), tuple):
-            return False
-    return True
+                return ("conflict", ("appointment_present", fact))
+        if branch.get("appointment_has_start") == {True}:
+            return ("conflict", ("appointment_present", "appointment_has_start"))
+        if isinstance(branch.get("appointment_notice_seconds"), tuple):
+            return ("conflict", ("appointment_present", "appointment_notice_seconds"))
+    return None
 
 
 # --- coverage ------------------------------------------------------------------

@@ -61,3 +61,38 @@ def test_every_reason_and_follow_up_of_the_catalogue_is_expected_by_some_case(de
     defaults = {policy.default_reason for policy in catalogue.policies.values()}
     assert sorted(set(catalogue.reasons) - reasons - defaults) == []
     assert sorted(set(catalogue.follow_ups) - follow_ups) == []
+
+
+def test_a_case_can_assert_follow_up_messages_and_paths(tmp_path):
+    """`follow_up_messages` and `paths` are compared like reasons: a wrong one fails the case."""
+    from tests.support.bundles import copy_bundle, edit_yaml
+
+    bundle = copy_bundle(tmp_path / "bundle")
+    decider = build_decider(bundle)
+    try:
+        case = next(c for c in load_cases(bundle) if "CANCEL_PSC_APPOINTMENT" in c.expect.get("follow_ups", []))
+        decision = decider.decide(case.snapshot)
+        messages = [f.message for f in decision.follow_ups]
+        paths = [f.path for f in decision.follow_ups if f.path]
+    finally:
+        decider.close()
+    assert paths, "the PSC follow-up names its endpoint"
+
+    def expect(follow_up_messages: list[str], case_paths: list[str]) -> list[str]:
+        def change(doc):
+            for raw in doc["cases"]:
+                if raw["name"] == case.name:
+                    raw["expect"]["follow_up_messages"] = follow_up_messages
+                    raw["expect"]["paths"] = case_paths
+
+        edit_yaml(bundle / case.location.file, change)
+        fresh = build_decider(bundle)
+        try:
+            [again] = [c for c in load_cases(bundle) if c.name == case.name]
+            return run_case(fresh, again).differences
+        finally:
+            fresh.close()
+
+    assert expect(messages, paths) == []
+    wrong = expect([*messages[:-1], messages[-1] + " (edited)"], [p.replace("/v3/", "/v2/") for p in paths])
+    assert [d.split(":")[0] for d in wrong] == ["follow_up_messages", "paths"]

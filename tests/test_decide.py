@@ -75,3 +75,28 @@ def test_a_status_moved_between_lists_changes_the_decision(bundle_copy):
     decision = build_decider(bundle_copy).decide(
         Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))
     assert (decision.outcome, [r.code for r in decision.reasons]) == ("DENY", ["NOT_CANCELLABLE_STATE"])
+
+
+def test_a_ship_day_past_the_calendar_is_an_error_naming_the_setting(fixture_bundle):
+    """A kit ordered on the calendar's last day ships after it: an error, not a guessed day."""
+    import pytest
+
+    from server.errors import EvalError
+    from server.facts import calendar_end
+
+    decider = build_decider(fixture_bundle)
+    try:
+        end = calendar_end(decider.bundle.settings)
+        assert end is not None
+        inside = kit_order(f"{end.year}-06-01T15:00:00+00:00")
+        decided = decider.decide(Snapshot("cancel_order", inside, None, dt.datetime(end.year, 6, 1, 16, tzinfo=dt.UTC)))
+        assert decided.outcome == "ALLOW"  # a ship day inside the calendar decides as usual
+        late = kit_order(f"{end.isoformat()}T23:00:00+00:00")  # after the cut-off: ships the next business day
+        with pytest.raises(EvalError) as err:
+            decider.decide(Snapshot("cancel_order", late, None, dt.datetime(end.year, 12, 31, 23, 30, tzinfo=dt.UTC)))
+    finally:
+        decider.close()
+    assert err.value.code == "eval_calendar_ended"
+    assert f"past the end of the business-day calendar ({end.isoformat()})" in err.value.message
+    assert f"add the holidays of {end.year + 1} to `calendars.us_federal.holidays` in data/settings.yaml" \
+        in err.value.message

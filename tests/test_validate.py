@@ -11,6 +11,7 @@ from server.decide import Decider
 from server.errors import ErrorList
 from server.registry import build_decider
 from server.validate import coverage_errors, validate
+from tests.support.bundles import edit_yaml
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -97,22 +98,42 @@ def test_unknown_set_param_and_follow_up_are_errors(bundle_copy):
 
 
 def test_a_rule_that_can_never_match_is_an_error(bundle_copy):
-    """A status of one method required together with another method can never match."""
+    """A status of one method required together with another method can never match; the
+    error names both conditions."""
     policy = bundle_copy / "policies/cancel_order.yaml"
     edit(policy, "  - id: not_cancellable_state\n    effect: deny\n    when:\n",
          "  - id: not_cancellable_state\n    effect: deny\n    when:\n      method: on_site_collection\n")
     errs = errors_of(bundle_copy)
-    assert [(e.code, e.message) for e in errs] == [
-        ("validation_never_matches", "rule `not_cancellable_state` can never match")
-    ]
+    assert [(e.code, e.message) for e in errs] == [(
+        "validation_never_matches",
+        "rule `not_cancellable_state` can never match: `status: {in: [collecting_sample.walk_in_test."
+        "redraw_available, sample_with_lab.testkit.lab_processing_blocked]}` contradicts "
+        "`method: on_site_collection`",
+    )]
 
 
 def test_contradictory_numeric_bounds_never_match(bundle_copy):
-    """`gt 24h` and `lte 1h` together can never hold."""
+    """`gt 24h` and `lte 1h` together can never hold: the error quotes the condition."""
     policy = bundle_copy / "policies/cancel_order.yaml"
     edit(policy, "appointment_notice_seconds: {gt: {param: refund_window}}",
          "appointment_notice_seconds: {gt: {param: refund_window}, lte: 3600}")
-    assert [e.code for e in errors_of(bundle_copy)] == ["validation_never_matches"]
+    errs = errors_of(bundle_copy)
+    assert [e.code for e in errs] == ["validation_never_matches"]
+    assert errs[0].message == ("rule `at_home_full_refund` can never match: no value satisfies "
+                               "`appointment_notice_seconds: {gt: {param: refund_window}, lte: 3600}`")
+
+
+def test_conditions_in_separate_all_branches_that_contradict_are_both_named(bundle_copy):
+    """Two conditions on one fact under `all` that exclude each other are both quoted."""
+    def change(doc):
+        rule = next(r for r in doc["rules"] if r["id"] == "not_cancellable_state")
+        rule["when"] = {"all": [{"appointment_status": "confirmed"}, {"appointment_status": {"in": ["cancelled"]}}]}
+
+    edit_yaml(bundle_copy / "policies/cancel_order.yaml", change)
+    errs = [e for e in errors_of(bundle_copy) if e.code == "validation_never_matches"]
+    assert [e.message for e in errs] == [
+        "rule `not_cancellable_state` can never match: no value satisfies `appointment_status: confirmed` "
+        "and `appointment_status: {in: [cancelled]}`"]
 
 
 def test_a_status_no_rule_decides_fails_the_coverage_check(bundle_copy):

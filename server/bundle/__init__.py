@@ -88,6 +88,7 @@ class Settings:
     business_days: frozenset[int]
     holidays: frozenset[dt.date]
     params: dict[str, Any]
+    calendar: str = ""  # the name of the calendar in `calendars` that `shipping.calendar` picks
 
 
 @dataclass(frozen=True)
@@ -157,23 +158,10 @@ def schema(kind: str) -> dict[str, Any]:
 
 def schema_errors(data: Any, kind: str, file: str) -> list[PolicyError]:
     """Check ``data`` against the kind's schema; one error per problem, with its line."""
+    from server.schema_messages import schema_error  # names rules and cases, says what is allowed
+
     validator = jsonschema.Draft202012Validator(schema(kind))
-    out: list[PolicyError] = []
-    for err in validator.iter_errors(plain(data)):
-        out.append(_schema_error(err, data, file))
-    return out
-
-
-def _node_at(data: Any, path: Any) -> tuple[Any, Any]:
-    node, last = data, None
-    parent = data
-    for part in path:
-        parent, last = node, part
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            break
-    return parent, last
+    return [schema_error(err, data, file) for err in validator.iter_errors(plain(data))]
 
 
 def checked_yaml(text: str, file: str, kind: str) -> tuple[Any, list[PolicyError]]:
@@ -182,34 +170,6 @@ def checked_yaml(text: str, file: str, kind: str) -> tuple[Any, list[PolicyError
     if data is None or errors:
         return data, list(errors)
     return data, schema_errors(data, kind, file)
-
-
-def _schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> PolicyError:
-    if err.context:
-        # oneOf/anyOf: report the most specific branch failure.
-        deepest = jsonschema.exceptions.best_match(err.context)
-        if deepest is not None and deepest.validator != "type":
-            err = deepest
-    parent, last = _node_at(data, err.absolute_path)
-    line = line_of(parent, last) if last is not None else line_of(data)
-    where = "/".join(str(p) for p in err.absolute_path) or "document"
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = list((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, dict) else []
-        extra = [k for k in err.instance if k not in allowed]
-        key = extra[0] if extra else "?"
-        node = parent[last] if last is not None else data
-        return ValidationError(
-            f"unknown field `{key}` in `{where}`",
-            code="validation_unknown_field",
-            location=Location(file, line_of(node, key)),
-            hint=did_you_mean(key, allowed),
-        )
-    message = err.message.replace("\n", " ")
-    if len(message) > 160:
-        message = message[:157] + "..."
-    return ValidationError(
-        f"`{where}`: {message}", code="validation_schema_error", location=Location(file, line)
-    )
 
 
 class _Reader:
@@ -369,6 +329,7 @@ def _settings(doc: LineDict, errors: list[PolicyError]) -> Settings | None:
         business_days=frozenset(business),
         holidays=frozenset(holidays),
         params=params,
+        calendar=name,
     )
 
 

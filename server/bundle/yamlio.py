@@ -112,6 +112,33 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
 
 
+# The parser's own words, and what they usually mean in a bundle file.
+_EXPLAINED = (
+    ("did not find expected '-' indicator", "a list item or key is indented differently from the lines above it"),
+    ("did not find expected key", "a line is indented differently from the keys above it, or a quote is not closed"),
+    ("mapping values are not allowed", "a `:` inside a value or a key indented too deep: quote the value "
+                                       "(`message: \"a: b\"`) or fix the indentation"),
+    ("could not find expected ':'", "a key without its `:`, or a quote that is not closed"),
+    ("cannot start any token", "a character that cannot start a value here: a tab (indent with spaces only), "
+                               "or a value starting with `@` or a backtick (quote it)"),
+    ("found unexpected end of stream", "a quote or bracket is not closed before the end of the file"),
+    ("did not find expected ',' or ']'", "a `[...]` list is not closed, or an item lacks its comma"),
+    ("did not find expected ',' or '}'", "a `{...}` mapping is not closed, or an entry lacks its comma"),
+    ("found unknown escape character", "a backslash inside double quotes: use single quotes or `\\\\`"),
+    ("found undefined alias", "a `*name` with no `&name` before it: quote text that starts with `*`"),
+    ("found another document", "a `---` separator: a bundle file holds one document"),
+    ("found unexpected ':'", "a `:` where a value was expected: quote the value"),
+)
+
+
+def explain_yaml_problem(problem: str) -> str:
+    """A plain explanation of a YAML parser message."""
+    for said, meaning in _EXPLAINED:
+        if said in problem:
+            return meaning
+    return "the file is not valid YAML here"
+
+
 def load_yaml(text: str, file: str, max_nodes: int = DEFAULT_LIMITS.max_yaml_nodes) -> tuple[Any, list[BundleError]]:
     """Parse one YAML document; returns (data, errors). Every error names its line.
 
@@ -125,7 +152,16 @@ def load_yaml(text: str, file: str, max_nodes: int = DEFAULT_LIMITS.max_yaml_nod
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, [BundleError(f"invalid YAML: {problem}", code="bundle_parse_error", location=Location(file, line))]
+        lines = text.splitlines()
+        shown = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        return None, [
+            BundleError(
+                f"invalid YAML: {explain_yaml_problem(problem)} (the parser says: {problem})",
+                code="bundle_parse_error",
+                location=Location(file, line),
+                hint=f"line {line}: `{shown}`" if shown else "",
+            )
+        ]
     except _Refused as exc:
         return None, [BundleError(exc.message, code=exc.code, location=Location(file, exc.line))]
     except RecursionError:

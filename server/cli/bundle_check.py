@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from server import default_bundle
 from server.bundle import load_bundle
-from server.cases import load_cases, run_cases
+from server.cases import case_errors, load_cases, run_cases
 from server.cli import ExitCode, add_format, exit_code_for
 from server.decide import Decider
 from server.errors import ErrorList, PolicyError
-from server.validate import coverage_errors, validate
+from server.validate import coverage_errors, validate, warnings
 
 
 def add_parser(sub: Any) -> None:
@@ -29,12 +30,24 @@ def add_parser(sub: Any) -> None:
     t.set_defaults(func=run_test)
 
 
-def _check(path: str) -> tuple[Decider | None, list[PolicyError], dict[str, Any]]:
+def _case_file_errors(path: str, bundle: Any) -> list[PolicyError]:
+    """Errors of the bundle's case files (``tests/*.yaml``); their codes and rule ids are
+    checked against ``bundle`` when it loaded."""
+    if not Path(path).is_dir():
+        return []
+    try:
+        cases = load_cases(path)
+    except ErrorList as exc:
+        return list(exc.errors)
+    return case_errors(bundle, cases) if bundle is not None else []
+
+
+def _check(path: str, *, cases: bool = False) -> tuple[Decider | None, list[PolicyError], dict[str, Any]]:
     try:
         bundle = load_bundle(path)
     except ErrorList as exc:
-        return None, exc.errors, {}
-    errors = validate(bundle)
+        return None, exc.errors + (_case_file_errors(path, None) if cases else []), {}
+    errors = validate(bundle) + (_case_file_errors(path, bundle) if cases else [])
     if errors:
         return None, errors, {}
     try:
@@ -49,22 +62,26 @@ def _check(path: str) -> tuple[Decider | None, list[PolicyError], dict[str, Any]
         "methods": {m: len(s) for m, s in sorted(v.methods.items())},
         "aliases": len(v.aliases),
         "statuses_checked": len(v.all_statuses()) + len(v.top_statuses) * len(v.methods),
+        "warnings": warnings(bundle, decider) if cases else [],
     }
     return decider, errors, report
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """Exit 0 when the bundle is valid and covered, 3 otherwise."""
+    """Exit 0 when the bundle and its case files are valid and covered (warnings allowed), else 1 or 3."""
     args.bundle = args.bundle or str(default_bundle())
-    decider, errors, report = _check(args.bundle)
+    decider, errors, report = _check(args.bundle, cases=True)
     if decider is not None:
         decider.close()
+    warned: list[PolicyError] = report.pop("warnings", []) if not errors else []
     if args.format == "json":
-        print(json.dumps({"valid": not errors, "errors": [e.to_dict() for e in errors], **report}, indent=2))
+        print(json.dumps({"valid": not errors, "errors": [e.to_dict() for e in errors],
+                          "warnings": [w.to_dict() for w in warned], **report}, indent=2))
     else:
-        for e in errors:
-            hint = f"\n    help: {e.hint}" if e.hint else ""
-            print(f"{str(e.location) or args.bundle}: error[{e.code}]: {e.message}{hint}")
+        for kind, found in (("error", errors), ("warning", warned)):
+            for e in found:
+                hint = f"\n    help: {e.hint}" if e.hint else ""
+                print(f"{str(e.location) or args.bundle}: {kind}[{e.code}]: {e.message}{hint}")
         if not errors:
             b = report["bundle"]
             rules = ", ".join(f"{a}: {n} rules" for a, n in report["policies"].items())

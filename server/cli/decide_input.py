@@ -62,7 +62,7 @@ def run_input(args: argparse.Namespace, decider: Decider, now: dt.datetime | Non
     start = time.perf_counter()
     try:
         for record in progress.track(inputs) if progress else inputs:
-            if type(record) is InputError:
+            if isinstance(record, InputError):
                 errors += 1
                 out.write(_error_line(record, record.code, record.field, record.message, as_json))
                 continue
