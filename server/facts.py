@@ -11,6 +11,7 @@ never a decision. Unknown fields of the order are ignored.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -23,7 +24,10 @@ from server.bundle import Settings, Vocabulary
 from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
-__all__ = ["FACTS", "READ_FIELDS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
+__all__ = [
+    "APPOINTMENT_READS", "FACTS", "ORDER_READS", "READ_FIELDS", "TEMPLATE_EXTRAS", "FactSpec", "Facts", "derive",
+    "parse_json_object", "parse_timestamp",
+]
 
 _STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$").match
 _WORD = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -100,15 +104,108 @@ class Facts:
     action: str
 
 
-def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
-    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``."""
+# The shapes the duplicate-key check follows: exactly what the policy reads.
+ORDER_READS = READ_FIELDS["order"]
+APPOINTMENT_READS = READ_FIELDS["appointment"]
+
+
+def parse_json_object(text: str | bytes, field: str, reads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``.
+
+    With ``reads`` (:data:`ORDER_READS`, :data:`APPOINTMENT_READS`), a key the policy reads
+    that appears twice in one object is refused too, naming it (``order_json.events[0].status``):
+    parsers disagree on which of the two values counts, so the caller and the service could
+    see different orders.
+    """
     try:
         value = orjson.loads(text)
     except (orjson.JSONDecodeError, RecursionError) as exc:
         raise SnapshotError(field, f"not valid JSON: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(value, dict):
         raise SnapshotError(field, f"expected a JSON object, got {_kind(value)}")
+    if reads is not None and not _surely_unique(text, value):
+        _refuse_duplicates(text, field, reads)
     return value
+
+
+def _surely_unique(text: str | bytes, value: dict[str, Any]) -> bool:
+    """True when no object of the document holds a key twice (the fast path, two C scans).
+
+    Each key and each string of the text is one pair of unescaped quotes, and so it is in
+    the document re-serialised; a duplicate's key (and its value) exist only in the text.
+    So without a ``\\u0022`` escape (the one way to spell a quote differently) the quote
+    counts are equal exactly when nothing was dropped.
+    """
+    try:
+        again = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: take the slow path
+        return False
+    # A backslash is rare in order JSON and found at memchr speed: look for the escape only then.
+    if isinstance(text, str):
+        if "\\" in text and "\\u0022" in text:
+            return False
+        return text.count('"') == again.count(b'"')
+    if b"\\" in text and b"\\u0022" in text:
+        return False
+    return text.count(b'"') == again.count(b'"')
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers which of its keys appeared more than once."""
+
+    __slots__ = ("twice",)
+    twice: set[str] | tuple[()]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.twice = ()
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = set()
+        for key, _ in pairs:
+            if key in seen:
+                twice.add(key)
+            seen.add(key)
+        obj.twice = twice
+    return obj
+
+
+def _refuse_duplicates(text: str | bytes, field: str, reads: dict[str, Any]) -> None:
+    """The slow path: decode again keeping every key, and refuse a read key that appears twice."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_pairs)
+    except RecursionError:
+        raise SnapshotError(field, "nests arrays or objects too deeply to be checked for duplicate keys") from None
+    except ValueError:
+        return  # orjson took it, the standard decoder does not: nothing more to learn here
+    found = _first_duplicate(doc, reads, field)
+    if found is not None:
+        raise SnapshotError(found, "appears twice in the same object: send each key once "
+                            "(JSON parsers disagree on which value counts)")
+
+
+def _first_duplicate(obj: Any, reads: dict[str, Any], path: str) -> str | None:
+    if not isinstance(obj, _Object):
+        return None
+    for key in reads:
+        if key in obj.twice:
+            return f"{path}.{key}"
+    for key, sub in reads.items():
+        if sub is None or key not in obj:
+            continue
+        value = obj[key]
+        if isinstance(sub, list):
+            items = value if isinstance(value, list) else ()
+            for i, item in enumerate(items):
+                found = _first_duplicate(item, sub[0], f"{path}.{key}[{i}]")
+                if found is not None:
+                    return found
+        else:
+            found = _first_duplicate(value, sub, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None
 
 
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
@@ -306,40 +403,49 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
         raise SnapshotError("order.events", "no status: no events, no last_event and no top status")
     method = _method(order, detailed)
 
-    values: dict[str, Any] = dict.fromkeys(("status", "status_received", "status_high", "status_low"))
-    values["method"] = method
-    values["method_known"] = method in vocab.methods
-    values["top_status"] = top
     if detailed is not None:
         received = detailed[0]
         canonical = vocab.aliases.get(received, received)
         high, _, low = canonical.split(".", 2)
-        values.update(
-            status=canonical,
-            status_received=received,
-            status_high=high,
-            status_low=low,
-            status_source="events",
-            status_known=canonical in vocab.methods.get(method, ()),
-            top_status_conflict=top is not None and top != received.split(".", 1)[0],
-        )
+        known = canonical in vocab.methods.get(method, ())
+        conflict = top is not None and top != received.split(".", 1)[0]
+        source = "events"
     else:
-        values.update(status_source="top", status_known=False, top_status_conflict=False)
-
-    values.update(_appointment(snapshot.appointment, order_id, now, vocab))
-    values["ship_day"] = _ship_day(order, now, settings)
+        received = canonical = high = low = None  # type: ignore[assignment]
+        known = conflict = False
+        source = "top"
+    present, appt_status, provider, has_start, notice = _appointment(snapshot.appointment, order_id, now, vocab)
+    # One dict literal: this runs for every decision.
+    values: dict[str, Any] = {
+        "status": canonical,
+        "status_received": received,
+        "status_high": high,
+        "status_low": low,
+        "method": method,
+        "method_known": method in vocab.methods,
+        "top_status": top,
+        "status_source": source,
+        "status_known": known,
+        "top_status_conflict": conflict,
+        "appointment_present": present,
+        "appointment_status": appt_status,
+        "appointment_provider": provider,
+        "appointment_has_start": has_start,
+        "appointment_notice_seconds": notice,
+        "ship_day": _ship_day(order, now, settings),
+    }
     return Facts(values=values, order_id=order_id, now=now, action=snapshot.action)
 
 
-def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) -> dict[str, Any]:
+_NO_APPOINTMENT = (False, None, None, False, 0)
+
+
+def _appointment(
+    appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary
+) -> tuple[bool, str | None, str | None, bool, int]:
+    """(present, status, provider, has_start, notice_seconds) of the appointment."""
     if appt is None:
-        return {
-            "appointment_present": False,
-            "appointment_status": None,
-            "appointment_provider": None,
-            "appointment_has_start": False,
-            "appointment_notice_seconds": 0,
-        }
+        return _NO_APPOINTMENT
     if not _is_mapping(appt):
         raise SnapshotError("appointment", f"expected an object, got {_kind(appt)}")
     other = appt.get("order_id")
@@ -364,10 +470,4 @@ def _appointment(appt: Any, order_id: str, now: dt.datetime, vocab: Vocabulary) 
         # Rounded up: for a whole-second threshold T, notice > T exactly when
         # ceil(notice) > T, so "more than 24 h" stays exact at sub-second notice.
         notice = math.ceil((start - now).total_seconds())
-    return {
-        "appointment_present": True,
-        "appointment_status": status,
-        "appointment_provider": provider or None,
-        "appointment_has_start": start_raw is not None,
-        "appointment_notice_seconds": notice,
-    }
+    return True, status, provider or None, start_raw is not None, notice
