@@ -142,6 +142,12 @@ server-model: $(GEN_STAMP)
 loadtest-ci: $(GEN_STAMP)
 	$(PY) -m tests.load --ci --json loadtest-results.json
 
+# The fleet rehearsal: three `serve` processes following one signed bundle URL under load
+# (about 1.5 minutes; `make test` runs its short variant).
+.PHONY: fleet
+fleet: $(GEN_STAMP)
+	$(PY) -m tests.fleet
+
 BUF := tools/buf/node_modules/.bin/buf
 
 $(BUF): tools/buf/package-lock.json
