@@ -15,7 +15,10 @@ of every file is collected. Semantic checks live in ``server.validate``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import tempfile
+from collections.abc import Iterator
 import json
 import re
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
+from server.bundle.archive import is_archive
 from server.bundle.files import BundleFiles, Source, read_bundle
 from server.bundle.reader import DEFAULT_LIMITS, Limits
 from server.bundle.yamlio import LineDict, line_of, load_yaml, plain
@@ -42,6 +46,7 @@ __all__ = [
     "Settings",
     "Source",
     "Vocabulary",
+    "bundle_directory",
     "checked_yaml",
     "load_bundle",
     "parse_duration",
@@ -195,6 +200,26 @@ class _Reader:
         errors = schema_errors(data, kind, rel)
         self.errors.extend(errors)
         return None if errors else data
+
+
+@contextlib.contextmanager
+def bundle_directory(path: str | Path, *, verification_key: str | Path | None = None,
+                     limits: Limits = DEFAULT_LIMITS) -> Iterator[Path]:
+    """The bundle as a directory on disk, for tools that show its files: a directory itself, or
+    an archive read as every source is (verified once, signature first) and written to a
+    temporary directory for the duration. Raises ErrorList."""
+    if not is_archive(path):
+        if verification_key is not None:
+            read_bundle(path, verification_key=verification_key, limits=limits)  # refuses it: unsigned
+        yield Path(path)
+        return
+    files = read_bundle(path, verification_key=verification_key, limits=limits)
+    with tempfile.TemporaryDirectory(prefix="order-policy-bundle-") as tmp:
+        for rel, content in files.files.items():
+            target = Path(tmp) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        yield Path(tmp)
 
 
 def load_bundle(source: Source, *, verification_key: str | Path | None = None,

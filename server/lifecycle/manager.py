@@ -343,7 +343,7 @@ class BundleManager:
     def watch_source(self, source: str) -> None:
         """Keep loading a directory or archive on disk when it changes (watchfiles)."""
         self.status.source = source
-        self._spawn("source-watcher", lambda: sources.watch_path(self, source, self._stop))
+        self._spawn("source-watcher", lambda: sources.watch_source(self, source, self._stop))
 
     def watch_url(self, url: str, *, etag: str = "", poll_interval: float = 30.0, fetch_now: bool = False) -> None:
         """Poll an HTTP(S) bundle server with If-None-Match every ``poll_interval`` seconds

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.bundle.archive import is_archive
 from server.bundle.reader import DEFAULT_LIMITS
 from server.errors import BundleError, ErrorList
+from server.watcher import watch_path
 
 if TYPE_CHECKING:
     from server.lifecycle.manager import BundleManager
 
-__all__ = ["FetchOptions", "backoff", "fetch", "poll_url", "watch_path", "watch_state"]
+__all__ = ["FetchOptions", "backoff", "fetch", "poll_url", "watch_source", "watch_state"]
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _LOOP_PAUSE = 1.0  # after a loop itself broke (not a refused bundle)
@@ -192,23 +192,16 @@ def _guarded(manager: BundleManager, loop: str, step: Callable[[], Any]) -> bool
         return False
 
 
-def watch_path(manager: BundleManager, source: str, stop: threading.Event) -> None:
-    """Activate a directory or archive on disk whenever it changes (watchfiles)."""
-    import watchfiles
-
+def watch_source(manager: BundleManager, source: str, stop: threading.Event) -> None:
+    """Activate a directory or archive on disk whenever it changes (``server.watcher``)."""
     path = Path(source).resolve()
+
+    def changed() -> None:
+        _guarded(manager, "source-watcher", lambda: manager.activate_path(path, origin=source))
+
     while not stop.is_set():
         try:
-            target = path.parent if path.is_file() or is_archive(path) else path
-            for changes in watchfiles.watch(target, stop_event=stop, debounce=200, step=50,
-                                            rust_timeout=500, yield_on_timeout=True):
-                if stop.is_set():
-                    return
-                if not changes:
-                    continue
-                if (path.is_file() or is_archive(path)) and not any(Path(p).resolve() == path for _, p in changes):
-                    continue
-                _guarded(manager, "source-watcher", lambda: manager.activate_path(path, origin=source))
+            watch_path(source, stop, changed)
         except Exception as exc:  # noqa: BLE001 - the watch itself broke (directory gone, ...): start again
             manager.loop_failed("source-watcher", exc)
             stop.wait(_LOOP_PAUSE)
