@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     """0 when compared, 4 with --fail-on-change and a difference, 1 for a missing or unreadable file,
     3 for an invalid bundle or `--now`, or malformed input lines (each reported; the rest is compared)."""
     as_json = args.format == "json"
+    if args.examples < 0:
+        fail(as_json, "usage_error", f"--examples must be 0 or more, not `{args.examples}`")
+        return ExitCode.FAILURE
     now, code = parse_now(args.now, as_json)
     if code:
         return code

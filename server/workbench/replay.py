@@ -150,13 +150,13 @@ def replay(
     groups: dict[tuple[Answer, Answer], ImpactGroup] = {}
     kept = 0
     for record in inputs:
-        if type(record) is InputError:
+        if isinstance(record, InputError):
             impact.errors += 1
             if len(impact.input_errors) < MAX_LISTED_ERRORS:
                 impact.input_errors.append(record)
             continue
         impact.inputs += 1
-        before, after = answers(old, new, record, clock, same_facts)  # type: ignore[arg-type]
+        before, after = answers(old, new, record, clock, same_facts)
         if before == after:
             continue
         impact.changed += 1
@@ -165,7 +165,7 @@ def replay(
             group = groups[(before, after)] = ImpactGroup(answer_json(before), answer_json(after))
         group.count += 1
         if kept < MAX_REQUEST_IDS:
-            group.request_ids.append(record.request_id)  # type: ignore[union-attr]
+            group.request_ids.append(record.request_id)
             kept += 1
         else:
             impact.ids_dropped += 1

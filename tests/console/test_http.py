@@ -387,3 +387,21 @@ def test_compare_without_samples_replays_the_bundles_own_cases(tmp_path: Path) -
         text = _text(request(server, "GET", "/compare")[2])
         assert "Impact over the bundle's own cases" in text
         assert f"{impact.changed} of {impact.inputs} inputs change" in text
+
+
+def test_idle_connections_and_concurrent_requests_are_bounded(bundle: Path) -> None:
+    import socket
+    import time
+
+    with running_console(bundle, watch=False, timeout=0.5, max_requests=1) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+            started = time.monotonic()
+            assert idle.recv(1024) == b""  # the console closed the silent connection
+            assert time.monotonic() - started < 5
+        server.slots.acquire()  # one request in progress takes the only slot
+        try:
+            status, headers, _ = request(server, "GET", "/bundle")
+            assert (status, headers["retry-after"]) == (503, "1")
+        finally:
+            server.slots.release()
+        assert request(server, "GET", "/bundle")[0] == 200
