@@ -101,7 +101,8 @@ def test_diff_input_bad_input(tmp_path, small_copy):
     assert "2 input errors" in proc.stdout
     assert cli("diff", SMALL, SMALL, "--input", tmp_path / "none.jsonl").returncode == 1
     negative = cli("diff", SMALL, SMALL, "--input", path, "--examples", "-1")
-    assert negative.returncode == 1 and "--examples must be 0 or more" in negative.stderr
+    assert negative.returncode == 1
+    assert "--examples must be 0 or more" in negative.stderr
     (small_copy / "data/catalogue.yaml").write_text("reasons: [\n")
     broken = cli("diff", SMALL, small_copy, "--input", path, "--format", "json")
     assert broken.returncode == 3
