@@ -71,7 +71,9 @@ def _answer_from_facts(decider: Decider, facts: Facts) -> Answer:
         return ("error", exc.code, "")
 
 
-def answers(old: Decider, new: Decider, record: InputRecord, now: dt.datetime, same_facts: bool) -> tuple[Answer, Answer]:
+def answers(
+    old: Decider, new: Decider, record: InputRecord, now: dt.datetime, same_facts: bool
+) -> tuple[Answer, Answer]:
     """Both bundles' answers; when they derive the same facts, the facts are derived once."""
     if not same_facts:
         return answer(old, record, now), answer(new, record, now)
@@ -119,18 +121,24 @@ class Impact:
             "inputs": self.inputs,
             "errors": self.errors,
             "changed": self.changed,
-            "groups": [{
-                "before": g.before, "after": g.after, "count": g.count,
-                "share": round(g.count / self.inputs, 6) if self.inputs else 0.0,
-                "request_ids": g.request_ids,
-            } for g in self.groups],
+            "groups": [
+                {
+                    "before": g.before,
+                    "after": g.after,
+                    "count": g.count,
+                    "share": round(g.count / self.inputs, 6) if self.inputs else 0.0,
+                    "request_ids": g.request_ids,
+                }
+                for g in self.groups
+            ],
             "input_errors": [e.to_dict() for e in self.input_errors],
             "request_ids_dropped": self.ids_dropped,
         }
 
 
-def replay(old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError], *,
-           now: dt.datetime | None = None) -> Impact:
+def replay(
+    old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError], *, now: dt.datetime | None = None
+) -> Impact:
     """Decide every recorded request with both deciders; group the ones that changed.
 
     ``now`` is the instant for requests that recorded none (default: the current time).
