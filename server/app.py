@@ -36,12 +36,12 @@ from server._gen.orderpolicy.v1 import bundle_admin_pb2 as apb
 from server._gen.orderpolicy.v1 import bundle_admin_pb2_grpc as apb_grpc
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server.api import log
-from server.api.metrics import METRICS, serve_metrics
 from server.api.admin import AdminAuth, BundleAdminServicer, read_token_hashes
+from server.api.metrics import METRICS, serve_metrics
 from server.api.servicer import OrderPolicyServicer, add_to_server
 from server.api.streams import default_stream_limit
-from server.decisionlog import DecisionLog
 from server.bundle.reader import DEFAULT_LIMITS, Limits
+from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, FetchOptions, StateDir
 
 __all__ = ["SERVICE_NAME", "ServeError", "Server", "ServerOptions", "grpc_server", "serve"]
@@ -139,11 +139,7 @@ def _credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     cert = _read(options.tls_cert, "TLS certificate")
     key = _read(options.tls_key, "TLS key")
-    client_ca = (
-        _read(options.tls_client_ca, "TLS client CA")
-        if options.tls_client_ca is not None
-        else None
-    )
+    client_ca = _read(options.tls_client_ca, "TLS client CA") if options.tls_client_ca is not None else None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -158,9 +154,7 @@ def _check_port_free(host: str, port: int) -> None:
     if port == 0:
         return
     try:
-        infos = socket.getaddrinfo(
-            _bare(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(_bare(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ServeError(f"cannot resolve host `{host}`: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]
@@ -171,9 +165,7 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind(sockaddr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ServeError(
-                    f"port {port} on `{host}` is already in use: is another server running?"
-                ) from None
+                raise ServeError(f"port {port} on `{host}` is already in use: is another server running?") from None
             raise ServeError(f"cannot listen on `{_join(host, port)}`: {exc.strerror}") from None
 
 
@@ -230,9 +222,7 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         # The public port serves (and reflection lists) decisions and health only; the
         # admin API has its own listener (loopback by default).
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
-        )
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc)
         if not reuse_port:
             _check_port_free(options.host, options.port)
         self.port = self._bind()
@@ -265,10 +255,7 @@ class Server:
                 return self._grpc.add_insecure_port(address)
             return self._grpc.add_secure_port(address, credentials)
         except RuntimeError:
-            raise ServeError(
-                f"cannot listen on `{address}`: the port is in use or the address is "
-                "not local"
-            ) from None
+            raise ServeError(f"cannot listen on `{address}`: the port is in use or the address is not local") from None
 
     @property
     def admin_address(self) -> str | None:
@@ -303,8 +290,7 @@ class Server:
             return admin, admin.add_secure_port(address, credentials)
         except RuntimeError:
             raise ServeError(
-                f"cannot listen on `{address}` for the admin API: the port is in use or the "
-                "address is not local"
+                f"cannot listen on `{address}` for the admin API: the port is in use or the address is not local"
             ) from None
 
     def _bind_health(self, reuse_port: bool) -> tuple[grpc.Server | None, int | None]:
@@ -386,8 +372,9 @@ def _tracing() -> Any:
     try:
         from server.api import tracing
     except ImportError as exc:
-        raise ServeError(f"--otel needs the `otel` extra (pip install 'order-policy[otel]'): "
-                         f"cannot import `{exc.name}`") from None
+        raise ServeError(
+            f"--otel needs the `otel` extra (pip install 'order-policy[otel]'): cannot import `{exc.name}`"
+        ) from None
     try:
         configured = tracing.configure()
     except tracing.TracingError as exc:
@@ -426,8 +413,11 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
 
     source = str(bundle_source)
     if source.startswith("http://") and options.verification_key is None and not options.allow_unverified_source:
-        print(f"error: `{source}` is plain http and no --verification-key is set: anyone on the path could "
-              "replace the policy; sign the bundles or pass --allow-unverified-source", file=sys.stderr)
+        print(
+            f"error: `{source}` is plain http and no --verification-key is set: anyone on the path could "
+            "replace the policy; sign the bundles or pass --allow-unverified-source",
+            file=sys.stderr,
+        )
         return 1
     workers = options.workers or os.cpu_count() or 1
     state_dir = options.state_dir
@@ -441,9 +431,11 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
         state=StateDir(state_dir, keep=options.keep_revisions + 2) if state_dir is not None else None,
         verification_key=options.verification_key,
         limits=options.bundle_limits,
-        fetch_options=FetchOptions(timeout=options.fetch_timeout,
-                                   allow_cross_host_redirects=options.allow_cross_host_redirects,
-                                   max_bytes=options.bundle_limits.max_archive_bytes),
+        fetch_options=FetchOptions(
+            timeout=options.fetch_timeout,
+            allow_cross_host_redirects=options.allow_cross_host_redirects,
+            max_bytes=options.bundle_limits.max_archive_bytes,
+        ),
     )
     # Every process that loads bundles logs what it did (workers inherit this).
     manager.add_listener(_log_bundle_event)
@@ -461,9 +453,11 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
             if registry.active() is None and not _is_url(source):
                 print(f"error: cannot load bundle `{source}`:\n{exc}", file=sys.stderr)
                 return 3
-            print(f"warning: bundle `{source}` refused; serving "
-                  f"{'the last good revision' if registry.active() else 'nothing until it loads'}:\n{exc}",
-                  file=sys.stderr)
+            print(
+                f"warning: bundle `{source}` refused; serving "
+                f"{'the last good revision' if registry.active() else 'nothing until it loads'}:\n{exc}",
+                file=sys.stderr,
+            )
         active = registry.active()
         if active is not None:
             ref = active.ref
@@ -511,14 +505,17 @@ def _capture(options: ServerOptions) -> Any:
         return None
     from server.workbench.capture import Capture
 
-    return Capture(options.capture, sample=options.capture_sample, max_bytes=options.decision_log_max_bytes,
-                   backups=options.decision_log_backups, on_wait=METRICS.decision_log_waits.inc,
-                   on_drop=METRICS.decision_log_dropped.inc)
+    return Capture(
+        options.capture,
+        sample=options.capture_sample,
+        max_bytes=options.decision_log_max_bytes,
+        backups=options.decision_log_backups,
+        on_wait=METRICS.decision_log_waits.inc,
+        on_drop=METRICS.decision_log_dropped.inc,
+    )
 
 
-def _serve_single(
-    registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str
-) -> int:
+def _serve_single(registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str) -> int:
     dlog = _decision_log(options)
     capture = _capture(options)
     manager.mark_serving()
@@ -546,11 +543,9 @@ def _start_metrics(options: ServerOptions) -> object | None:
         except OSError:
             if host != "::":
                 raise
-            server = serve_metrics(options.metrics_port, "0.0.0.0")  # noqa: S104 (no IPv6 here)
+            server = serve_metrics(options.metrics_port, "0.0.0.0")
     except OSError as exc:
-        raise ServeError(
-            f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}"
-        ) from None
+        raise ServeError(f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}") from None
     log.event("metrics_started", port=options.metrics_port)
     return server
 
@@ -614,9 +609,7 @@ def _worker_log(target: str | None, index: int) -> str | None:
 def _reserved_port(host: str, port: int) -> Iterator[int]:
     """Hold ``host:port`` with SO_REUSEPORT so every worker binds the same port."""
     _check_port_free(host, port)
-    infos = socket.getaddrinfo(
-        _bare(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = socket.getaddrinfo(_bare(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -671,20 +664,28 @@ def _serve_forked(
                     manager.mark_serving()
                     manager.sync_from_state()
                     manager.watch_state()
-                    dlog = _decision_log(
-                        replace(options, decision_log=_worker_log(options.decision_log, index))
-                    )
+                    dlog = _decision_log(replace(options, decision_log=_worker_log(options.decision_log, index)))
                     capture = _capture(replace(options, capture=_worker_log(options.capture, index)))
-                    worker = Server(registry, replace(options, port=port), reuse_port=True,
-                                    manager=manager, decision_log=dlog, capture=capture)
+                    worker = Server(
+                        registry,
+                        replace(options, port=port),
+                        reuse_port=True,
+                        manager=manager,
+                        decision_log=dlog,
+                        capture=capture,
+                    )
                     code = _run_until_signal(worker, worker_index=index)
                     manager.stop()
                     for sink in (dlog, capture):
                         if sink is not None:
                             sink.close()
-                except BaseException as exc:  # noqa: BLE001
-                    log.event("worker_failed", logging.ERROR, worker_index=index,
-                              reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__)
+                except BaseException as exc:
+                    log.event(
+                        "worker_failed",
+                        logging.ERROR,
+                        worker_index=index,
+                        reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__,
+                    )
                 finally:
                     logging.shutdown()
                     os._exit(code)
@@ -725,8 +726,7 @@ def _serve_forked(
                     failed = failed or code != 0
                     log.event("worker_stopped", worker_index=index, worker_pid=pid, exit_code=code)
                     continue
-                log.event("worker_exited", logging.ERROR, worker_index=index,
-                          worker_pid=pid, exit_code=code)
+                log.event("worker_exited", logging.ERROR, worker_index=index, worker_pid=pid, exit_code=code)
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started < 5 else 0
                 if quick_deaths >= 3:  # a crash loop: give up instead of spinning
                     failed = True

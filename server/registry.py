@@ -57,8 +57,11 @@ def build_decider(
 def _case_errors(decider: Decider, files: BundleFiles) -> list[PolicyError]:
     failed = [r for r in run_cases(decider, load_cases(files)) if not r.passed]
     return [
-        ValidationError(f"test case `{r.case.name}` fails: {'; '.join(r.differences)}",
-                        code="bundle_test_failed", location=r.case.location)
+        ValidationError(
+            f"test case `{r.case.name}` fails: {'; '.join(r.differences)}",
+            code="bundle_test_failed",
+            location=r.case.location,
+        )
         for r in failed
     ]
 
@@ -84,7 +87,8 @@ class Registry:
         return BundleError(
             f"revision `{decider.ref.revision}` is already loaded with other content (digest "
             f"{loaded.ref.digest[:12]}, this one {decider.ref.digest[:12]}): bump the revision in manifest.yaml",
-            code="bundle_revision_reused")
+            code="bundle_revision_reused",
+        )
 
     def activate(self, decider: Decider) -> Decider:
         """Make an already built decider the active one; ErrorList when its label is taken by other content."""

@@ -56,10 +56,16 @@ def _thread_crashed(args: threading.ExceptHookArgs) -> None:
     """``threading.excepthook``: one JSON line with the type and frames (never the message)."""
     if args.exc_type is SystemExit:
         return
-    frames = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}:{f.name}"
-              for f in traceback.extract_tb(args.exc_traceback)][-8:]
-    event("thread_crashed", logging.ERROR, thread=args.thread.name if args.thread is not None else "",
-          error_type=args.exc_type.__name__, frames=frames)
+    frames = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_tb(args.exc_traceback)][
+        -8:
+    ]
+    event(
+        "thread_crashed",
+        logging.ERROR,
+        thread=args.thread.name if args.thread is not None else "",
+        error_type=args.exc_type.__name__,
+        frames=frames,
+    )
 
 
 def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import tempfile
-from collections.abc import Iterator
 import json
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -203,8 +203,9 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def bundle_directory(path: str | Path, *, verification_key: str | Path | None = None,
-                     limits: Limits = DEFAULT_LIMITS) -> Iterator[Path]:
+def bundle_directory(
+    path: str | Path, *, verification_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Iterator[Path]:
     """The bundle as a directory on disk, for tools that show its files: a directory itself, or
     an archive read as every source is (verified once, signature first) and written to a
     temporary directory for the duration. Raises ErrorList."""
@@ -222,8 +223,9 @@ def bundle_directory(path: str | Path, *, verification_key: str | Path | None = 
         yield Path(tmp)
 
 
-def load_bundle(source: Source, *, verification_key: str | Path | None = None,
-                limits: Limits = DEFAULT_LIMITS) -> Bundle:
+def load_bundle(
+    source: Source, *, verification_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Bundle:
     """Read and schema-check a bundle; raises :class:`ErrorList` with every error.
 
     ``source`` is a directory (read directly), an archive path or bytes (verified
@@ -238,8 +240,9 @@ def load_bundle(source: Source, *, verification_key: str | Path | None = None,
     catalogue_doc = r.read("data/catalogue.yaml", "catalogue")
     policy_files = files.names("policies")
     if not policy_files:
-        r.errors.append(BundleError("no policy files in `policies/`", code="bundle_missing_file",
-                                    location=Location("policies")))
+        r.errors.append(
+            BundleError("no policy files in `policies/`", code="bundle_missing_file", location=Location("policies"))
+        )
     policy_docs = [(rel, r.read(rel, "policy")) for rel in policy_files]
     settings = _settings(settings_doc, r.errors) if settings_doc is not None else None
     policies = _policies(policy_docs, r.errors)
@@ -283,19 +286,26 @@ def _settings(doc: LineDict, errors: list[PolicyError]) -> Settings | None:
         zone = ZoneInfo(shipping["time_zone"])
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
-        errors.append(ValidationError(
-            f"unknown time zone `{shipping['time_zone']}`", code="validation_unknown_time_zone",
-            location=Location(file, line_of(shipping, "time_zone")),
-        ))
+        errors.append(
+            ValidationError(
+                f"unknown time zone `{shipping['time_zone']}`",
+                code="validation_unknown_time_zone",
+                location=Location(file, line_of(shipping, "time_zone")),
+            )
+        )
     calendars = doc["calendars"]
     name = shipping["calendar"]
     holidays: set[dt.date] = set()
     business: set[int] = set()
     if name not in calendars:
-        errors.append(ValidationError(
-            f"unknown calendar `{name}`", code="validation_unknown_name",
-            location=Location(file, line_of(shipping, "calendar")), hint=did_you_mean(name, calendars),
-        ))
+        errors.append(
+            ValidationError(
+                f"unknown calendar `{name}`",
+                code="validation_unknown_name",
+                location=Location(file, line_of(shipping, "calendar")),
+                hint=did_you_mean(name, calendars),
+            )
+        )
     else:
         cal = calendars[name]
         business = {WEEKDAYS.index(d) for d in cal["business_days"]}
@@ -303,10 +313,13 @@ def _settings(doc: LineDict, errors: list[PolicyError]) -> Settings | None:
             try:
                 holidays.add(dt.date.fromisoformat(h["date"]))
             except ValueError:
-                errors.append(ValidationError(
-                    f"invalid date `{h['date']}`", code="validation_schema_error",
-                    location=Location(file, line_of(cal["holidays"], i)),
-                ))
+                errors.append(
+                    ValidationError(
+                        f"invalid date `{h['date']}`",
+                        code="validation_schema_error",
+                        location=Location(file, line_of(cal["holidays"], i)),
+                    )
+                )
     params: dict[str, Any] = {}
     for key, value in (doc.get("params") or {}).items():
         if isinstance(value, str) and _DURATION.match(value):
@@ -347,27 +360,32 @@ def _policies(docs: list[tuple[str, Any]], errors: list[PolicyError]) -> dict[st
             continue
         action = doc["action"]
         if action in out:
-            errors.append(ValidationError(
-                f"a second policy for action `{action}` (first in `{out[action].location.file}`)",
-                code="validation_duplicate_policy", location=Location(rel, line_of(doc, "action")),
-            ))
+            errors.append(
+                ValidationError(
+                    f"a second policy for action `{action}` (first in `{out[action].location.file}`)",
+                    code="validation_duplicate_policy",
+                    location=Location(rel, line_of(doc, "action")),
+                )
+            )
             continue
         rules = []
         for i, raw in enumerate(doc["rules"]):
             error = raw.get("error") or {}
-            rules.append(Rule(
-                id=raw["id"],
-                effect=raw["effect"],
-                when=raw["when"],
-                on=raw.get("on", "any"),
-                description=raw.get("description", ""),
-                reasons=tuple(raw.get("reasons") or ()),
-                follow_ups=tuple(raw.get("follow_ups") or ()),
-                error_field=error.get("field", ""),
-                error_message=error.get("message", ""),
-                location=Location(rel, line_of(doc["rules"], i)),
-                raw=raw,
-            ))
+            rules.append(
+                Rule(
+                    id=raw["id"],
+                    effect=raw["effect"],
+                    when=raw["when"],
+                    on=raw.get("on", "any"),
+                    description=raw.get("description", ""),
+                    reasons=tuple(raw.get("reasons") or ()),
+                    follow_ups=tuple(raw.get("follow_ups") or ()),
+                    error_field=error.get("field", ""),
+                    error_message=error.get("message", ""),
+                    location=Location(rel, line_of(doc["rules"], i)),
+                    raw=raw,
+                )
+            )
         out[action] = Policy(
             action=action,
             combining=doc["combining"],

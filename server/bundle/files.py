@@ -38,8 +38,9 @@ class BundleFiles:
     def names(self, folder: str) -> list[str]:
         """The ``folder/*.yaml`` files, sorted (direct children only)."""
         prefix = folder.rstrip("/") + "/"
-        return sorted(r for r in self.files if r.startswith(prefix) and "/" not in r[len(prefix):]
-                      and r.endswith(".yaml"))
+        return sorted(
+            r for r in self.files if r.startswith(prefix) and "/" not in r[len(prefix) :] and r.endswith(".yaml")
+        )
 
 
 Source = str | Path | bytes | BundleFiles
@@ -48,8 +49,13 @@ Source = str | Path | bytes | BundleFiles
 def _manifest(documents: dict[str, Any], digests: dict[str, str]) -> dict[str, Any]:
     meta = documents.get("manifest.yaml")
     meta = meta if isinstance(meta, dict) else {}
-    return {"format_version": 1, "name": str(meta.get("name", "")), "revision": str(meta.get("revision", "")),
-            "files": dict(sorted(digests.items())), "digest": hashlib.sha256(canonical(digests)).hexdigest()}
+    return {
+        "format_version": 1,
+        "name": str(meta.get("name", "")),
+        "revision": str(meta.get("revision", "")),
+        "files": dict(sorted(digests.items())),
+        "digest": hashlib.sha256(canonical(digests)).hexdigest(),
+    }
 
 
 def read_directory(root: str | Path, limits: Limits = DEFAULT_LIMITS) -> BundleFiles:
@@ -78,8 +84,13 @@ def read_directory(root: str | Path, limits: Limits = DEFAULT_LIMITS) -> BundleF
             continue
         total += len(content)
         if total > limits.max_bytes:
-            raise ErrorList([BundleError(f"the bundle's files are larger than {limits.max_bytes} bytes together",
-                                         code="bundle_too_large")])
+            raise ErrorList(
+                [
+                    BundleError(
+                        f"the bundle's files are larger than {limits.max_bytes} bytes together", code="bundle_too_large"
+                    )
+                ]
+            )
         files[rel] = content
         data, problems = parse_file(rel, content, limits)
         if problems:
@@ -90,8 +101,9 @@ def read_directory(root: str | Path, limits: Limits = DEFAULT_LIMITS) -> BundleF
     return BundleFiles(str(root), files, documents, _manifest(documents, digests), errors, directory=root)
 
 
-def read_bundle(source: Source, *, verification_key: str | Path | None = None,
-                limits: Limits = DEFAULT_LIMITS) -> BundleFiles:
+def read_bundle(
+    source: Source, *, verification_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> BundleFiles:
     """Any source as :class:`BundleFiles`: a directory read directly, an archive (path or bytes)
     verified once, signature first. Raises ErrorList when the source cannot be read at all."""
     if isinstance(source, BundleFiles):
@@ -105,8 +117,9 @@ def read_bundle(source: Source, *, verification_key: str | Path | None = None,
             raise ErrorList([exc]) from None
         return _from_archive(data, str(source), verification_key, limits)
     if verification_key is not None:
-        raise ErrorList([BundleError("a directory bundle cannot be verified: build and sign an archive",
-                                     code="bundle_unsigned")])
+        raise ErrorList(
+            [BundleError("a directory bundle cannot be verified: build and sign an archive", code="bundle_unsigned")]
+        )
     return read_directory(source, limits)
 
 
@@ -115,5 +128,10 @@ def _from_archive(data: bytes, origin: str, key: str | Path | None, limits: Limi
         archive = open_archive(data, key, limits)
     except BundleError as exc:
         raise ErrorList([exc]) from None
-    return BundleFiles(origin, archive.files, archive.documents, archive.manifest,
-                       signed=archive.signature is not None and key is not None)
+    return BundleFiles(
+        origin,
+        archive.files,
+        archive.documents,
+        archive.manifest,
+        signed=archive.signature is not None and key is not None,
+    )

@@ -24,11 +24,19 @@ def add_parser(sub: Any) -> None:
     b = bsub.add_parser("build", help="validate, test and archive a bundle directory")
     b.add_argument("dir", help="bundle directory")
     b.add_argument("-o", "--output", required=True, help="archive to write (.tar.gz)")
-    b.add_argument("--serial", type=int, default=None,
-                   help="the archive's serial: servers refuse one not above the active revision's "
-                        "(default: the current Unix time)")
-    b.add_argument("--expires-in", default=None, metavar="DURATION",
-                   help="servers refuse the archive after this long, e.g. 90d (default: never)")
+    b.add_argument(
+        "--serial",
+        type=int,
+        default=None,
+        help="the archive's serial: servers refuse one not above the active revision's "
+        "(default: the current Unix time)",
+    )
+    b.add_argument(
+        "--expires-in",
+        default=None,
+        metavar="DURATION",
+        help="servers refuse the archive after this long, e.g. 90d (default: never)",
+    )
     add_format(b)
     b.set_defaults(func=run_build)
     s = bsub.add_parser("sign", help="add an Ed25519 signature to an archive")
@@ -71,16 +79,23 @@ def run_build(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
         return ExitCode.FAILURE
-    if previous is not None and previous["revision"] == manifest["revision"] \
-            and previous["digest"] != manifest["digest"]:
-        print(f"warning: `{args.output}` held revision `{manifest['revision']}` with other content: bump the "
-              "revision in manifest.yaml (a server refuses a loaded revision label with other content)",
-              file=sys.stderr)
+    if (
+        previous is not None
+        and previous["revision"] == manifest["revision"]
+        and previous["digest"] != manifest["digest"]
+    ):
+        print(
+            f"warning: `{args.output}` held revision `{manifest['revision']}` with other content: bump the "
+            "revision in manifest.yaml (a server refuses a loaded revision label with other content)",
+            file=sys.stderr,
+        )
     if args.format == "json":
         print(json.dumps(manifest, indent=2, sort_keys=True))
     else:
-        print(f"built {args.output}: {manifest['name']}@{manifest['revision']}, {len(manifest['files'])} files, "
-              f"digest {manifest['digest'][:16]}")
+        print(
+            f"built {args.output}: {manifest['name']}@{manifest['revision']}, {len(manifest['files'])} files, "
+            f"digest {manifest['digest'][:16]}"
+        )
     return ExitCode.OK
 
 
@@ -116,8 +131,16 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
         return exit_code_for([exc])
     if args.format == "json":
-        print(json.dumps({"valid": True, "name": manifest["name"], "revision": manifest["revision"],
-                          "digest": manifest["digest"]}))
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "name": manifest["name"],
+                    "revision": manifest["revision"],
+                    "digest": manifest["digest"],
+                }
+            )
+        )
     else:
         print(f"ok: {args.file} is {manifest['name']}@{manifest['revision']}, signature and digests valid")
     return ExitCode.OK

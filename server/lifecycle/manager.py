@@ -55,12 +55,19 @@ def _now() -> str:
 
 
 def _internal(exc: BaseException) -> ErrorList:
-    return ErrorList([BundleError(f"the bundle could not be loaded: {type(exc).__name__}: {exc}"[:500],
-                                  code="bundle_internal_error")])
+    return ErrorList(
+        [
+            BundleError(
+                f"the bundle could not be loaded: {type(exc).__name__}: {exc}"[:500], code="bundle_internal_error"
+            )
+        ]
+    )
 
 
 def _frames(exc: BaseException) -> list[str]:
-    return [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)][-8:]
+    return [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)][
+        -8:
+    ]
 
 
 class BundleManager:
@@ -133,14 +140,17 @@ class BundleManager:
                 self._failed(origin, exc)
                 raise
             except Exception as exc:  # a bug or the environment (disk full, ...): still a refusal
-                log.error("bundle_internal_error", extra={"fields": {"origin": origin, "error_type": type(exc).__name__,
-                                                                     "frames": _frames(exc)}})
+                log.error(
+                    "bundle_internal_error",
+                    extra={"fields": {"origin": origin, "error_type": type(exc).__name__, "frames": _frames(exc)}},
+                )
                 err = _internal(exc)
                 self._failed(origin, err)
                 raise err from None
 
-    def _activate(self, source: str | Path | bytes, origin: str, persist: bool, run_tests: bool,
-                  check_order: bool) -> Decider:
+    def _activate(
+        self, source: str | Path | bytes, origin: str, persist: bool, run_tests: bool, check_order: bool
+    ) -> Decider:
         if not isinstance(source, bytes) and is_archive(source):
             source = self._read_file(source)
         files = read_bundle(source, verification_key=self.verification_key, limits=self.limits)
@@ -178,8 +188,14 @@ class BundleManager:
             stored = self.state.store(data)
             self.state.set_active(decider, stored)
         except OSError as exc:
-            raise ErrorList([BundleError(f"cannot write the state directory `{self.state.path}`: "
-                                         f"{exc.strerror or exc}", code="state_write_failed")]) from None
+            raise ErrorList(
+                [
+                    BundleError(
+                        f"cannot write the state directory `{self.state.path}`: {exc.strerror or exc}",
+                        code="state_write_failed",
+                    )
+                ]
+            ) from None
         self._archives[decider.ref.digest] = stored
 
     def _order_errors(self, decider: Decider, active: Decider | None) -> list[PolicyError]:
@@ -193,13 +209,18 @@ class BundleManager:
         current = active.bundle.serial if active is not None else None
         if current is not None and (bundle.serial is None or bundle.serial <= current):
             shown = "no serial" if bundle.serial is None else f"serial {bundle.serial}"
-            problems.append(BundleError(
-                f"revision `{bundle.revision}` has {shown}, not above the active revision's serial {current}: "
-                "an older bundle comes back only by an explicit rollback", code="bundle_downgrade"))
+            problems.append(
+                BundleError(
+                    f"revision `{bundle.revision}` has {shown}, not above the active revision's serial {current}: "
+                    "an older bundle comes back only by an explicit rollback",
+                    code="bundle_downgrade",
+                )
+            )
         return problems
 
-    def activate_archive(self, data: bytes, *, origin: str, persist: bool = True, run_tests: bool = True,
-                         check_order: bool = True) -> Decider:
+    def activate_archive(
+        self, data: bytes, *, origin: str, persist: bool = True, run_tests: bool = True, check_order: bool = True
+    ) -> Decider:
         """Activate archive bytes (an upload, a download, a stored revision)."""
         return self.activate(data, origin=origin, persist=persist, run_tests=run_tests, check_order=check_order)
 
@@ -224,8 +245,9 @@ class BundleManager:
         """Load a candidate that decides every request in shadow (its answers are never returned)."""
         with self._lock:
             try:
-                decider = build_decider(data, run_tests=run_tests, verification_key=self.verification_key,
-                                        limits=self.limits)
+                decider = build_decider(
+                    data, run_tests=run_tests, verification_key=self.verification_key, limits=self.limits
+                )
             except ErrorList:
                 raise
             except Exception as exc:
@@ -254,15 +276,23 @@ class BundleManager:
         self.status.last_error_code = exc.errors[0].code if exc.errors else ""
         self.status.last_error_at = _now()
         self._history("refused", origin, self.status.last_error)
-        self._on_change("bundle_refused", {"origin": origin, "error": self.status.last_error,
-                                           "code": exc.errors[0].code if exc.errors else "",
-                                           "errors": len(exc.errors)})
+        self._on_change(
+            "bundle_refused",
+            {
+                "origin": origin,
+                "error": self.status.last_error,
+                "code": exc.errors[0].code if exc.errors else "",
+                "errors": len(exc.errors),
+            },
+        )
 
     def loop_failed(self, loop: str, exc: BaseException) -> None:
         """A background loop caught ``exc``: log it as one JSON line, count it, show it; the loop goes on."""
         self.status.loop_errors += 1
-        log.error("bundle_loop_error", extra={"fields": {"loop": loop, "error_type": type(exc).__name__,
-                                                         "frames": _frames(exc)}})
+        log.error(
+            "bundle_loop_error",
+            extra={"fields": {"loop": loop, "error_type": type(exc).__name__, "frames": _frames(exc)}},
+        )
         self._failed(loop, _internal(exc))
 
     def _loaded(self, origin: str, decider: Decider) -> None:
@@ -271,8 +301,9 @@ class BundleManager:
         self.status.loads += 1
         self.status.last_loaded_at = _now()
         self._history("activated", origin, decider.ref.revision)
-        self._on_change("bundle_activated", {"origin": origin, "revision": decider.ref.revision,
-                                             "digest": decider.ref.digest[:16]})
+        self._on_change(
+            "bundle_activated", {"origin": origin, "revision": decider.ref.revision, "digest": decider.ref.digest[:16]}
+        )
 
     def _history(self, what: str, origin: str, detail: str) -> None:
         self.status.history.append({"at": _now(), "event": what, "origin": origin, "detail": detail[:300]})
@@ -326,8 +357,9 @@ class BundleManager:
         except (OSError, ValueError):
             return None
         try:
-            decider = self.activate(data, origin=f"state {path.name}", persist=False, run_tests=False,
-                                    check_order=False)
+            decider = self.activate(
+                data, origin=f"state {path.name}", persist=False, run_tests=False, check_order=False
+            )
         except ErrorList:
             return None
         self._archives[decider.ref.digest] = path
@@ -349,8 +381,12 @@ class BundleManager:
         """Poll an HTTP(S) bundle server with If-None-Match every ``poll_interval`` seconds
         (the first fetch at once with ``fetch_now``)."""
         self.status.source = url
-        self._spawn("source-poller", lambda: sources.poll_url(self, url, etag, poll_interval, self._stop,
-                                                               first_delay=0.0 if fetch_now else None))
+        self._spawn(
+            "source-poller",
+            lambda: sources.poll_url(
+                self, url, etag, poll_interval, self._stop, first_delay=0.0 if fetch_now else None
+            ),
+        )
 
     def fetch_url(self, url: str, etag: str = "") -> tuple[bytes | None, str]:
         """GET the bundle with If-None-Match within one deadline; (None, etag) when unchanged (304)."""

@@ -48,7 +48,7 @@ class FetchOptions:
 def backoff(failures: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: ``base * 2**(failures-1)`` capped, then +-20 %."""
     delay = min(cap, base * 2 ** max(0, failures - 1))
-    return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+    return delay * random.uniform(0.8, 1.2)
 
 
 def _fetch_error(message: str) -> BundleError:
@@ -101,8 +101,13 @@ class _Deadline:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def fetch(url: str, etag: str = "", options: FetchOptions = FetchOptions(), *,
-          on_start: Callable[[_Deadline], None] | None = None) -> tuple[bytes | None, str]:
+def fetch(
+    url: str,
+    etag: str = "",
+    options: FetchOptions = FetchOptions(),
+    *,
+    on_start: Callable[[_Deadline], None] | None = None,
+) -> tuple[bytes | None, str]:
     """GET an archive with If-None-Match; ``(None, etag)`` when unchanged (304). Raises BundleError.
 
     ``on_start`` receives the fetch's deadline so another thread can cancel it.
@@ -148,8 +153,10 @@ def _fetch(url: str, etag: str, options: FetchOptions, deadline: _Deadline) -> t
                 if first.scheme == "https" and npart.scheme != "https":
                     raise _fetch_error(f"`{url}` redirects from https to `{npart.scheme}`: refused")
                 if _origin(npart) != _origin(first) and not options.allow_cross_host_redirects:
-                    raise _fetch_error(f"`{url}` redirects to another host `{npart.hostname}`: refused "
-                                       "(--allow-cross-host-redirects allows it)")
+                    raise _fetch_error(
+                        f"`{url}` redirects to another host `{npart.hostname}`: refused "
+                        "(--allow-cross-host-redirects allows it)"
+                    )
                 current = nxt
                 continue
             if resp.status == 304:
@@ -187,7 +194,7 @@ def _guarded(manager: BundleManager, loop: str, step: Callable[[], Any]) -> bool
         return True
     except ErrorList:
         return False  # a refused bundle: recorded by the manager
-    except Exception as exc:  # noqa: BLE001 - a loop never dies
+    except Exception as exc:
         manager.loop_failed(loop, exc)
         return False
 
@@ -202,13 +209,20 @@ def watch_source(manager: BundleManager, source: str, stop: threading.Event) -> 
     while not stop.is_set():
         try:
             watch_path(source, stop, changed)
-        except Exception as exc:  # noqa: BLE001 - the watch itself broke (directory gone, ...): start again
+        except Exception as exc:
             manager.loop_failed("source-watcher", exc)
             stop.wait(_LOOP_PAUSE)
 
 
-def poll_url(manager: BundleManager, url: str, etag: str, interval: float, stop: threading.Event,
-             *, first_delay: float | None = None) -> None:
+def poll_url(
+    manager: BundleManager,
+    url: str,
+    etag: str,
+    interval: float,
+    stop: threading.Event,
+    *,
+    first_delay: float | None = None,
+) -> None:
     """Poll an HTTP(S) source; after a failed fetch, retry with exponential backoff and jitter."""
     failures = 0
     delay = interval if first_delay is None else first_delay
@@ -218,7 +232,7 @@ def poll_url(manager: BundleManager, url: str, etag: str, interval: float, stop:
             backing_off = False
         except ErrorList as exc:  # recorded by the manager
             backing_off = any(e.code == "bundle_fetch_failed" for e in exc.errors)
-        except Exception as exc:  # noqa: BLE001 - the poller never dies
+        except Exception as exc:
             manager.loop_failed("source-poller", exc)
             backing_off = True
         if backing_off:  # the server failed: retry sooner, then less and less often
@@ -239,13 +253,20 @@ def watch_state(manager: BundleManager, stop: threading.Event) -> None:
     wanted = {ACTIVE, SHADOW}
     while not stop.is_set():
         try:
-            for changes in watchfiles.watch(manager.state.path, stop_event=stop, debounce=50, step=20,
-                                            recursive=False, rust_timeout=500, yield_on_timeout=True):
+            for changes in watchfiles.watch(
+                manager.state.path,
+                stop_event=stop,
+                debounce=50,
+                step=20,
+                recursive=False,
+                rust_timeout=500,
+                yield_on_timeout=True,
+            ):
                 if stop.is_set():
                     return
                 if changes and not any(Path(p).name in wanted for _, p in changes):
                     continue
                 _guarded(manager, "state-follower", manager.sync_from_state)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             manager.loop_failed("state-follower", exc)
             stop.wait(_LOOP_PAUSE)

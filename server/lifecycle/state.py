@@ -72,8 +72,13 @@ class StateDir:
         return target
 
     def _point(self, name: str, decider: Decider, archive: Path) -> None:
-        record = {"name": decider.ref.name, "revision": decider.ref.revision, "digest": decider.ref.digest,
-                  "archive": archive.name, "at": _now()}
+        record = {
+            "name": decider.ref.name,
+            "revision": decider.ref.revision,
+            "digest": decider.ref.digest,
+            "archive": archive.name,
+            "at": _now(),
+        }
         write_atomic(self.path / name, json.dumps(record, indent=2).encode())
 
     def set_active(self, decider: Decider, archive: Path) -> None:
@@ -94,8 +99,7 @@ class StateDir:
         """Record which revision this process serves (``workers/<pid>.json``)."""
         workers = self.path / "workers"
         workers.mkdir(exist_ok=True)
-        record = {"pid": os.getpid(), "revision": decider.ref.revision, "digest": decider.ref.digest,
-                  "at": _now()}
+        record = {"pid": os.getpid(), "revision": decider.ref.revision, "digest": decider.ref.digest, "at": _now()}
         write_atomic(workers / f"{os.getpid()}.json", json.dumps(record).encode())
 
     def read(self, name: str = ACTIVE) -> dict[str, Any] | None:
@@ -122,8 +126,10 @@ class StateDir:
         key = (name, raw)
         if key not in self._reported:
             self._reported.add(key)
-            log.warning("state_record_ignored", extra={"fields": {"record": name, "problem": problem,
-                                                                  "state_dir": str(self.path)}})
+            log.warning(
+                "state_record_ignored",
+                extra={"fields": {"record": name, "problem": problem, "state_dir": str(self.path)}},
+            )
 
     def archive_path(self, record: dict[str, Any]) -> Path:
         """The stored archive a record names (always inside ``revisions/``)."""
@@ -135,7 +141,7 @@ class StateDir:
     def _prune(self) -> None:
         keep = {r["archive"] for r in (self.read(ACTIVE), self.read(SHADOW)) if r}
         stored = sorted(self.revisions.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in stored[self.keep:]:
+        for old in stored[self.keep :]:
             if old.name not in keep:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()

@@ -41,12 +41,15 @@ class _Context:
         raise _Aborted
 
 
-@pytest.mark.parametrize("breakage, code", [
-    ("empty", grpc.StatusCode.INVALID_ARGUMENT),
-    ("invalid_utf8", grpc.StatusCode.FAILED_PRECONDITION),
-    ("mixed_keys", grpc.StatusCode.FAILED_PRECONDITION),
-    ("disk_full", grpc.StatusCode.FAILED_PRECONDITION),
-])
+@pytest.mark.parametrize(
+    ("breakage", "code"),
+    [
+        ("empty", grpc.StatusCode.INVALID_ARGUMENT),
+        ("invalid_utf8", grpc.StatusCode.FAILED_PRECONDITION),
+        ("mixed_keys", grpc.StatusCode.FAILED_PRECONDITION),
+        ("disk_full", grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+)
 def test_admin_activate_refusals_carry_a_status_and_the_reason(tmp_path: Path, breakage: str, code, monkeypatch):
     from server.api.admin import hash_token
 
@@ -66,5 +69,6 @@ def test_admin_activate_refusals_carry_a_status_and_the_reason(tmp_path: Path, b
     context = _Context()
     with pytest.raises(_Aborted):
         servicer.Activate(apb.ActivateRequest(archive=data), context)
-    assert context.code == code and context.details
+    assert context.code == code
+    assert context.details
     assert manager.registry.active() is None

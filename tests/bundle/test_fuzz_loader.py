@@ -22,14 +22,54 @@ from tests.support.fuzz import examples
 pytestmark = pytest.mark.fuzz
 
 # Each example compiles a bundle (about a second): the long run takes a fifth of FUZZ_EXAMPLES.
-FUZZ = settings(max_examples=max(30, examples(30) // 5), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FILES = ["manifest.yaml", "data/vocabulary.yaml", "data/catalogue.yaml", "data/settings.yaml",
-         "policies/cancel_order.yaml", "policies/cancel_appointment.yaml"]
+FUZZ = settings(
+    max_examples=max(30, examples(30) // 5),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+FILES = [
+    "manifest.yaml",
+    "data/vocabulary.yaml",
+    "data/catalogue.yaml",
+    "data/settings.yaml",
+    "policies/cancel_order.yaml",
+    "policies/cancel_appointment.yaml",
+]
 CODE = re.compile(r"^[a-z]+(_[a-z0-9]+)+$")
-SNIPPETS = ["&a ", "*a", "<<: *a", ": ", "- ", "\t", "'", '"', "[", "]", "{", "}", "#", "1: x", "true",
-            "null", "~", "---", "\xff", "\u202e", "2026-01-01", "0x1F", "1e400", "!!binary AAAA", "!!python/none",
-            "? ", "|", ">", "%YAML 1.1", "\n  ", "\n- \n", "[" * 50]
+SNIPPETS = [
+    "&a ",
+    "*a",
+    "<<: *a",
+    ": ",
+    "- ",
+    "\t",
+    "'",
+    '"',
+    "[",
+    "]",
+    "{",
+    "}",
+    "#",
+    "1: x",
+    "true",
+    "null",
+    "~",
+    "---",
+    "\xff",
+    "\u202e",
+    "2026-01-01",
+    "0x1F",
+    "1e400",
+    "!!binary AAAA",
+    "!!python/none",
+    "? ",
+    "|",
+    ">",
+    "%YAML 1.1",
+    "\n  ",
+    "\n- \n",
+    "[" * 50,
+]
 
 mutation = st.one_of(
     st.tuples(st.just("insert"), st.integers(0, 10**6), st.sampled_from(SNIPPETS) | st.text(max_size=8)),
@@ -46,7 +86,7 @@ def mutate(text: str, op: str, at: int, arg: object) -> str:
     if op == "insert":
         return text[:pos] + str(arg) + text[pos:]
     if op == "delete":
-        return text[:pos] + text[pos + int(arg):]  # type: ignore[call-overload]
+        return text[:pos] + text[pos + int(arg) :]  # type: ignore[call-overload]
     lines = text.splitlines(keepends=True)
     i = at % len(lines)
     if op == "duplicate_line":
@@ -77,8 +117,10 @@ def test_mutated_yaml_gives_a_bundle_or_located_errors(workdir: Path, file: str,
     except ErrorList as exc:
         assert exc.errors, "an ErrorList names at least one error"
         for error in exc.errors:
-            assert isinstance(error, PolicyError) and CODE.match(error.code), error.code
-            assert error.message and "\n" not in error.message, error.message
+            assert isinstance(error, PolicyError), error
+            assert CODE.match(error.code), error.code
+            assert error.message, error
+            assert "\n" not in error.message, error.message
         assert any(e.location.file for e in exc.errors), [str(e) for e in exc.errors]
     else:
         decider.close()

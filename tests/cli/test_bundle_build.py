@@ -32,4 +32,6 @@ def test_build_warns_when_the_previous_archive_held_the_label_with_other_content
     set_value(bundle / "manifest.yaml", ["description"], "other content, same revision")
     assert main(["bundle", "build", str(bundle), "-o", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "warning" in err and "`same`" in err and "bump the revision" in err
+    assert "warning" in err
+    assert "`same`" in err
+    assert "bump the revision" in err

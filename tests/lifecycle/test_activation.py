@@ -72,7 +72,8 @@ def test_a_directory_is_read_and_parsed_once_per_activation(tmp_path, manager, m
 
 @pytest.mark.parametrize("breakage", ["invalid_utf8", "mixed_keys", "disk_full", "unexpected"])
 def test_a_watched_archive_that_breaks_the_loader_is_refused_and_the_watcher_goes_on(
-        tmp_path, manager, monkeypatch, breakage):
+    tmp_path, manager, monkeypatch, breakage
+):
     """Invalid UTF-8, int/str keys, ENOSPC on the state dir, a bug: refused, counted, logged; later bundles load."""
     stream = io.StringIO()
     log.configure(stream=stream)
@@ -87,36 +88,58 @@ def test_a_watched_archive_that_breaks_the_loader_is_refused_and_the_watcher_goe
     elif breakage == "mixed_keys":
         bad = replace_member(bad, "data/catalogue.yaml", b"reasons: {1: a, b: c}\n")
     elif breakage == "disk_full":
+
         def full(data: bytes) -> Path:
             raise OSError(errno.ENOSPC, "No space left on device")
+
         monkeypatch.setattr(manager.state, "store", full)
     else:
         real = manager_module.build_decider
-        monkeypatch.setattr(manager_module, "build_decider",
-                            lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
-    wait_until(lambda: (source.write_bytes(bad), manager.status.failures > 0)[1], 20, interval=0.5,
-               message="the broken archive refused")
+        monkeypatch.setattr(
+            manager_module, "build_decider", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+        )
+    wait_until(
+        lambda: (source.write_bytes(bad), manager.status.failures > 0)[1],
+        20,
+        interval=0.5,
+        message="the broken archive refused",
+    )
     assert manager.registry.active().ref.revision == "w1"
-    expected = {"invalid_utf8": "bundle_parse_error", "mixed_keys": "bundle_parse_error",
-                "disk_full": "state_write_failed", "unexpected": "bundle_internal_error"}[breakage]
-    refused = [json.loads(line) for line in stream.getvalue().splitlines()
-               if '"bundle_internal_error"' in line or '"bundle_loop_error"' in line]
+    expected = {
+        "invalid_utf8": "bundle_parse_error",
+        "mixed_keys": "bundle_parse_error",
+        "disk_full": "state_write_failed",
+        "unexpected": "bundle_internal_error",
+    }[breakage]
+    refused = [
+        json.loads(line)
+        for line in stream.getvalue().splitlines()
+        if '"bundle_internal_error"' in line or '"bundle_loop_error"' in line
+    ]
     if breakage == "unexpected":
-        assert refused and refused[0]["error_type"] == "RuntimeError"
+        assert refused
+        assert refused[0]["error_type"] == "RuntimeError"
         monkeypatch.setattr(manager_module, "build_decider", real)
     assert manager.status.last_error_code == expected
     monkeypatch.undo()
     log.configure(stream=stream)
     good = archive(tmp_path, bundle_variant(tmp_path / "w3", revision="w3"))
-    wait_until(lambda: (source.write_bytes(good), manager.registry.active().ref.revision == "w3")[1], 20,
-               interval=0.5, message="the watcher still loads a valid archive")
+    wait_until(
+        lambda: (source.write_bytes(good), manager.registry.active().ref.revision == "w3")[1],
+        20,
+        interval=0.5,
+        message="the watcher still loads a valid archive",
+    )
 
 
 def test_loader_errors_are_located_not_exceptions(tmp_path, manager):
     """The same breakages through the admin path: ErrorList with a code, never another exception."""
     good = archive(tmp_path, bundle_variant(tmp_path / "a1", revision="a1"))
     manager.activate_archive(good, origin="t")
-    for content, code in ((b"reasons: \xff\n", "bundle_parse_error"), (b"reasons: {1: a, b: c}\n", "bundle_parse_error")):
+    for content, code in (
+        (b"reasons: \xff\n", "bundle_parse_error"),
+        (b"reasons: {1: a, b: c}\n", "bundle_parse_error"),
+    ):
         bundle = bundle_variant(tmp_path / f"a{len(content)}", revision=f"a{len(content)}")
         (bundle / "data/catalogue.yaml").write_bytes(content)
         with pytest.raises(ErrorList) as err:
@@ -159,7 +182,8 @@ def test_a_lower_or_equal_serial_is_refused_and_rollback_goes_back(tmp_path):
     for name, serial in (("s2", 2), ("s5b", 5), ("none", None)):
         with pytest.raises(ErrorList) as err:
             mgr.activate_archive(signed(name, serial), origin="watched file")
-        assert err.value.errors[0].code == "bundle_downgrade" and "rollback" in err.value.errors[0].message
+        assert err.value.errors[0].code == "bundle_downgrade"
+        assert "rollback" in err.value.errors[0].message
     assert mgr.registry.active().ref.revision == "s5"
     mgr.rollback("s3")
     assert mgr.registry.active().ref.revision == "s3"
@@ -175,8 +199,9 @@ def test_an_expired_bundle_is_refused(tmp_path, manager):
         manager.activate_archive(data, origin="t")
     assert err.value.errors[0].code == "bundle_expired"
     future = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    manager.activate_archive(archive(tmp_path, bundle_variant(tmp_path / "new", revision="new"), serial=2,
-                                     expires=future), origin="t")
+    manager.activate_archive(
+        archive(tmp_path, bundle_variant(tmp_path / "new", revision="new"), serial=2, expires=future), origin="t"
+    )
     assert manager.registry.active().ref.revision == "new"
 
 
@@ -205,6 +230,7 @@ def test_thread_exceptions_are_logged_as_one_json_line():
     thread.start()
     thread.join()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [(r["event"], r["thread"], r["error_type"]) for r in lines] == [("thread_crashed", "doomed",
-                                                                            "ZeroDivisionError")]
+    assert [(r["event"], r["thread"], r["error_type"]) for r in lines] == [
+        ("thread_crashed", "doomed", "ZeroDivisionError")
+    ]
     assert "Traceback" not in stream.getvalue()

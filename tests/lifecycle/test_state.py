@@ -14,15 +14,18 @@ from server.registry import Registry
 from tests.support.bundles import bundle_variant
 
 
-@pytest.mark.parametrize("record", [
-    "{}",
-    '{"digest": "x", "archive": "y.tar.gz"}',
-    "not json",
-    "[1, 2]",
-    '{"revision": "r", "digest": "d", "archive": "/etc/passwd"}',
-    '{"revision": "r", "digest": "d", "archive": "../outside.tar.gz"}',
-    '{"revision": "r", "digest": "d", "archive": "%s.tar.gz"}' % ("a" * 64),
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        "{}",
+        '{"digest": "x", "archive": "y.tar.gz"}',
+        "not json",
+        "[1, 2]",
+        '{"revision": "r", "digest": "d", "archive": "/etc/passwd"}',
+        '{"revision": "r", "digest": "d", "archive": "../outside.tar.gz"}',
+        '{"revision": "r", "digest": "d", "archive": "%s.tar.gz"}' % ("a" * 64),
+    ],
+)
 def test_a_damaged_active_record_is_ignored_and_the_source_serves(tmp_path: Path, record: str) -> None:
     """No revision, not JSON, an absolute or escaping archive path, a missing archive: logged once, ignored."""
     stream = io.StringIO()
@@ -43,9 +46,9 @@ def test_a_damaged_active_record_is_ignored_and_the_source_serves(tmp_path: Path
 
 def test_archive_paths_are_confined_to_the_state_directory(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a stored archive name"):
         state.archive_path({"archive": "/etc/passwd"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a stored archive name"):
         state.archive_path({"archive": "../../x.tar.gz"})
     name = "b" * 64 + ".tar.gz"
     assert state.archive_path({"archive": name}) == state.revisions / name
