@@ -35,7 +35,8 @@ def schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> Polic
     # "rule `x`: `when.status`", "rule `x`" (the rule itself), "`shipping.cutoff`", "the document"
     where = f"{subject}: " if subject and field else ""
     at = f"`{field}`" if field else (subject or "the document")
-    v, instance, schema = err.validator, err.instance, err.schema
+    v, instance = err.validator, err.instance
+    schema: dict[str, Any] = dict(err.schema) if isinstance(err.schema, dict) else {}
 
     if v == "additionalProperties" and isinstance(instance, dict):
         allowed = list((schema.get("properties") or {}).keys())
@@ -52,12 +53,12 @@ def schema_error(err: jsonschema.ValidationError, data: Any, file: str) -> Polic
             f"{where}{at} is `{_plain(instance)}`, which is not allowed here; allowed: {_names(allowed)}",
             code="validation_schema_error", location=Location(file, line), hint=did_you_mean(str(instance), allowed))
     if v == "required":
-        missing = next((r for r in schema.get("required", []) if not isinstance(instance, dict) or r not in instance),
-                       "?")
+        missing = next((str(r) for r in schema.get("required", [])
+                        if not isinstance(instance, dict) or r not in instance), "?")
         enum = ((schema.get("properties") or {}).get(missing) or {}).get("enum")
-        allowed = f" (one of {_names([str(a) for a in enum])})" if enum else ""
+        needed = f" (one of {_names([str(a) for a in enum])})" if enum else ""
         return ValidationError(
-            f"{where}{at} needs `{missing}`{allowed}", code="validation_schema_error",
+            f"{where}{at} needs `{missing}`{needed}", code="validation_schema_error",
             location=Location(file, line_of(node) if node is not None else line))
     if v == "type":
         wanted = schema.get("type")
@@ -87,7 +88,8 @@ def _condition_error(where: str, rest: Sequence[Any], instance: Any, err: jsonsc
             f"{where}`{fact}` is inside `when`, where only conditions go (`fact: value`)",
             code="validation_schema_error", location=location,
             hint=f"`{fact}` belongs to the rule: indent it like `when`, not under it")
-    operators = sorted({k for sub in (err.schema.get("oneOf") or []) for k in (sub.get("properties") or {})})
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    operators = sorted({k for sub in (schema.get("oneOf") or []) for k in (sub.get("properties") or {})})
     if isinstance(instance, dict):
         unknown = [k for k in instance if k not in operators]
         if unknown:

@@ -6,6 +6,7 @@ import datetime as dt
 
 from server.model import Snapshot
 from server.registry import build_decider
+from tests.support.bundles import edit_yaml, set_value
 
 ORDER_ID = "5b0c0f4e-1c1a-4bd4-9a57-2f7f1b1f2a01"
 
@@ -47,10 +48,8 @@ def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
     original.close()
 
     settings = bundle_copy / "data/settings.yaml"
-    text = settings.read_text()
-    assert "refund_window: 24h" in text and 'cutoff: "13:00"' in text
-    settings.write_text(text.replace("refund_window: 24h", "refund_window: 48h")
-                        .replace('cutoff: "13:00"', 'cutoff: "11:00"'))
+    assert set_value(settings, ["params", "refund_window"], "48h") == "24h"
+    assert set_value(settings, ["shipping", "cutoff"], "11:00") == "13:00"
 
     changed = build_decider(bundle_copy)
     assert "NON_REFUNDABLE" in follow_ups(changed, refund)
@@ -63,13 +62,14 @@ def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
 
 def test_a_status_moved_between_lists_changes_the_decision(bundle_copy):
     """Moving a status from the cancellable list to the not-cancellable one is a data-only change."""
-    policy = bundle_copy / "policies/cancel_order.yaml"
-    text = policy.read_text()
-    text = text.replace("          - collecting_sample.at_home_phlebotomy.draw_completed\n", "", 1)
-    text = text.replace("          - collecting_sample.walk_in_test.redraw_available\n",
-                        "          - collecting_sample.walk_in_test.redraw_available\n"
-                        "          - collecting_sample.at_home_phlebotomy.draw_completed\n", 1)
-    policy.write_text(text)
+    moved = "collecting_sample.at_home_phlebotomy.draw_completed"
+
+    def move(doc) -> None:
+        rules = {r["id"]: r for r in doc["rules"]}
+        rules["at_home_cancellable"]["when"]["status"]["in"].remove(moved)
+        rules["not_cancellable_state"]["when"]["status"]["in"].append(moved)
+
+    edit_yaml(bundle_copy / "policies/cancel_order.yaml", move)
     order = at_home()
     order["events"][0]["status"] = "collecting_sample.at_home_phlebotomy.draw_completed"
     decision = build_decider(bundle_copy).decide(

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from typing import IO, Any
 
 import orjson
 
 from server.cli import ExitCode
-from server.cli.workbench import Progress, fail
+from server.cli.workbench import Progress, Stopwatch, fail
 from server.decide import Decider
 from server.errors import PolicyError, SnapshotError
 from server.workbench import InputError, InputRecord, read_inputs
@@ -59,7 +58,7 @@ def run_input(args: argparse.Namespace, decider: Decider, now: dt.datetime | Non
     progress = None if sys.stdout.isatty() else Progress("decide", total)
     inputs = read_inputs(args.input)
     decided = errors = 0
-    start = time.perf_counter()
+    watch = Stopwatch()
     try:
         for record in progress.track(inputs) if progress else inputs:
             if isinstance(record, InputError):
@@ -88,9 +87,6 @@ def run_input(args: argparse.Namespace, decider: Decider, now: dt.datetime | Non
         if progress:
             progress.close()
         out.flush()
-    elapsed = time.perf_counter() - start
-    count = decided + errors
-    rate = count / elapsed if elapsed > 0 else 0.0
-    print(f"{count} inputs ({decided} decided, {errors} errors) in {elapsed:.2f} s ({rate:,.0f} inputs/s)",
+    print(f"{decided + errors} inputs ({decided} decided, {errors} errors) {watch.rate(decided + errors, 'inputs')}",
           file=sys.stderr)
     return ExitCode.INVALID if errors else ExitCode.OK

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from server.cli import ExitCode
 from server.cli.matrix import HEADER, cells
-from server.cli.workbench import Progress, Table, fail, load, parse_now, render
+from server.cli.workbench import Progress, Stopwatch, Table, fail, load, parse_now, render
 from server.decide import Decider
 from server.model import BundleRef
 from server.workbench import CellChange, Impact, Matrix, diff_matrices, matrix, read_inputs, replay
@@ -92,7 +91,7 @@ def _replay(old: Decider, new: Decider, path: str, now: Any, fmt: str,
         fail(fmt == "json", "input_io_error", f"cannot read input `{path}`: {exc.strerror or exc}")
         return ExitCode.FAILURE
     progress = Progress("diff", total)
-    start = time.perf_counter()
+    watch = Stopwatch()
     try:
         impact = replay(old, new, progress.track(read_inputs(path)), now=now)
     except OSError as exc:
@@ -100,7 +99,6 @@ def _replay(old: Decider, new: Decider, path: str, now: Any, fmt: str,
         fail(fmt == "json", "input_io_error", f"cannot read input `{path}`: {exc.strerror or exc}")
         return ExitCode.FAILURE
     progress.close()
-    elapsed = time.perf_counter() - start
     for error in impact.input_errors:
         print(f"error: {error}", file=sys.stderr)
     if impact.errors > len(impact.input_errors):
@@ -109,9 +107,7 @@ def _replay(old: Decider, new: Decider, path: str, now: Any, fmt: str,
         print(json.dumps(impact.to_json(old.ref, new.ref), indent=2, ensure_ascii=False))
     else:
         print(render(_impact_table(old.ref, new.ref, impact, examples), fmt))
-    rate = impact.inputs / elapsed if elapsed > 0 else 0.0
-    print(f"{impact.inputs} inputs decided by both bundles in {elapsed:.2f} s ({rate:,.0f} inputs/s per bundle)",
-          file=sys.stderr)
+    print(f"{impact.inputs} inputs decided by both bundles {watch.rate(impact.inputs, 'inputs')}", file=sys.stderr)
     return impact.changed, impact.errors
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from server import default_bundle
 from server.cli import ExitCode
-from server.cli.workbench import Table, fail, load, parse_now, render
+from server.cli.workbench import Stopwatch, Table, fail, load, parse_now, render
 from server.errors import SnapshotError
 from server.model import ACTIONS
 from server.workbench import Matrix, MatrixRow, matrix
@@ -57,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(decider, int):
         return decider
     try:
-        start = time.perf_counter()
+        watch = Stopwatch()
         m = matrix(decider, now=now, actions=args.action)
-        elapsed = time.perf_counter() - start
     except SnapshotError as exc:
         fail(as_json, exc.code, str(exc), field=exc.field)
         return ExitCode.INVALID
@@ -69,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(m.to_json(), indent=2, ensure_ascii=False))
     else:
         print(render(table(m), args.format))
-    print(f"{len(m.rows)} rows in {elapsed:.2f} s", file=sys.stderr)
+    print(f"{len(m.rows)} rows {watch.rate(len(m.rows), 'rows')}", file=sys.stderr)
     return ExitCode.OK

@@ -22,7 +22,7 @@ from server.errors import ErrorList, SnapshotError
 from server.facts import parse_timestamp
 from server.registry import build_decider
 
-__all__ = ["Progress", "Table", "fail", "load", "parse_now", "render"]
+__all__ = ["Progress", "Stopwatch", "Table", "fail", "load", "parse_now", "render"]
 
 
 def fail(as_json: bool, code: str, message: str, **extra: Any) -> None:
@@ -128,6 +128,22 @@ def _html(table: Table) -> str:
         out.append("</tbody></table>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+class Stopwatch:
+    """Wall and CPU time of a piece of work, and its rate in both (CPU time: what one core does,
+    whatever else runs on the machine)."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def rate(self, count: int, what: str) -> str:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        per_wall = count / wall if wall > 0 else 0.0
+        per_cpu = count / cpu if cpu > 0 else 0.0
+        return f"in {wall:.2f} s ({per_wall:,.0f} {what}/s; {per_cpu:,.0f} per CPU second)"
 
 
 class Progress:

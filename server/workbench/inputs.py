@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -32,11 +31,9 @@ __all__ = ["MAX_LINE_BYTES", "InputError", "InputRecord", "input_files", "read_i
 
 #: The longest line (or request file) read; the service's own request limit.
 MAX_LINE_BYTES = 4 * 1024 * 1024
-_LONG_NUMBER = re.compile(rb"[0-9]{19}").search
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
+class InputRecord(NamedTuple):
     """One recorded request and where it was read (``size``: its bytes, for progress)."""
 
     request_id: str
@@ -139,6 +136,16 @@ def _kind(value: Any) -> str:
         type(value), "a number")
 
 
+def _float_event_id(doc: dict[str, Any]) -> bool:
+    order = doc.get("order")
+    if type(order) is not dict:
+        return False
+    events = order.get("events")
+    found = type(events) is list and any(type(e) is dict and type(e.get("id")) is float for e in events)
+    last = order.get("last_event")
+    return found or (type(last) is dict and type(last.get("id")) is float)
+
+
 def parse_line(raw: bytes, file: str, line: int) -> InputRecord | InputError:
     """One request from its JSON text, or what is wrong with it."""
     size = len(raw)
@@ -146,11 +153,12 @@ def parse_line(raw: bytes, file: str, line: int) -> InputRecord | InputError:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return InputError(file, line, f"not valid JSON: {str(exc).splitlines()[0][:120]}", size=size)
-    if _LONG_NUMBER(raw):
-        # orjson reads integers beyond 64 bits as floats; the standard parser keeps them exact.
-        doc = json.loads(raw)
     if type(doc) is not dict:
         return InputError(file, line, f"expected a JSON object, got {_kind(doc)}", size=size)
+    if _float_event_id(doc):
+        # orjson reads integers beyond 64 bits as floats; event ids must stay exact integers
+        # (elsewhere any number is refused alike). The standard parser keeps them exact.
+        doc = json.loads(raw)
     action = doc.get("action")
     if type(action) is not str:
         return InputError(file, line, "`action` missing" if action is None

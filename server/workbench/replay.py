@@ -1,7 +1,10 @@
 """The impact of a bundle change on recorded traffic: every request decided by both bundles.
 
 Each request is decided by the old and the new decider at its own ``now`` (one
-common instant for requests without one), through ``Decider.decide``. Requests
+common instant for requests without one), through ``Decider.decide``; when both
+bundles have the same vocabulary and settings (a change of rules, messages or
+params), the facts are derived once and each decider matches and combines them,
+the remaining steps of ``Decider.decide``. Requests
 whose answers differ (outcome, reason codes or follow-up codes; an error under
 one bundle and a decision under the other; errors on different fields) are
 grouped by transition, with every request id of the group.
@@ -11,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.decide import Decider
 from server.errors import PolicyError, SnapshotError
-from server.model import BundleRef
+from server.facts import Facts
+from server.model import BundleRef, Decision
 from server.workbench.inputs import InputError, InputRecord
 from server.workbench.matrix import ref_json
 
@@ -39,7 +43,44 @@ def answer(decider: Decider, record: InputRecord, now: dt.datetime) -> Answer:
         return ("error", exc.code, exc.field)
     except PolicyError as exc:  # the engine failed on this input: an error, never a decision
         return ("error", exc.code, "")
+    return _summary(d)
+
+
+def _summary(d: Decision) -> Answer:
     return ("decision", d.outcome, tuple(r.code for r in d.reasons), tuple(f.code for f in d.follow_ups))
+
+
+def _same_facts(old: Decider, new: Decider) -> bool:
+    """Do both bundles derive the same facts from every snapshot?
+
+    Facts come from the vocabulary and the shipping settings; ``params`` only reach the
+    rules and messages (a test checks the shared path against ``decide`` for a changed
+    param).
+    """
+    a, b = old.bundle, new.bundle
+    return a.vocabulary == b.vocabulary and replace(a.settings, params={}) == replace(b.settings, params={})
+
+
+def _answer_from_facts(decider: Decider, facts: Facts) -> Answer:
+    """``Decider.decide`` after its first step: the engine matches the facts, the decider combines."""
+    try:
+        return _summary(decider.combine(facts, decider.match(facts.action, facts.values)))
+    except SnapshotError as exc:
+        return ("error", exc.code, exc.field)
+    except PolicyError as exc:
+        return ("error", exc.code, "")
+
+
+def answers(old: Decider, new: Decider, record: InputRecord, now: dt.datetime, same_facts: bool) -> tuple[Answer, Answer]:
+    """Both bundles' answers; when they derive the same facts, the facts are derived once."""
+    if not same_facts:
+        return answer(old, record, now), answer(new, record, now)
+    try:
+        facts = old.facts(record.snapshot(now))
+    except SnapshotError as exc:
+        error = ("error", exc.code, exc.field)
+        return error, error
+    return _answer_from_facts(old, facts), _answer_from_facts(new, facts)
 
 
 def answer_json(a: Answer) -> dict[str, Any]:
@@ -96,6 +137,7 @@ def replay(old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError
     Groups come largest first.
     """
     clock = now or dt.datetime.now(dt.UTC)
+    same_facts = _same_facts(old, new)
     impact = Impact()
     groups: dict[tuple[Answer, Answer], ImpactGroup] = {}
     kept = 0
@@ -106,8 +148,7 @@ def replay(old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError
                 impact.input_errors.append(record)
             continue
         impact.inputs += 1
-        before = answer(old, record, clock)  # type: ignore[arg-type]
-        after = answer(new, record, clock)  # type: ignore[arg-type]
+        before, after = answers(old, new, record, clock, same_facts)  # type: ignore[arg-type]
         if before == after:
             continue
         impact.changed += 1

@@ -66,7 +66,7 @@ def test_diff_input_json_contract_and_fail_on_change(tmp_path, small_copy):
     assert group["before"] == {"outcome": "ALLOW", "reasons": ["OPEN"], "follow_ups": ["REFUND"]}
     assert group["after"] == {"outcome": "ALLOW", "reasons": ["OPEN"], "follow_ups": ["FEE"]}
     assert (group["count"], group["share"], group["request_ids"]) == (3, 0.75, ["edge-0", "edge-1", "edge-2"])
-    assert "inputs/s per bundle" in proc.stderr
+    assert "inputs/s;" in proc.stderr and "per CPU second" in proc.stderr
     assert cli("diff", SMALL, small_copy, "--input", path, "--fail-on-change").returncode == 4
     text = cli("diff", SMALL, small_copy, "--input", path, "--format", "markdown", "--examples", "2").stdout
     assert "3 of 4 requests change (75.00%)" in text and "edge-0 edge-1 (+1)" in text

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.load import check, h2load, procs
+from tests.support.bundles import read_yaml, write_yaml
 from tests.load.corpus import BUNDLE, Body, Corpus, build_corpus, pb, write_bodies
 
 RPCS = ("Decide", "DecideBatch", "DecideStream")
@@ -239,10 +240,7 @@ class Swapper(threading.Thread):
         super().__init__(daemon=True, name="swapper")
         self.srv, self.bundle, self.swaps = srv, bundle, swaps
         self.manifest = bundle / "manifest.yaml"
-        text = self.manifest.read_text(encoding="utf-8")
-        match = re.search(r'^revision: *"?([^"\n]+)"?$', text, re.MULTILINE)
-        assert match, "no revision in the manifest"
-        self.original = match.group(1)
+        self.original = str(read_yaml(self.manifest)["revision"])
         self.names = [f"{self.original}-{tag}-swap{i}" for i in range(1, swaps + 1)]
         self.revisions = {self.original, *self.names}
         self.done = 0
@@ -259,12 +257,11 @@ class Swapper(threading.Thread):
         return count
 
     def run(self) -> None:
-        text = self.manifest.read_text(encoding="utf-8")
+        manifest = read_yaml(self.manifest)
         for name in self.names:
             began = time.monotonic()
-            new = re.sub(r'^revision: *.*$', f'revision: "{name}"', text, count=1, flags=re.MULTILINE)
             tmp = self.bundle.parent / f".manifest-{name}.yaml"  # outside the watched directory
-            tmp.write_text(new, encoding="utf-8")
+            write_yaml(tmp, {**manifest, "revision": name})  # edited as data, never as text
             os.replace(tmp, self.manifest)
             while self._activations(name) < self.srv.workers and not self.problems:
                 if time.monotonic() - began > 90:

@@ -124,3 +124,21 @@ def test_each_request_is_decided_at_its_own_now(small, changed):
                        order_appt["order"], order_appt["appointment"], "mem", 2)
     impact = replay(small, changed, [early, late])
     assert [g.request_ids for g in impact.groups] == [["late"]]
+
+
+def test_replay_answers_are_those_of_decide_when_facts_are_shared(small, changed, tmp_path):
+    """Bundles that differ in a param share the facts: every answer equals deciding with each bundle."""
+    from server.workbench.replay import _same_facts, answer, answers
+
+    assert _same_facts(small, changed)
+    stamps = ["2026-03-10T13:00:00Z", "2026-03-10T14:00:00Z", "2026-03-10T14:00:01Z", "2026-03-10T15:00:01Z", None]
+    records = [InputRecord(f"r-{i}-{j}", action, dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC), v["order"],
+                           v["appointment"] if action == "cancel_order" or j % 2 else None, "mem", i)
+               for i, stamp in enumerate(stamps)
+               for j, action in enumerate(["cancel_order", "cancel_appointment", "cancel_appointment"])
+               for v in [visit(stamp), visit(stamp, status="completed.visit.completed"), visit(stamp, status="x")]]
+    now = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+    for record in records:
+        assert answers(small, changed, record, now, True) == (answer(small, record, now), answer(changed, record, now))
+    assert any(answer(small, r, now) != answer(changed, r, now) for r in records)
+    assert any(answer(small, r, now)[0] == "error" for r in records)
