@@ -161,7 +161,8 @@ def test_json_log_lines_carry_the_trace_id_of_the_call() -> None:
 
 
 def test_unknown_exporter_is_refused_clearly(monkeypatch) -> None:  # noqa: ANN001
-    from server.app import ServeError, _tracing
+    from server.rpcserver import _tracing
+    from server.settings import ServeError
 
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkinn")
     with pytest.raises(ServeError, match="OTEL_TRACES_EXPORTER `zipkinn` is not supported"):
