@@ -15,7 +15,7 @@ from server.bundle import Bundle, checked_yaml
 from server.bundle.yamlio import line_of, plain
 from server.decide import Decider
 from server.errors import ErrorList, Location, PolicyError, SnapshotError, ValidationError, did_you_mean
-from server.facts import parse_json_object, parse_timestamp
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object, parse_timestamp
 from server.model import Decision, Snapshot
 
 __all__ = ["Case", "CaseResult", "case_errors", "load_cases", "run_case", "run_cases"]
@@ -38,10 +38,10 @@ class Case:
     @property
     def snapshot(self) -> Snapshot:
         """The request this case sends (raises SnapshotError for an invalid ``order_json``/``now``)."""
-        order = parse_json_object(self.order_json, "order") if self.order_json is not None else self.order
+        order = parse_json_object(self.order_json, "order", ORDER_READS) if self.order_json is not None else self.order
         appointment = self.appointment
         if self.appointment_json is not None:
-            appointment = parse_json_object(self.appointment_json, "appointment")
+            appointment = parse_json_object(self.appointment_json, "appointment", APPOINTMENT_READS)
         now = parse_timestamp(self.now_text, "now")
         return Snapshot(action=self.action, order=order, appointment=appointment, now=now)
 

@@ -29,6 +29,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,7 @@ class DecisionLog:
         self._max_wait = max_wait
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._drop_logged: dict[str, tuple[float, int]] = {}  # reason -> (last logged, drops since)
         self.waits = 0
         self.dropped = 0
         self.written = 0
@@ -249,13 +251,25 @@ class DecisionLog:
             self._drop(1, "decision_log_full", decision_id=decision.decision_id)
 
     def _drop(self, count: int, reason: str, exc: BaseException | None = None, **fields: Any) -> None:
-        """The one drop path: count ``count`` lost decisions and log why (one JSON line)."""
+        """The one drop path: count ``count`` lost decisions and log why (one JSON line).
+
+        Every loss is counted; the log line of a reason is written at most once a second
+        (a full disk fails every write), saying how many drops it stands for.
+        """
+        now = time.monotonic()
         with self._lock:
             self.dropped += count
+            last, pending = self._drop_logged.get(reason, (0.0, 0))
+            pending += count
+            quiet = now - last < 1.0
+            self._drop_logged[reason] = (last, pending) if quiet else (now, 0)
         try:
             self._on_drop(count)
         except Exception:  # noqa: BLE001 - counting must not take the writer down
             pass
+        if quiet:
+            return
+        count = pending
         if exc is not None:
             fields["error_type"] = type(exc).__name__
             if isinstance(exc, OSError) and exc.errno is not None:

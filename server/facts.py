@@ -11,6 +11,7 @@ never a decision. Unknown fields of the order are ignored.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -23,7 +24,10 @@ from server.bundle import Settings, Vocabulary
 from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
-__all__ = ["FACTS", "READ_FIELDS", "FactSpec", "TEMPLATE_EXTRAS", "Facts", "derive", "parse_json_object", "parse_timestamp"]
+__all__ = [
+    "APPOINTMENT_READS", "FACTS", "ORDER_READS", "READ_FIELDS", "TEMPLATE_EXTRAS", "FactSpec", "Facts", "derive",
+    "parse_json_object", "parse_timestamp",
+]
 
 _STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$").match
 _WORD = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -100,15 +104,108 @@ class Facts:
     action: str
 
 
-def parse_json_object(text: str | bytes, field: str) -> dict[str, Any]:
-    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``."""
+# The shapes the duplicate-key check follows: exactly what the policy reads.
+ORDER_READS = READ_FIELDS["order"]
+APPOINTMENT_READS = READ_FIELDS["appointment"]
+
+
+def parse_json_object(text: str | bytes, field: str, reads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Decode a JSON object; anything else is a :class:`SnapshotError` naming ``field``.
+
+    With ``reads`` (:data:`ORDER_READS`, :data:`APPOINTMENT_READS`), a key the policy reads
+    that appears twice in one object is refused too, naming it (``order_json.events[0].status``):
+    parsers disagree on which of the two values counts, so the caller and the service could
+    see different orders.
+    """
     try:
         value = orjson.loads(text)
     except (orjson.JSONDecodeError, RecursionError) as exc:
         raise SnapshotError(field, f"not valid JSON: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(value, dict):
         raise SnapshotError(field, f"expected a JSON object, got {_kind(value)}")
+    if reads is not None and not _surely_unique(text, value):
+        _refuse_duplicates(text, field, reads)
     return value
+
+
+def _surely_unique(text: str | bytes, value: dict[str, Any]) -> bool:
+    """True when no object of the document holds a key twice (the fast path, two C scans).
+
+    Each key and each string of the text is one pair of unescaped quotes, and so it is in
+    the document re-serialised; a duplicate's key (and its value) exist only in the text.
+    So without a ``\\u0022`` escape (the one way to spell a quote differently) the quote
+    counts are equal exactly when nothing was dropped.
+    """
+    try:
+        again = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: take the slow path
+        return False
+    # A backslash is rare in order JSON and found at memchr speed: look for the escape only then.
+    if isinstance(text, str):
+        if "\\" in text and "\\u0022" in text:
+            return False
+        return text.count('"') == again.count(b'"')
+    if b"\\" in text and b"\\u0022" in text:
+        return False
+    return text.count(b'"') == again.count(b'"')
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers which of its keys appeared more than once."""
+
+    __slots__ = ("twice",)
+    twice: set[str] | tuple[()]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.twice = ()
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = set()
+        for key, _ in pairs:
+            if key in seen:
+                twice.add(key)
+            seen.add(key)
+        obj.twice = twice
+    return obj
+
+
+def _refuse_duplicates(text: str | bytes, field: str, reads: dict[str, Any]) -> None:
+    """The slow path: decode again keeping every key, and refuse a read key that appears twice."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_pairs)
+    except RecursionError:
+        raise SnapshotError(field, "nests arrays or objects too deeply to be checked for duplicate keys") from None
+    except ValueError:
+        return  # orjson took it, the standard decoder does not: nothing more to learn here
+    found = _first_duplicate(doc, reads, field)
+    if found is not None:
+        raise SnapshotError(found, "appears twice in the same object: send each key once "
+                            "(JSON parsers disagree on which value counts)")
+
+
+def _first_duplicate(obj: Any, reads: dict[str, Any], path: str) -> str | None:
+    if not isinstance(obj, _Object):
+        return None
+    for key in reads:
+        if key in obj.twice:
+            return f"{path}.{key}"
+    for key, sub in reads.items():
+        if sub is None or key not in obj:
+            continue
+        value = obj[key]
+        if isinstance(sub, list):
+            items = value if isinstance(value, list) else ()
+            for i, item in enumerate(items):
+                found = _first_duplicate(item, sub[0], f"{path}.{key}[{i}]")
+                if found is not None:
+                    return found
+        else:
+            found = _first_duplicate(value, sub, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None
 
 
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:

@@ -130,9 +130,10 @@ def test_the_input_digest_hashes_the_text_as_received_without_parsing_it():
     assert input_digest((1, "é", None, None)) == input_digest((1, "é".encode(), None, None))
 
 
-def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_bundle):
-    """Decide with a 1,000-level nested array in an ignored field, then 30 more: every decision
-    is logged, no call waits for the writer, and close() returns at once."""
+def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_bundle, decisions):
+    """Decide with a 1,000-level nested array in an ignored field (decided, or refused as too deep
+    to check for duplicate keys), then 30 more: every decision is logged, no call waits for the
+    writer, and close() returns at once. Logged directly, such an input is hashed, not parsed."""
     from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 
@@ -148,17 +149,24 @@ def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_b
             stub = pb_grpc.OrderPolicyServiceStub(channel)
             start = time.monotonic()
             for text in [hostile] + [ORDER_TEXT] * 30:
-                reply = stub.Decide(pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=text), timeout=10)
+                try:
+                    reply = stub.Decide(pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=text), timeout=10)
+                except grpc.RpcError as exc:
+                    assert text is hostile and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    continue
                 ids.append(reply.decision.decision_id)
             elapsed = time.monotonic() - start
+    direct = decisions()
+    dlog.record(direct, (pb.ACTION_CANCEL_ORDER, hostile, None, None), 1.0)
     start = time.monotonic()
     dlog.close(timeout=5)
     assert time.monotonic() - start < 2
     assert elapsed < 5  # 30 calls that each waited for a dead writer would take 30 s
     assert dlog.waits == 0 and dlog.dropped == 0 and dlog.failures == 0
     entries = _lines(path)
-    assert [e["decision_id"] for e in entries] == ids
-    assert entries[0]["input_digest"] == input_digest((pb.ACTION_CANCEL_ORDER, hostile, None, None))
+    assert [e["decision_id"] for e in entries] == [*ids, direct.decision_id]
+    assert len(ids) >= 30
+    assert entries[-1]["input_digest"] == input_digest((pb.ACTION_CANCEL_ORDER, hostile, None, None))
 
 
 def test_the_writer_survives_any_exception_and_counts_what_it_lost(tmp_path, decisions, caplog):
@@ -237,9 +245,10 @@ def _tiny_tmpfs(path: Path, size: str) -> object:
         subprocess.run(["umount", "-l", str(path)], check=False)  # noqa: S603, S607
 
 
-def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisions):
+def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisions, caplog):
     """On a 64 KiB tmpfs filled up: every line on disk is whole, written + dropped equals what
     was recorded, each drop is counted, and once space is freed decisions are written again."""
+    caplog.set_level(logging.ERROR, logger="order_policy.decisionlog")
     with _tiny_tmpfs(tmp_path / "disk", "64k") as disk:
         filler = disk / "filler"
         filler.write_bytes(b"x" * 48 * 1024)
@@ -250,6 +259,9 @@ def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisi
                 dlog.record(decisions(), INPUTS, 1.0)
             wait_until(lambda: dlog.written + dlog.dropped == 5 * (wave + 1))  # noqa: B023
         assert dlog.written > 0 and dlog.dropped > 0 and sum(counted) == dlog.dropped
+        # Each failed write is counted; its log line is written at most once a second.
+        lines = [r for r in caplog.records if r.getMessage() == "decision_log_dropped"]
+        assert 1 <= len(lines) < dlog.dropped
         assert len(_lines(disk / "d.log")) == dlog.written
         filler.unlink()
         after = decisions()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.errors import SnapshotError
-from server.facts import parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
 from server.model import Snapshot
 from server.registry import build_decider
 from tests.support.bundles import FIXTURE_BUNDLE
@@ -142,3 +142,45 @@ def test_a_terminal_top_status_never_allows(decider, order):
     decision = _decide_or_error(decider, Snapshot("cancel_order", order, None, NOW))
     if decision is not None:
         assert decision.outcome == "DENY"
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ('{"id": "o", "status": "received", "status": "cancelled"}', "order.status"),
+    ('{"id": "o", "id": "p", "status": "received"}', "order.id"),
+    ('{"id": "o", "details": {"type": "testkit", "type": "walk_in_test"}}', "order.details.type"),
+    ('{"id": "o", "lab_test": {"method": "testkit", "method": "walk_in_test"}}', "order.lab_test.method"),
+    ('{"id": "o", "events": [{"id": 1, "status": "a.b.c"}, {"id": 2, "status": "a.b.c", "status": "x.y.z"}]}',
+     "order.events[1].status"),
+    ('{"id": "o", "last_event": {"id": 1, "created_at": "a", "created_at": "b"}}', "order.last_event.created_at"),
+    ('{"id": "o", "events": [], "events": [{"id": 1}]}', "order.events"),
+    ('{"id": "o", "st\\u0061tus": "received", "status": "cancelled"}', "order.status"),  # an escaped spelling
+    ('{"id": "o\\u0022", "status": "a", "status": "b"}', "order.status"),  # a quote spelled as an escape
+    ('{"id": "o", "x": ' + "[" * 300 + "]" * 300 + ', "status": "a", "status": "b"}', "order.status"),
+])
+def test_a_read_key_twice_in_one_object_is_refused_naming_it(text, field):
+    """Parsers disagree on which of two values counts: a key the policy reads may appear only once."""
+    with pytest.raises(SnapshotError) as info:
+        parse_json_object(text, "order", ORDER_READS)
+    assert info.value.field == field
+    assert info.value.message.startswith("appears twice in the same object")
+    assert_says_what_was_wrong(info.value.message)
+    with pytest.raises(SnapshotError) as info:
+        parse_json_object(text.encode(), "order", ORDER_READS)  # bytes take the same path
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("text", [
+    '{"id": "o", "patient_details": {"first_name": "A", "first_name": "B"}, "status": "received"}',
+    '{"id": "o", "lab_test": {"method": "testkit", "id": 1, "id": 2}}',
+    '{"id": "o\\u0022", "status": "received"}',
+    '{"id": "o", "x": ' + "[" * 300 + "]" * 300 + "}",
+])
+def test_duplicates_the_policy_does_not_read_and_unusual_spellings_are_accepted(text):
+    """Duplicates in ignored fields, escaped quotes and deep nesting parse as before."""
+    assert parse_json_object(text, "order", ORDER_READS)["id"].startswith("o")
+
+
+def test_an_appointment_key_twice_is_refused_naming_it():
+    with pytest.raises(SnapshotError) as info:
+        parse_json_object('{"status": "confirmed", "status": "cancelled"}', "appointment_json", APPOINTMENT_READS)
+    assert info.value.field == "appointment_json.status"

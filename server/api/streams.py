@@ -72,6 +72,9 @@ class StreamSlots:
             try:
                 limit = time.monotonic() - self.idle_timeout
                 with self._lock:
+                    if not self._open:  # nothing to watch: the next stream starts a new reaper
+                        self._reaper = None
+                        return
                     idle = [slot for slot in self._open.values() if slot[1] < limit]
                     for slot in idle:
                         del self._open[slot[2]]  # its slot is free from now on

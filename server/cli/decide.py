@@ -15,7 +15,7 @@ from server.cli.decide_input import run_input
 from server.cli.workbench import fail as _fail
 from server.cli.workbench import load, parse_now
 from server.errors import PolicyError, SnapshotError
-from server.facts import parse_json_object, parse_timestamp
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object, parse_timestamp
 from server.model import ACTIONS, Decision, Snapshot
 from server.workbench import Capture
 
@@ -52,7 +52,7 @@ def _read(path: str, field: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
         raise _Unreadable(f"`--{field}`: cannot read `{path}`: {reason.lower()}") from None
-    return parse_json_object(text, field)
+    return parse_json_object(text, field, ORDER_READS if field == "order" else APPOINTMENT_READS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from server.cases import load_cases
-from server.facts import parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
 from server.model import Snapshot
 from server.registry import build_decider
 
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         k = i % len(snapshots)
         order_text, appt_text = texts[k]
         s = snapshots[k]
-        order = parse_json_object(order_text, "order")
-        appt = parse_json_object(appt_text, "appointment") if appt_text else None
+        order = parse_json_object(order_text, "order", ORDER_READS)
+        appt = parse_json_object(appt_text, "appointment", APPOINTMENT_READS) if appt_text else None
         return decider.decide(Snapshot(s.action, order, appt, s.now))
 
     for i in range(len(snapshots)):  # the full path gives the cases' own answers

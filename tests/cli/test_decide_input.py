@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+from types import SimpleNamespace
 
+from server.cli.workbench import Progress
 from tests.support.workbench import SMALL, cli, edit, line, visit
 
 
@@ -85,3 +88,36 @@ def test_diff_input_bad_input(tmp_path, small_copy):
     broken = cli("diff", SMALL, small_copy, "--input", path, "--format", "json")
     assert broken.returncode == 3
     assert json.loads(broken.stdout)["error"]["code"] == "bundle_invalid"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal():
+    """On a terminal the bar shows share, count and rate and is cleared at the end; elsewhere nothing."""
+    items = [SimpleNamespace(size=10) for _ in range(1024)]
+    term = _Terminal()
+    bar = Progress("diff", 10 * len(items), term)
+    assert list(bar.track(items)) == items
+    bar.update(5 * 1024, 512)  # throttled: at most five updates a second
+    bar._last = 0.0
+    bar.update(5 * 1024, 512)
+    text = term.getvalue()
+    assert "\rdiff [###############               ]  50% 512 inputs" in text and "/s" in text
+    bar.close()
+    assert term.getvalue().endswith("\r" + " " * 79 + "\r")
+    quiet = io.StringIO()
+    bar = Progress("diff", 100, quiet)
+    assert list(bar.track(items)) == items
+    bar.update(50, 1)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+def test_serve_refuses_a_capture_sample_outside_0_1():
+    """`serve --capture-sample 0` (or above 1) exits 1 before serving."""
+    for rate in ("0", "1.5"):
+        proc = cli("serve", "--bundle", SMALL, "--capture", "x.jsonl", "--capture-sample", rate, "--port", "0")
+        assert proc.returncode == 1 and "--capture-sample must be in (0, 1]" in proc.stderr

@@ -182,13 +182,27 @@ def test_metrics_sum_every_worker_and_logs_hold_no_patient_data(bundle_dir) -> N
 
 def test_invalid_bundle_exits_3(tmp_path) -> None:  # noqa: ANN001
     """serve refuses a bundle that does not load, with exit code 3 and the reason."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.yaml").write_text("format_version: 1\nname: [\n")
     result = subprocess.run(  # noqa: S603
-        serve_command("serve", "--bundle", str(tmp_path / "nope"), "--host", "127.0.0.1",
+        serve_command("serve", "--bundle", str(bad), "--host", "127.0.0.1",
                       "--port", str(free_port()), "--workers", "1"),
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 3, result.stderr
     assert "cannot load bundle" in result.stderr
+
+
+def test_missing_bundle_exits_1(tmp_path) -> None:  # noqa: ANN001
+    """A bundle path that does not exist is an I/O failure (exit 1), named in the message."""
+    result = subprocess.run(  # noqa: S603
+        serve_command("serve", "--bundle", str(tmp_path / "nope"), "--host", "127.0.0.1",
+                      "--port", str(free_port()), "--workers", "1"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"bundle `{tmp_path / 'nope'}` does not exist" in result.stderr
 
 
 def test_a_crashed_worker_is_replaced(bundle_dir) -> None:  # noqa: ANN001

@@ -223,3 +223,18 @@ def test_decide_capture_writes_the_request_it_decided(tmp_path):
     a, b = json.loads(first.stdout), json.loads(again.stdout)
     assert (b["outcome"], b["reasons"], b["follow_ups"], b["now"]) == (a["outcome"], a["reasons"], a["follow_ups"],
                                                                         a["now"])
+
+
+def test_serve_capture_with_workers_writes_one_file_each_and_replays_as_a_directory(tmp_path):
+    """`serve --capture DIR/capture.jsonl --workers 2`: one file per worker; the directory replays every request."""
+    folder = tmp_path / "captures"
+    order = {"id": "o-1", "status": "received", "details": {"type": "kit"}, "patient_details": PATIENT}
+    with serve_process(SMALL, "--capture", str(folder / "capture.jsonl"), workers=2) as proc:
+        for i in range(6):  # a channel each: connections spread over the workers
+            with grpc.insecure_channel(proc.address) as channel:
+                pb_grpc.OrderPolicyServiceStub(channel).Decide(pb.DecideRequest(
+                    request_id=f"r-{i}", action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(order)), timeout=10)
+        assert proc.terminate() == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["capture.jsonl.w0", "capture.jsonl.w1"]
+    doc = json.loads(cli("diff", SMALL, SMALL, "--input", folder, "--format", "json").stdout)
+    assert (doc["inputs"], doc["errors"], doc["changed"]) == (6, 0, 0)
