@@ -22,7 +22,7 @@ endif
 DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyObject_CallObject)
 
 .PHONY: server-model FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
-	proto-image clients client-python client-typescript clean fuzz
+	proto-image console test-browser browser-deps clients client-python client-typescript clean fuzz
 .PHONY: test-fast check-bundles
 
 all: test
@@ -63,6 +63,9 @@ lock: $(VENV)/.stamp
 serve: $(GEN_STAMP)
 	$(VENV)/bin/order-policy serve --bundle $(BUNDLE)
 
+console: $(GEN_STAMP)
+	$(VENV)/bin/order-policy console --bundle $(BUNDLE)
+
 check: $(GEN_STAMP)
 	$(VENV)/bin/order-policy check $(BUNDLE)
 	$(VENV)/bin/order-policy test $(BUNDLE)
@@ -75,7 +78,7 @@ test: $(GEN_STAMP) lint check-bundles
 # The suite without the tests marked `slow` (memory over 10^6 decisions, real serve
 # processes, ...): for a quick local run; `make test` stays the reference.
 test-fast: $(GEN_STAMP) lint check-bundles
-	$(PY) -m pytest -m "not slow and not load"
+	$(PY) -m pytest -m "not slow and not load and not browser"
 
 # `order-policy check` and `order-policy test` on every bundle a policy owner ships.
 check-bundles: $(GEN_STAMP)
@@ -84,11 +87,26 @@ check-bundles: $(GEN_STAMP)
 	  $(VENV)/bin/order-policy test "$${bundle%/}"; \
 	done
 
+# The console's browser tests: Debian's chromium (installed with apt-get when missing; a
+# browser download from elsewhere is never used) driven by Playwright, installed into the
+# venv from requirements-browser.lock (the dev lock plus the `browser` extra).
+BROWSER_STAMP := $(VENV)/.browser-stamp
+$(BROWSER_STAMP): $(VENV)/.stamp requirements-browser.lock
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || { echo "error: Debian's chromium is missing: apt-get install chromium" >&2; exit 1; }
+	$(PY) -m pip install --quiet --require-hashes -r requirements-browser.lock
+	touch $@
+
+browser-deps: $(BROWSER_STAMP)
+
+test-browser: $(GEN_STAMP) $(BROWSER_STAMP)
+	$(PY) -m pytest -m browser tests/console
+
 # The core and API tests (every test but the slow and load ones), nothing else: what .ci/run
 # runs on each supported Python besides the one `make test` uses, each in its own venv
 # (VENV=.venv-3.12 PYTHON=python3.12).
 test-core: $(GEN_STAMP)
-	$(PY) -m pytest -m "not slow and not load" -q
+	$(PY) -m pytest -m "not slow and not load and not browser" -q
 
 # ruff, and mypy over server/ (strict for the core; the generated .pyi type the messages).
 lint: $(GEN_STAMP)
@@ -123,6 +141,12 @@ server-model: $(GEN_STAMP)
 # The short load test CI runs (at most 3 minutes; fails on errors, never on speed).
 loadtest-ci: $(GEN_STAMP)
 	$(PY) -m tests.load --ci --json loadtest-results.json
+
+# The fleet rehearsal: three `serve` processes following one signed bundle URL under load
+# (about 1.5 minutes; `make test` runs its short variant).
+.PHONY: fleet
+fleet: $(GEN_STAMP)
+	$(PY) -m tests.fleet
 
 BUF := tools/buf/node_modules/.bin/buf
 

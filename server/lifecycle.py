@@ -36,6 +36,7 @@ from server.bundle.archive import build_archive, is_archive
 from server.decide import Decider
 from server.errors import BundleError, ErrorList, PolicyError
 from server.registry import Registry, build_decider
+from server.watcher import watch_path
 
 __all__ = ["BundleManager", "LoadStatus", "StateDir"]
 
@@ -388,21 +389,11 @@ class BundleManager:
         self._spawn("source-poller", lambda: self._poll_loop(url, etag, poll_interval))
 
     def _watch_loop(self, source: str) -> None:
-        import watchfiles
-
-        path = Path(source).resolve()
-        target = path.parent if path.is_file() else path
-        for changes in watchfiles.watch(target, stop_event=self._stop, debounce=200, step=50,
-                                        rust_timeout=500, yield_on_timeout=True):
-            if self._stop.is_set():
-                return
-            if not changes:
-                continue
-            if path.is_file() or is_archive(path):
-                if not any(Path(p).resolve() == path for _, p in changes):
-                    continue
+        def reload() -> None:
             with contextlib.suppress(ErrorList):
-                self.activate_path(path, origin=str(source))
+                self.activate_path(Path(source).resolve(), origin=str(source))
+
+        watch_path(source, self._stop, reload)
 
     def fetch_url(self, url: str, etag: str = "") -> tuple[bytes | None, str]:
         """GET the bundle with If-None-Match; (None, etag) when unchanged (304)."""

@@ -57,13 +57,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from server.cli import admin, bundle_archive, bundle_check, decide, diff, health, matrix, serve
+    from server.cli import admin, bundle_archive, bundle_check, console, decide, diff, health, matrix, serve
 
     parser = _Parser(prog="order-policy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_VersionAction, help="print the version, the bundle format "
                         "version and the proto package, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (decide, bundle_check, bundle_archive, matrix, diff, serve, health, admin):
+    for module in (decide, bundle_check, bundle_archive, matrix, diff, serve, console, health, admin):
         module.add_parser(sub)
     return parser
 

@@ -42,7 +42,13 @@ def _case_file_errors(path: str, bundle: Any) -> list[PolicyError]:
     return case_errors(bundle, cases) if bundle is not None else []
 
 
-def _check(path: str, *, cases: bool = False) -> tuple[Decider | None, list[PolicyError], dict[str, Any]]:
+def check_bundle(path: str | Path, *, cases: bool = False) -> tuple[Decider | None, list[PolicyError], dict[str, Any]]:
+    """What ``check`` reports: (the decider when the bundle compiles, every error, the coverage report).
+
+    ``cases``: check the case files too, and add ``report["warnings"]``. The caller closes
+    the decider.
+    """
+    path = str(path)
     try:
         bundle = load_bundle(path)
     except ErrorList as exc:
@@ -70,7 +76,7 @@ def _check(path: str, *, cases: bool = False) -> tuple[Decider | None, list[Poli
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when the bundle and its case files are valid and covered (warnings allowed), else 1 or 3."""
     args.bundle = args.bundle or str(default_bundle())
-    decider, errors, report = _check(args.bundle, cases=True)
+    decider, errors, report = check_bundle(args.bundle, cases=True)
     if decider is not None:
         decider.close()
     warned: list[PolicyError] = report.pop("warnings", []) if not errors else []
@@ -96,7 +102,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     """Exit 0 when every case passes, 2 when any fails, 3 when the bundle or cases are invalid."""
     args.bundle = args.bundle or str(default_bundle())
-    decider, errors, _ = _check(args.bundle)
+    decider, errors, _ = check_bundle(args.bundle)
     if decider is None or errors:
         for e in errors:
             print(f"{str(e.location) or args.bundle}: error[{e.code}]: {e.message}", file=sys.stderr)

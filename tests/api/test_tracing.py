@@ -190,3 +190,18 @@ print(json.dumps(loaded))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,  # noqa: S603
                          timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_otel_without_the_extra_is_refused_clearly(monkeypatch) -> None:  # noqa: ANN001
+    """--otel where OpenTelemetry is not installed (e.g. the runtime-only image): one clear error."""
+    from server.app import ServeError, _tracing
+
+    import server.api
+
+    monkeypatch.delitem(sys.modules, "server.api.tracing", raising=False)
+    monkeypatch.delattr(server.api, "tracing", raising=False)
+    for name in [m for m in sys.modules if m.startswith("opentelemetry")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import opentelemetry -> ImportError
+    with pytest.raises(ServeError, match=r"--otel needs the `otel` extra .*`opentelemetry`"):
+        _tracing()

@@ -10,6 +10,7 @@ selectors agree with what those flags say.
 from __future__ import annotations
 
 import copy
+import os
 import json
 import re
 import shutil
@@ -86,6 +87,24 @@ def _serve_args(objects: list[dict[str, Any]]) -> Any:
     return build_parser().parse_args(_expanded_args(objects))
 
 
+def _admin_on_pod_ip(ns: Any) -> int | None:
+    """The admin port when the admin API listens on the pod IP; None when on loopback only."""
+    from server.app import split_address
+
+    host, port = split_address(ns.admin_address)
+    if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        return None
+    assert host == POD_IP, f"admin listens on `{host}`: the pod IP ($(POD_IP)) or loopback"
+    assert ns.tls_cert, "off loopback the admin API needs TLS (bearer tokens are refused in cleartext)"
+    return int(port)
+
+
+@pytest.mark.parametrize("tree", ["base", "overlays/production"])
+def test_admin_api_on_loopback_in_base_and_for_operations_in_production(rendered, tree: str) -> None:  # noqa: ANN001
+    admin = _admin_on_pod_ip(_serve_args(rendered[tree]))
+    assert (admin is None) == (tree == "base")
+
+
 # -- rendering and schema validation ------------------------------------------------------
 
 
@@ -160,7 +179,11 @@ def test_ports_and_probes_match_the_flags(rendered, tree: str) -> None:  # noqa:
     ns = _serve_args(objects)
     container = _container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": ns.port, "health": ns.health_port, "metrics": ns.metrics_port}
+    expected = {"grpc": ns.port, "health": ns.health_port, "metrics": ns.metrics_port}
+    admin = _admin_on_pod_ip(ns)
+    if admin is not None:
+        expected["admin"] = admin
+    assert ports == expected
     # Native gRPC probes on the plaintext health port; readiness asks for "" (SERVING only
     # once a bundle is loaded), liveness and start-up for the service that does not wait for one.
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -239,9 +262,12 @@ def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree
     policy = _one(objects, "NetworkPolicy", "order-policy")["spec"]
     assert selects(policy["podSelector"]["matchLabels"]) and policy["policyTypes"] == ["Ingress"]
     rules = {port["port"]: rule["from"] for rule in policy["ingress"] for port in rule["ports"]}
-    assert set(rules) == {ns.port, ns.metrics_port}
+    admin = _admin_on_pod_ip(ns)
+    assert set(rules) == {ns.port, ns.metrics_port} | ({admin} if admin is not None else set())
     [callers] = rules[ns.port]
     assert callers["podSelector"]["matchLabels"] == {"order-policy/client": "true"}
+    if admin is not None:  # admin only from the operations namespace, nothing else
+        assert rules[admin] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "operations"}}}]
 
 
 def test_client_service_config_round_robins_and_retries_unavailable(rendered) -> None:  # noqa: ANN001
@@ -266,3 +292,108 @@ def test_bundle_server_serves_the_url_of_the_config_map(rendered) -> None:  # no
     assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
     conf = _one(objects, "ConfigMap", "order-policy-bundles-nginx")["data"]["nginx.conf"]
     assert f"listen {port};" in conf and "etag on;" in conf
+
+
+# -- the Deployment's command line, run for real on loopback ------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Path) -> None:  # noqa: ANN001
+    """`serve` with the base Deployment's args (paths and ports moved to loopback and a temp dir).
+
+    Probes on the health port (liveness, readiness once the URL's bundle is loaded), no
+    decisions there; decisions on the decision port, logged to stdout; metrics on the
+    metrics port; SIGTERM exits 0 within the pod's termination grace period.
+    """
+    import hashlib
+    import signal
+    import time
+    import urllib.request
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+    from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
+    from server.app import LIVENESS_SERVICE
+    from server.bundle.archive import generate_keypair
+    from tests.fleet.bundles import BundleServer, make_revision
+    from tests.fleet.rehearsal import FIXTURE
+    from tests.support.servers import free_port
+
+    objects = rendered["base"]
+    spec = _one(objects, "Deployment", "order-policy")["spec"]["template"]["spec"]
+    generate_keypair(tmp_path / "signing.pem", tmp_path / "signing.pub")
+    revision = make_revision(FIXTURE, tmp_path, "deploy-1", tmp_path / "signing.pem")
+    (tmp_path / "tokens").write_text(f"sha256:{hashlib.sha256(b'secret').hexdigest()} ops\n")
+    ports = {"port": free_port(), "health-port": free_port(), "metrics-port": free_port()}
+    admin_address = f"127.0.0.1:{free_port()}"  # the base keeps admin on loopback; not on 50052 here
+    bundles = BundleServer()
+    bundles.publish(revision.archive)
+    bundles.start()
+    moved = {"bundle": bundles.url, "verification-key": str(tmp_path / "signing.pub"),
+             "state-dir": str(tmp_path / "state"), "admin-token-file": str(tmp_path / "tokens"),
+             "host": "127.0.0.1", **{k: str(v) for k, v in ports.items()}}
+    argv = []
+    for arg in _expanded_args(objects):
+        name, eq, value = arg.partition("=")
+        argv.append(f"{name}={moved.get(name[2:], value)}" if eq else arg)
+    assert argv[0] == "serve" and {a.split("=")[0][2:] for a in argv[1:]} >= set(moved)
+    assert not any(a.startswith("--admin-address") for a in argv), "the base serves admin on the default"
+    argv.append(f"--admin-address={admin_address}")
+    out_path = tmp_path / "stdout"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "server", *argv], cwd=ROOT, stdout=out,  # noqa: S603
+                                   stderr=subprocess.DEVNULL, env={**env, "PYTHONPATH": str(ROOT)},
+                                   start_new_session=True)
+    try:
+        health = f"127.0.0.1:{ports['health-port']}"
+
+        def health_status(service: str) -> int | None:
+            with grpc.insecure_channel(health) as channel:
+                try:
+                    return health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=1).status
+                except grpc.RpcError:
+                    return None
+
+        deadline = time.monotonic() + 90
+        while health_status("") != health_pb2.HealthCheckResponse.SERVING:
+            assert process.poll() is None, "serve exited with the Deployment's args"
+            assert time.monotonic() < deadline, "not ready within 90 s"
+            time.sleep(0.1)
+        assert health_status(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        order = json.dumps({"id": "o-deploy", "status": "received", "details": {"type": "testkit"}})
+        request = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=order)
+        with grpc.insecure_channel(health) as channel, pytest.raises(grpc.RpcError) as info:
+            pb_grpc.OrderPolicyServiceStub(channel).Decide(request, timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with grpc.insecure_channel(f"127.0.0.1:{ports['port']}") as channel:
+            decision = pb_grpc.OrderPolicyServiceStub(channel).Decide(request, timeout=5).decision
+        assert decision.bundle.revision == "deploy-1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics-port']}/metrics", timeout=5) as resp:  # noqa: S310
+            assert 'revision="deploy-1"' in resp.read().decode()
+        # The admin API with the token whose hash is in the Secret's file (loopback: no TLS needed).
+        from server._gen.orderpolicy.v1 import bundle_admin_pb2 as apb
+        from server._gen.orderpolicy.v1 import bundle_admin_pb2_grpc as apb_grpc
+
+        with grpc.insecure_channel(admin_address) as channel:
+            admin = apb_grpc.BundleAdminServiceStub(channel)
+            status = admin.GetStatus(apb.GetStatusRequest(), timeout=5, metadata=[("authorization", "Bearer secret")])
+            assert status.active.revision == "deploy-1" and status.source == bundles.url
+            with pytest.raises(grpc.RpcError) as info:
+                admin.GetStatus(apb.GetStatusRequest(), timeout=5, metadata=[("authorization", "Bearer wrong")])
+            assert info.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(spec["terminationGracePeriodSeconds"]) == 0
+        assert time.monotonic() - started < spec["terminationGracePeriodSeconds"]
+        logged = [json.loads(line) for line in out_path.read_text().splitlines() if line.startswith("{")]
+        assert decision.decision_id in {entry.get("decision_id") for entry in logged}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        bundles.stop()
