@@ -23,7 +23,7 @@ DURABLE_SHIM := $(if $(filter 3.11 3.12,$(PY_VERSION)),,-DPyEval_CallObject=PyOb
 
 .PHONY: server-model FORCE all venv gen lock serve test test-core lint bench check image install-check loadtest loadtest-ci goldens \
 	proto-image console test-browser browser-deps clients client-python client-typescript clean fuzz
-.PHONY: test-fast check-bundles
+.PHONY: test-fast check-bundles fmt
 
 all: test
 
@@ -108,10 +108,17 @@ test-browser: $(GEN_STAMP) $(BROWSER_STAMP)
 test-core: $(GEN_STAMP)
 	$(PY) -m pytest -m "not slow and not load and not browser" -q
 
-# ruff, and mypy over server/ (strict for the core; the generated .pyi type the messages).
+# ruff (rules and formatting), and mypy over server/ (strict for the core; the generated .pyi
+# type the messages). `make fmt` applies ruff's fixes and formatting.
+LINT_PATHS := server tests clients/python hatch_build.py
 lint: $(GEN_STAMP)
-	$(VENV)/bin/ruff check server tests clients/python
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+
+fmt: $(VENV)/.stamp
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 # The long fuzz run: only the `fuzz` tests, each with FUZZ_EXAMPLES hypothesis examples
 # (make test runs them briefly).

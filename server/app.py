@@ -85,9 +85,11 @@ def serve(bundle_source: str | Path, options: ServerOptions) -> int:
             if registry.active() is None and not _is_url(source):
                 print(f"error: cannot load bundle `{source}`:\n{exc}", file=sys.stderr)
                 return 3
-            print(f"warning: bundle `{source}` refused; serving "
-                  f"{'the last good revision' if registry.active() else 'nothing until it loads'}:\n{exc}",
-                  file=sys.stderr)
+            print(
+                f"warning: bundle `{source}` refused; serving "
+                f"{'the last good revision' if registry.active() else 'nothing until it loads'}:\n{exc}",
+                file=sys.stderr,
+            )
         active = registry.active()
         if active is not None:
             ref = active.ref
@@ -135,14 +137,17 @@ def _capture(options: ServerOptions) -> Any:
         return None
     from server.workbench.capture import Capture
 
-    return Capture(options.capture, sample=options.capture_sample, max_bytes=options.decision_log_max_bytes,
-                   backups=options.decision_log_backups, on_wait=METRICS.decision_log_waits.inc,
-                   on_drop=METRICS.decision_log_dropped.inc)
+    return Capture(
+        options.capture,
+        sample=options.capture_sample,
+        max_bytes=options.decision_log_max_bytes,
+        backups=options.decision_log_backups,
+        on_wait=METRICS.decision_log_waits.inc,
+        on_drop=METRICS.decision_log_dropped.inc,
+    )
 
 
-def _serve_single(
-    registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str
-) -> int:
+def _serve_single(registry: Any, options: ServerOptions, manager: BundleManager, source: str, etag: str) -> int:
     dlog = _decision_log(options)
     capture = _capture(options)
     manager.mark_serving()
@@ -170,11 +175,9 @@ def _start_metrics(options: ServerOptions) -> object | None:
         except OSError:
             if host != "::":
                 raise
-            server = serve_metrics(options.metrics_port, "0.0.0.0")  # noqa: S104 (no IPv6 here)
+            server = serve_metrics(options.metrics_port, "0.0.0.0")
     except OSError as exc:
-        raise ServeError(
-            f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}"
-        ) from None
+        raise ServeError(f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}") from None
     log.event("metrics_started", port=options.metrics_port)
     return server
 

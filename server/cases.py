@@ -64,7 +64,11 @@ def _deep_merge(base: Any, patch: Any) -> Any:
     if isinstance(base, dict) and isinstance(patch, dict):
         out = dict(base)
         for k, v in patch.items():
-            out[k] = _deep_merge(base.get(k), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else copy.deepcopy(v)
+            out[k] = (
+                _deep_merge(base.get(k), v)
+                if isinstance(v, dict) and isinstance(base.get(k), dict)
+                else copy.deepcopy(v)
+            )
         return out
     return copy.deepcopy(patch)
 
@@ -78,14 +82,19 @@ def _delete(doc: dict[str, Any], dotted: str) -> None:
         node.pop(parts[-1], None)
 
 
-def _resolve(value: Any, fixtures: dict[str, Any], kind: str, file: str, line: int,
-             errors: list[PolicyError]) -> Any:
+def _resolve(value: Any, fixtures: dict[str, Any], kind: str, file: str, line: int, errors: list[PolicyError]) -> Any:
     if not (isinstance(value, dict) and "fixture" in value):
         return value
     name = value["fixture"]
     if name not in fixtures:
-        errors.append(ValidationError(f"unknown {kind} fixture `{name}`", code="validation_unknown_fixture",
-                                      location=Location(file, line), hint=did_you_mean(name, fixtures)))
+        errors.append(
+            ValidationError(
+                f"unknown {kind} fixture `{name}`",
+                code="validation_unknown_fixture",
+                location=Location(file, line),
+                hint=did_you_mean(name, fixtures),
+            )
+        )
         return None
     # A deep copy: `without` must never edit the shared fixture other cases use.
     doc = _deep_merge(copy.deepcopy(fixtures[name]), value.get("with") or {})
@@ -110,16 +119,32 @@ def load_cases(bundle_dir: str | Path) -> list[Case]:
         for i, raw in enumerate(data["cases"]):
             loc = Location(rel, line_of(data["cases"], i))
             if raw["name"] in names:
-                errors.append(ValidationError(f"duplicate case name `{raw['name']}` (first at {names[raw['name']]})",
-                                              code="validation_duplicate_case", location=loc))
+                errors.append(
+                    ValidationError(
+                        f"duplicate case name `{raw['name']}` (first at {names[raw['name']]})",
+                        code="validation_duplicate_case",
+                        location=loc,
+                    )
+                )
                 continue
             names[raw["name"]] = loc
             order = _resolve(plain(raw.get("order")), fixtures.get("orders", {}), "order", rel, loc.line, errors)
-            appt = _resolve(plain(raw.get("appointment")), fixtures.get("appointments", {}), "appointment", rel,
-                            loc.line, errors)
-            cases.append(Case(name=raw["name"], action=raw["action"], now_text=str(raw["now"]), order=order,
-                              appointment=appt, expect=plain(raw["expect"]), location=loc,
-                              order_json=raw.get("order_json"), appointment_json=raw.get("appointment_json")))
+            appt = _resolve(
+                plain(raw.get("appointment")), fixtures.get("appointments", {}), "appointment", rel, loc.line, errors
+            )
+            cases.append(
+                Case(
+                    name=raw["name"],
+                    action=raw["action"],
+                    now_text=str(raw["now"]),
+                    order=order,
+                    appointment=appt,
+                    expect=plain(raw["expect"]),
+                    location=loc,
+                    order_json=raw.get("order_json"),
+                    appointment_json=raw.get("appointment_json"),
+                )
+            )
     if errors:
         raise ErrorList(errors)
     return cases
@@ -136,12 +161,16 @@ def run_case(decider: Decider, case: Case) -> CaseResult:
         if "error" not in exp:
             result.differences.append(f"expected {exp.get('outcome')}, got an invalid snapshot: {exc}")
         elif exp["error"]["field"] != exc.field:
-            result.differences.append(f"expected an error on `{exp['error']['field']}`, got one on `{exc.field}`: {exc}")
+            result.differences.append(
+                f"expected an error on `{exp['error']['field']}`, got one on `{exc.field}`: {exc}"
+            )
         return result
     result.decision = decision
     if "error" in exp:
-        result.differences.append(f"expected an error on `{exp['error']['field']}`, got {decision.outcome}"
-                                  f" {[r.code for r in decision.reasons]}")
+        result.differences.append(
+            f"expected an error on `{exp['error']['field']}`, got {decision.outcome}"
+            f" {[r.code for r in decision.reasons]}"
+        )
         return result
     if decision.outcome != exp["outcome"]:
         result.differences.append(f"outcome: expected {exp['outcome']}, got {decision.outcome}")
@@ -153,8 +182,12 @@ def run_case(decider: Decider, case: Case) -> CaseResult:
     if "messages" in exp:
         _compare(result, "messages", sorted(exp["messages"]), sorted(r.message for r in decision.reasons))
     if "follow_up_messages" in exp:
-        _compare(result, "follow_up_messages", sorted(exp["follow_up_messages"]),
-                 sorted(f.message for f in decision.follow_ups))
+        _compare(
+            result,
+            "follow_up_messages",
+            sorted(exp["follow_up_messages"]),
+            sorted(f.message for f in decision.follow_ups),
+        )
     if "paths" in exp:
         _compare(result, "paths", sorted(exp["paths"]), sorted(f.path for f in decision.follow_ups if f.path))
     return result
@@ -174,19 +207,31 @@ def case_errors(bundle: Bundle, cases: list[Case]) -> list[PolicyError]:
     for case in cases:
         policy = bundle.policies.get(case.action)
         if policy is None:
-            errors.append(ValidationError(f"case `{case.name}`: unknown action `{case.action}`",
-                                          code="validation_unknown_action", location=case.location,
-                                          hint=did_you_mean(case.action, bundle.policies)))
+            errors.append(
+                ValidationError(
+                    f"case `{case.name}`: unknown action `{case.action}`",
+                    code="validation_unknown_action",
+                    location=case.location,
+                    hint=did_you_mean(case.action, bundle.policies),
+                )
+            )
             continue
-        checks = (("reasons", "reason", bundle.reasons), ("follow_ups", "follow-up", bundle.follow_ups),
-                  ("rules", "rule", [r.id for r in policy.rules]))
+        checks = (
+            ("reasons", "reason", bundle.reasons),
+            ("follow_ups", "follow-up", bundle.follow_ups),
+            ("rules", "rule", [r.id for r in policy.rules]),
+        )
         for key, kind, known in checks:
             for value in case.expect.get(key) or []:
                 if value not in known:
-                    errors.append(ValidationError(
-                        f"case `{case.name}`: unknown {kind} `{value}` in `expect.{key}`",
-                        code=f"validation_unknown_{kind.replace('-', '_')}", location=case.location,
-                        hint=did_you_mean(value, known)))
+                    errors.append(
+                        ValidationError(
+                            f"case `{case.name}`: unknown {kind} `{value}` in `expect.{key}`",
+                            code=f"validation_unknown_{kind.replace('-', '_')}",
+                            location=case.location,
+                            hint=did_you_mean(value, known),
+                        )
+                    )
     return errors
 
 

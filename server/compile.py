@@ -52,11 +52,21 @@ class CompiledPolicy:
 
     def to_json(self) -> str:
         """Deterministic text of the compiled ruleset (golden files)."""
-        return json.dumps(
-            {"action": self.action, "combining": self.combining, "default_reason": self.default_reason,
-             "facts": list(self.fact_names), "ruleset": self.ruleset},
-            indent=2, sort_keys=True, ensure_ascii=False,
-        ) + "\n"
+        return (
+            json.dumps(
+                {
+                    "action": self.action,
+                    "combining": self.combining,
+                    "default_reason": self.default_reason,
+                    "facts": list(self.fact_names),
+                    "ruleset": self.ruleset,
+                },
+                indent=2,
+                sort_keys=True,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
 
 
 def compile_bundle(bundle: Bundle) -> dict[str, CompiledPolicy]:
@@ -74,8 +84,14 @@ def compile_policy(policy: Policy, bundle: Bundle) -> CompiledPolicy:
         exprs = _condition(rule.when, rule, bundle, facts)
         ruleset[rule.id] = {"pri": index + 1, "all": [{"m": {"$and": exprs} if exprs else _ALWAYS}]}
         rules[rule.id] = CompiledRule(
-            id=rule.id, effect=rule.effect, on=rule.on, reasons=rule.reasons, follow_ups=rule.follow_ups,
-            error_field=rule.error_field, error_message=rule.error_message, priority=index + 1,
+            id=rule.id,
+            effect=rule.effect,
+            on=rule.on,
+            reasons=rule.reasons,
+            follow_ups=rule.follow_ups,
+            error_field=rule.error_field,
+            error_message=rule.error_message,
+            priority=index + 1,
         )
     return CompiledPolicy(
         action=policy.action,
@@ -137,7 +153,9 @@ def _cost(m: Any) -> int:
 def _matcher(fact: str, m: Any, rule: Rule, bundle: Bundle, facts: set[str]) -> list[Any]:
     spec = FACTS.get(fact)
     if spec is None:
-        raise CompileError(f"rule `{rule.id}`: unknown fact `{fact}`", code="compile_unknown_fact", location=rule.location)
+        raise CompileError(
+            f"rule `{rule.id}`: unknown fact `{fact}`", code="compile_unknown_fact", location=rule.location
+        )
     facts.add(fact)
     out: list[Any] = []
     if spec.guard:
@@ -148,7 +166,7 @@ def _matcher(fact: str, m: Any, rule: Rule, bundle: Bundle, facts: set[str]) -> 
         return out
     op: str
     arg: Any
-    (op, arg), = m.items() if len(m) == 1 else (("_compare", m),)
+    ((op, arg),) = m.items() if len(m) == 1 else (("_compare", m),)
     if op in ("in", "in_set"):
         values = bundle.vocabulary.sets[arg] if op == "in_set" else arg
         out.append(_or([{fact: v} for v in values]))
@@ -161,8 +179,11 @@ def _matcher(fact: str, m: Any, rule: Rule, bundle: Bundle, facts: set[str]) -> 
         items = m.items() if op == "_compare" else [(op, arg)]
         for name, bound in sorted(items):
             if name not in _COMPARE:
-                raise CompileError(f"rule `{rule.id}`: unsupported operator `{name}`",
-                                   code="compile_unsupported_operator", location=rule.location)
+                raise CompileError(
+                    f"rule `{rule.id}`: unsupported operator `{name}`",
+                    code="compile_unsupported_operator",
+                    location=rule.location,
+                )
             out.append({_COMPARE[name]: {fact: _number(bound, bundle)}})
     return out
 

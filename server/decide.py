@@ -56,16 +56,21 @@ class Decider:
     Thread-safe. ``close()`` deletes the rulesets; call it once no request uses it.
     """
 
-    def __init__(self, bundle: Bundle, compiled: Mapping[str, CompiledPolicy] | None = None, *,
-                 memo_size: int | None = None) -> None:
+    def __init__(
+        self, bundle: Bundle, compiled: Mapping[str, CompiledPolicy] | None = None, *, memo_size: int | None = None
+    ) -> None:
         self.bundle = bundle
         self.ref = BundleRef(bundle.name, bundle.revision, bundle.digest)
         self.compiled = dict(compiled) if compiled is not None else compile_bundle(bundle)
         self._engines: dict[str, Engine] = {}
         try:
             for action, policy in self.compiled.items():
-                self._engines[action] = Engine(f"{bundle.name}.{action}", policy.ruleset, policy.fact_names,
-                                               memo_size=engine_settings.memo_size if memo_size is None else memo_size)
+                self._engines[action] = Engine(
+                    f"{bundle.name}.{action}",
+                    policy.ruleset,
+                    policy.fact_names,
+                    memo_size=engine_settings.memo_size if memo_size is None else memo_size,
+                )
         except Exception:
             self.close()
             raise
@@ -77,9 +82,7 @@ class Decider:
         # Combining plans by (action, matched rules): bounded like the engine's memo.
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._plan_limit = max(1, engine_settings.memo_size if memo_size is None else memo_size)
-        self._template_params = {
-            k: str(v) for k, v in ((bundle.raw_settings or {}).get("params") or {}).items()
-        }
+        self._template_params = {k: str(v) for k, v in ((bundle.raw_settings or {}).get("params") or {}).items()}
 
     def close(self) -> None:
         """Free the engine's rulesets now (callers ensure no request uses them)."""
@@ -97,8 +100,7 @@ class Decider:
 
     def facts(self, snapshot: Snapshot, clock_now: dt.datetime | None = None) -> Facts:
         """The derived facts of a snapshot (raises SnapshotError)."""
-        return derive(snapshot, self.bundle.vocabulary, self.bundle.settings,
-                      clock_now or dt.datetime.now(dt.UTC))
+        return derive(snapshot, self.bundle.vocabulary, self.bundle.settings, clock_now or dt.datetime.now(dt.UTC))
 
     def match(self, action: str, values: Mapping[str, Any]) -> list[str]:
         """The ids of the rules of ``action`` that hold for ``values``, in priority order."""
@@ -270,4 +272,3 @@ class _Variables(dict):  # type: ignore[type-arg]
 def template_names(template: str) -> list[str]:
     """The placeholder names of a template (for validation)."""
     return [name for _, name, _, _ in _FORMATTER.parse(template) if name is not None]
-

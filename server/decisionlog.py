@@ -87,8 +87,9 @@ def _summary(d: Decision) -> dict[str, Any]:
     }
 
 
-def entry_of(decision: Decision, inputs: Iterable[Any], latency_us: float,
-             shadow: Decision | None = None, trace_id: str = "") -> dict[str, Any]:
+def entry_of(
+    decision: Decision, inputs: Iterable[Any], latency_us: float, shadow: Decision | None = None, trace_id: str = ""
+) -> dict[str, Any]:
     """The log entry of one decision (only the allowed fields); ``inputs`` as for :func:`input_digest`."""
     entry = {
         "decision_id": decision.decision_id,
@@ -110,8 +111,11 @@ def entry_of(decision: Decision, inputs: Iterable[Any], latency_us: float,
 
 def differs(a: Decision, b: Decision) -> bool:
     """Do two decisions give the caller a different answer (outcome, reasons or follow-ups)?"""
-    return (a.outcome != b.outcome or [r.code for r in a.reasons] != [r.code for r in b.reasons]
-            or [f.code for f in a.follow_ups] != [f.code for f in b.follow_ups])
+    return (
+        a.outcome != b.outcome
+        or [r.code for r in a.reasons] != [r.code for r in b.reasons]
+        or [f.code for f in a.follow_ups] != [f.code for f in b.follow_ups]
+    )
 
 
 class RotatingFile:
@@ -203,11 +207,19 @@ def _encode_entry(*item: Any) -> bytes:
 class DecisionLog:
     """Bounded queue + writer thread. ``target`` is ``"-"`` (stdout) or a file path."""
 
-    def __init__(self, target: str, *, capacity: int = 10_000, max_wait: float = 2.0,
-                 max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
-                 on_wait: Callable[[], None] | None = None,
-                 on_drop: Callable[[int], None] | None = None,
-                 encode: Callable[..., bytes | None] | None = None, name: str = "decision_log") -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        capacity: int = 10_000,
+        max_wait: float = 2.0,
+        max_bytes: int = 64 * 1024 * 1024,
+        backups: int = 5,
+        on_wait: Callable[[], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+        encode: Callable[..., bytes | None] | None = None,
+        name: str = "decision_log",
+    ) -> None:
         # ``encode``: an item's line without its newline (None: nothing to write); the
         # replayable capture (server.workbench.capture) reuses this writer with its own.
         self._encode = encode or _encode_entry
@@ -227,8 +239,14 @@ class DecisionLog:
         self._thread = threading.Thread(target=self._run, name=name.replace("_", "-"), daemon=True)
         self._thread.start()
 
-    def record(self, decision: Decision, inputs: tuple[Any, ...], latency_us: float,
-               shadow: Decision | None = None, trace_id: str = "") -> None:
+    def record(
+        self,
+        decision: Decision,
+        inputs: tuple[Any, ...],
+        latency_us: float,
+        shadow: Decision | None = None,
+        trace_id: str = "",
+    ) -> None:
         """Queue one decision; waits (bounded) when the writer is behind.
 
         ``inputs`` are the request's inputs as received (see :func:`input_digest`);
@@ -265,7 +283,7 @@ class DecisionLog:
             self._drop_logged[reason] = (last, pending) if quiet else (now, 0)
         try:
             self._on_drop(count)
-        except Exception:  # noqa: BLE001 - counting must not take the writer down
+        except Exception:
             pass
         if quiet:
             return
@@ -293,7 +311,7 @@ class DecisionLog:
                     except queue.Empty:
                         break
                 self._write(batch)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 with self._lock:
                     self.failures += 1
                 self._drop(len(batch), "decision_log_writer_error", exc)
@@ -305,7 +323,7 @@ class DecisionLog:
                 line = self._encode(*item)
                 if line is not None:
                     lines.append(line + b"\n")
-            except Exception as exc:  # noqa: BLE001 - one bad entry never costs the others
+            except Exception as exc:
                 self._drop(1, "decision_log_entry_failed", exc, decision_id=item[0].decision_id)
         start = 0
         while start < len(lines):

@@ -57,8 +57,10 @@ def _unavailable(exc: ImportError) -> EngineUnavailableError:
     if isinstance(exc, ModuleNotFoundError) and exc.name == "durable_rules_engine":
         fix = "install it with `pip install durable-rules==2.0.28` (it compiles: gcc and the Python headers are needed)"
     elif "PyEval_CallObject" in detail:
-        fix = (f"on Python 3.13 and later it must be built with {PY313_BUILD_FIX}: rebuild it with "
-               f"`{PY313_BUILD_FIX} pip install --force-reinstall --no-cache-dir --no-deps durable-rules==2.0.28`")
+        fix = (
+            f"on Python 3.13 and later it must be built with {PY313_BUILD_FIX}: rebuild it with "
+            f"`{PY313_BUILD_FIX} pip install --force-reinstall --no-cache-dir --no-deps durable-rules==2.0.28`"
+        )
     else:
         fix = "reinstall it with `pip install --force-reinstall --no-cache-dir --no-deps durable-rules==2.0.28`"
     return EngineUnavailableError(f"the durable_rules engine cannot be loaded (`{detail}`): {fix}")
@@ -115,13 +117,16 @@ class Engine:
     engine never releases the GIL, so parallelism comes from worker processes.
     """
 
-    def __init__(self, name: str, ruleset: Mapping[str, Any], fact_names: Iterable[str], *,
-                 memo_size: int = DEFAULT_MEMO_SIZE) -> None:
+    def __init__(
+        self, name: str, ruleset: Mapping[str, Any], fact_names: Iterable[str], *, memo_size: int = DEFAULT_MEMO_SIZE
+    ) -> None:
         global _ruleset_count
         rules = {k: v for k, v in ruleset.items()}
         if len(rules) > MAX_RULES:
-            raise CompileError(f"ruleset `{name}` has {len(rules)} rules; at most {MAX_RULES} are allowed",
-                               code="compile_too_many_rules")
+            raise CompileError(
+                f"ruleset `{name}` has {len(rules)} rules; at most {MAX_RULES} are allowed",
+                code="compile_too_many_rules",
+            )
         if CATCH_ALL in rules:
             raise CompileError(f"rule name `{CATCH_ALL}` is reserved", code="compile_reserved_name")
         self._fact_names = tuple(sorted(set(fact_names)))
@@ -130,7 +135,7 @@ class Engine:
         # cheaper. The mapping is private to this adapter.
         names = (_short_name(i) for i in itertools.count())
         self._short = tuple(itertools.islice((n for n in names if n not in _RESERVED), len(self._fact_names)))
-        mapping = dict(zip(self._fact_names, self._short))
+        mapping = dict(zip(self._fact_names, self._short, strict=False))
         for rule_name, rule in list(rules.items()):
             rules[rule_name] = _guarded(rule_name, rule, mapping)
         rules[CATCH_ALL] = {"pri": 65535, "all": [{"m": {INPUT_MARKER: 1}}]}
@@ -145,8 +150,9 @@ class Engine:
             try:
                 self._handle: int | None = _dre.create_ruleset(self.name, text)
             except Exception as exc:  # the engine reports errors as bare numbers
-                raise CompileError(f"the rules engine refused ruleset `{name}`: {exc}",
-                                   code="compile_engine_error") from None
+                raise CompileError(
+                    f"the rules engine refused ruleset `{name}`: {exc}", code="compile_engine_error"
+                ) from None
             _ruleset_count += 1
         self._lock = threading.Lock()
         self._get_all = _tuple_getter(self._fact_names)
@@ -173,12 +179,12 @@ class Engine:
         except KeyError:
             values = tuple(facts.get(name) for name in self._fact_names)
         if not _STRICT.issuperset(map(type, values)):
-            bad = next(n for n, v in zip(self._fact_names, values) if type(v) not in _STRICT)
+            bad = next(n for n, v in zip(self._fact_names, values, strict=False) if type(v) not in _STRICT)
             raise EvalError(f"fact `{bad}` has unsupported type {type(facts.get(bad)).__name__}")
         return values
 
     def _text(self, values: tuple[Any, ...], sid: str) -> str:
-        msg = {k: ("" if v is None else v) for k, v in zip(self._short, values)}
+        msg = {k: ("" if v is None else v) for k, v in zip(self._short, values, strict=False)}
         msg[INPUT_MARKER] = 1
         msg["sid"] = sid
         msg["id"] = "q"
@@ -263,7 +269,7 @@ class Engine:
             finally:
                 try:
                     _dre.delete_state(handle, sid)
-                except Exception:  # noqa: S110 - the state may never have been created
+                except Exception:
                     pass
         if CATCH_ALL not in fired:
             # The catch-all always fires; without it the result is incomplete.
@@ -288,7 +294,7 @@ class Engine:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: S110 - interpreter shutdown
+        except Exception:
             pass
 
 

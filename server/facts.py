@@ -25,8 +25,16 @@ from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
 
 __all__ = [
-    "APPOINTMENT_READS", "FACTS", "ORDER_READS", "READ_FIELDS", "TEMPLATE_EXTRAS", "FactSpec", "Facts", "derive",
-    "parse_json_object", "parse_timestamp",
+    "APPOINTMENT_READS",
+    "FACTS",
+    "ORDER_READS",
+    "READ_FIELDS",
+    "TEMPLATE_EXTRAS",
+    "FactSpec",
+    "Facts",
+    "derive",
+    "parse_json_object",
+    "parse_timestamp",
 ]
 
 _STATUS3 = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$").match
@@ -70,7 +78,8 @@ FACTS: dict[str, FactSpec] = {
         "int", guard="appointment_has_start", description="start_at - now, in seconds (negative when past)"
     ),
     "ship_day": FactSpec(
-        "string", values=("due", "later", "unknown"),
+        "string",
+        values=("due", "later", "unknown"),
         description="estimated kit ship day (bundle calendar and cut-off) is today or earlier / later / unknown",
     ),
 }
@@ -86,9 +95,14 @@ _EVENT_FIELDS = {"id": None, "created_at": None, "status": None}
 #: each element of an array.
 READ_FIELDS: dict[str, dict[str, Any]] = {
     "order": {
-        "id": None, "status": None, "created_at": None, "details": {"type": None},
-        "lab_test": {"method": None}, "diagnostic_lab_test": {"method": None},
-        "events": [_EVENT_FIELDS], "last_event": _EVENT_FIELDS,
+        "id": None,
+        "status": None,
+        "created_at": None,
+        "details": {"type": None},
+        "lab_test": {"method": None},
+        "diagnostic_lab_test": {"method": None},
+        "events": [_EVENT_FIELDS],
+        "last_event": _EVENT_FIELDS,
     },
     "appointment": {"order_id": None, "status": None, "provider": None, "start_at": None},
 }
@@ -181,8 +195,9 @@ def _refuse_duplicates(text: str | bytes, field: str, reads: dict[str, Any]) -> 
         return  # orjson took it, the standard decoder does not: nothing more to learn here
     found = _first_duplicate(doc, reads, field)
     if found is not None:
-        raise SnapshotError(found, "appears twice in the same object: send each key once "
-                            "(JSON parsers disagree on which value counts)")
+        raise SnapshotError(
+            found, "appears twice in the same object: send each key once (JSON parsers disagree on which value counts)"
+        )
 
 
 def _first_duplicate(obj: Any, reads: dict[str, Any], path: str) -> str | None:
@@ -304,8 +319,10 @@ def _latest_status(order: Mapping[str, Any]) -> tuple[str, str] | None:
     return best[2], f"order.events[{best_at}].status"
 
 
-_METHOD_FIELDS = (("lab_test", "order.lab_test", "order.lab_test.method"),
-                  ("diagnostic_lab_test", "order.diagnostic_lab_test", "order.diagnostic_lab_test.method"))
+_METHOD_FIELDS = (
+    ("lab_test", "order.lab_test", "order.lab_test.method"),
+    ("diagnostic_lab_test", "order.diagnostic_lab_test", "order.diagnostic_lab_test.method"),
+)
 
 
 def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
@@ -337,8 +354,11 @@ def _method(order: Mapping[str, Any], detailed: tuple[str, str] | None) -> str:
         elif value != method:
             raise SnapshotError(field, f"method `{value}` disagrees with `{method}` from `{first}`")
     if not method:
-        raise SnapshotError("order.details.type", "no collection method: none of details.type, lab_test.method, "
-                            "diagnostic_lab_test.method or a detailed status is present")
+        raise SnapshotError(
+            "order.details.type",
+            "no collection method: none of details.type, lab_test.method, "
+            "diagnostic_lab_test.method or a detailed status is present",
+        )
     return method
 
 
@@ -360,9 +380,11 @@ def _ship_day(order: Mapping[str, Any], now: dt.datetime, settings: Settings) ->
     if end is not None and day > end:
         # Past the listed holidays the business days are unknown: an error, never a guess.
         setting = f"calendars.{settings.calendar}.holidays" if settings.calendar else "calendars"
-        raise EvalError(f"the estimated ship day {day.isoformat()} is past the end of the business-day calendar "
-                        f"({end.isoformat()}): add the holidays of {day.year} to `{setting}` in data/settings.yaml",
-                        code="eval_calendar_ended")
+        raise EvalError(
+            f"the estimated ship day {day.isoformat()} is past the end of the business-day calendar "
+            f"({end.isoformat()}): add the holidays of {day.year} to `{setting}` in data/settings.yaml",
+            code="eval_calendar_ended",
+        )
     today = now.astimezone(settings.time_zone).date()
     return "due" if day <= today else "later"
 
@@ -382,7 +404,9 @@ def _next_business_day(day: dt.date, settings: Settings) -> dt.date:
 def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now: dt.datetime) -> Facts:
     """The facts of one snapshot; raises :class:`SnapshotError` naming the field when invalid."""
     if snapshot.action not in ACTIONS:
-        raise SnapshotError("action", f"unknown action `{str(snapshot.action)[:64]}`: expected one of {', '.join(ACTIONS)}")
+        raise SnapshotError(
+            "action", f"unknown action `{str(snapshot.action)[:64]}`: expected one of {', '.join(ACTIONS)}"
+        )
     now = snapshot.now if snapshot.now is not None else clock_now
     if now.tzinfo is None or now.utcoffset() is None:
         raise SnapshotError("now", "has no time-zone offset")
@@ -391,7 +415,9 @@ def derive(snapshot: Snapshot, vocab: Vocabulary, settings: Settings, clock_now:
         raise SnapshotError("order", f"expected an object, got {_kind(order)}")
     order_id = order.get("id")
     if not isinstance(order_id, str) or not order_id:
-        raise SnapshotError("order.id", "missing" if order_id is None else f"expected a non-empty string, got {_kind(order_id)}")
+        raise SnapshotError(
+            "order.id", "missing" if order_id is None else f"expected a non-empty string, got {_kind(order_id)}"
+        )
 
     detailed = _latest_status(order)
     top = order.get("status")

@@ -82,8 +82,13 @@ class StateDir:
         return target
 
     def _point(self, name: str, decider: Decider, archive: Path) -> None:
-        record = {"name": decider.ref.name, "revision": decider.ref.revision, "digest": decider.ref.digest,
-                  "archive": archive.name, "at": dt.datetime.now(dt.UTC).isoformat()}
+        record = {
+            "name": decider.ref.name,
+            "revision": decider.ref.revision,
+            "digest": decider.ref.digest,
+            "archive": archive.name,
+            "at": dt.datetime.now(dt.UTC).isoformat(),
+        }
         _write_atomic(self.path / name, json.dumps(record, indent=2).encode())
 
     def set_active(self, decider: Decider, archive: Path) -> None:
@@ -104,8 +109,12 @@ class StateDir:
         """Record which revision this process serves (``workers/<pid>.json``)."""
         workers = self.path / "workers"
         workers.mkdir(exist_ok=True)
-        record = {"pid": os.getpid(), "revision": decider.ref.revision, "digest": decider.ref.digest,
-                  "at": dt.datetime.now(dt.UTC).isoformat()}
+        record = {
+            "pid": os.getpid(),
+            "revision": decider.ref.revision,
+            "digest": decider.ref.digest,
+            "at": dt.datetime.now(dt.UTC).isoformat(),
+        }
         _write_atomic(workers / f"{os.getpid()}.json", json.dumps(record).encode())
 
     def read(self, name: str = ACTIVE) -> dict[str, Any] | None:
@@ -125,7 +134,7 @@ class StateDir:
     def _prune(self) -> None:
         keep = {r["archive"] for r in (self.read(ACTIVE), self.read(SHADOW)) if r}
         stored = sorted(self.revisions.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in stored[self.keep:]:
+        for old in stored[self.keep :]:
             if old.name not in keep:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
@@ -191,9 +200,7 @@ class BundleManager:
 
     # --- activation ---------------------------------------------------------
 
-    def activate_archive(
-        self, data: bytes, *, origin: str, persist: bool = True, run_tests: bool = True
-    ) -> Decider:
+    def activate_archive(self, data: bytes, *, origin: str, persist: bool = True, run_tests: bool = True) -> Decider:
         """Verify, validate, test and compile an archive, then swap it in. Raises ErrorList.
 
         ``run_tests=False`` is for revisions another process already activated (their
@@ -286,8 +293,9 @@ class BundleManager:
         self.status.last_error = f"{origin}: {exc.errors[0] if exc.errors else exc}"
         self.status.last_error_at = _now()
         self._history("refused", origin, self.status.last_error)
-        self._on_change("bundle_refused", {"origin": origin, "error": self.status.last_error,
-                                           "errors": len(exc.errors)})
+        self._on_change(
+            "bundle_refused", {"origin": origin, "error": self.status.last_error, "errors": len(exc.errors)}
+        )
 
     def _loaded(self, origin: str, decider: Decider) -> None:
         if self.state is not None and self._serving:
@@ -295,8 +303,9 @@ class BundleManager:
         self.status.loads += 1
         self.status.last_loaded_at = _now()
         self._history("activated", origin, decider.ref.revision)
-        self._on_change("bundle_activated", {"origin": origin, "revision": decider.ref.revision,
-                                             "digest": decider.ref.digest[:16]})
+        self._on_change(
+            "bundle_activated", {"origin": origin, "revision": decider.ref.revision, "digest": decider.ref.digest[:16]}
+        )
 
     def _history(self, what: str, origin: str, detail: str) -> None:
         self.status.history.append({"at": _now(), "event": what, "origin": origin, "detail": detail[:300]})
@@ -327,8 +336,7 @@ class BundleManager:
             self.clear_shadow(persist=False)
         elif shadow is not None and (current is None or current.ref.digest != shadow["digest"]):
             with contextlib.suppress(ErrorList, OSError):
-                self.set_shadow_archive(self.state.archive_path(shadow).read_bytes(), persist=False,
-                                        run_tests=False)
+                self.set_shadow_archive(self.state.archive_path(shadow).read_bytes(), persist=False, run_tests=False)
         return result
 
     def _follow(self, record: dict[str, Any]) -> Decider | None:
@@ -348,8 +356,7 @@ class BundleManager:
         except OSError:
             return None
         try:
-            decider = self.activate_archive(data, origin=f"state {path.name}", persist=False,
-                                            run_tests=False)
+            decider = self.activate_archive(data, origin=f"state {path.name}", persist=False, run_tests=False)
         except ErrorList:
             return None
         self._archives[decider.ref.digest] = path
@@ -367,8 +374,15 @@ class BundleManager:
 
         assert self.state is not None
         wanted = {ACTIVE, SHADOW}
-        for changes in watchfiles.watch(self.state.path, stop_event=self._stop, debounce=50, step=20,
-                                        recursive=False, rust_timeout=500, yield_on_timeout=True):
+        for changes in watchfiles.watch(
+            self.state.path,
+            stop_event=self._stop,
+            debounce=50,
+            step=20,
+            recursive=False,
+            rust_timeout=500,
+            yield_on_timeout=True,
+        ):
             if self._stop.is_set():
                 return
             if changes and not any(Path(p).name in wanted for _, p in changes):
@@ -399,15 +413,16 @@ class BundleManager:
         """GET the bundle with If-None-Match; (None, etag) when unchanged (304)."""
         request = urllib.request.Request(url, headers={"If-None-Match": etag} if etag else {})
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - http(s) only, checked
+            with urllib.request.urlopen(request, timeout=10) as resp:
                 return resp.read(32 * 1024 * 1024 + 1), resp.headers.get("ETag", "")
         except urllib.error.HTTPError as exc:
             if exc.code == 304:
                 return None, etag
             raise BundleError(f"bundle server answered {exc.code} for `{url}`", code="bundle_fetch_failed") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise BundleError(f"cannot fetch `{url}`: {getattr(exc, 'reason', exc)}",
-                              code="bundle_fetch_failed") from None
+            raise BundleError(
+                f"cannot fetch `{url}`: {getattr(exc, 'reason', exc)}", code="bundle_fetch_failed"
+            ) from None
 
     def load_url(self, url: str, etag: str = "") -> str:
         """Fetch and activate once; returns the new ETag. Raises ErrorList on failure."""

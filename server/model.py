@@ -83,10 +83,7 @@ class Decision:
         """The JSON contract of ``order-policy decide --format json``."""
         out: dict[str, Any] = {
             "outcome": self.outcome,
-            "reasons": [
-                {"code": r.code, "message": r.message, "rule_id": r.rule_id}
-                for r in self.reasons
-            ],
+            "reasons": [{"code": r.code, "message": r.message, "rule_id": r.rule_id} for r in self.reasons],
             "follow_ups": [_follow_up_dict(f) for f in self.follow_ups],
             "bundle": {"name": self.bundle.name, "revision": self.bundle.revision},
             "now": self.now.isoformat(),

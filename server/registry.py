@@ -21,9 +21,7 @@ from server.validate import coverage_errors, validate
 __all__ = ["Registry", "build_decider"]
 
 
-def build_decider(
-    path: str | Path, *, run_tests: bool = False, verification_key: str | Path | None = None
-) -> Decider:
+def build_decider(path: str | Path, *, run_tests: bool = False, verification_key: str | Path | None = None) -> Decider:
     """Load, validate, compile and coverage-check a bundle (and run its own cases).
 
     Raises ErrorList with every error; nothing is activated here.
@@ -50,8 +48,11 @@ def build_decider(
 def _case_errors(decider: Decider, root: Path) -> list[PolicyError]:
     failed = [r for r in run_cases(decider, load_cases(root)) if not r.passed]
     return [
-        ValidationError(f"test case `{r.case.name}` fails: {'; '.join(r.differences)}",
-                        code="bundle_test_failed", location=r.case.location)
+        ValidationError(
+            f"test case `{r.case.name}` fails: {'; '.join(r.differences)}",
+            code="bundle_test_failed",
+            location=r.case.location,
+        )
         for r in failed
     ]
 

@@ -56,11 +56,7 @@ def _credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     cert = _read(options.tls_cert, "TLS certificate")
     key = _read(options.tls_key, "TLS key")
-    client_ca = (
-        _read(options.tls_client_ca, "TLS client CA")
-        if options.tls_client_ca is not None
-        else None
-    )
+    client_ca = _read(options.tls_client_ca, "TLS client CA") if options.tls_client_ca is not None else None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -75,9 +71,7 @@ def check_port_free(host: str, port: int) -> None:
     if port == 0:
         return
     try:
-        infos = socket.getaddrinfo(
-            bare_host(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(bare_host(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ServeError(f"cannot resolve host `{host}`: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]
@@ -88,9 +82,7 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind(sockaddr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ServeError(
-                    f"port {port} on `{host}` is already in use: is another server running?"
-                ) from None
+                raise ServeError(f"port {port} on `{host}` is already in use: is another server running?") from None
             raise ServeError(f"cannot listen on `{join_address(host, port)}`: {exc.strerror}") from None
 
 
@@ -147,9 +139,7 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         # The public port serves (and reflection lists) decisions and health only; the
         # admin API has its own listener (loopback by default).
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
-        )
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc)
         if not reuse_port:
             check_port_free(options.host, options.port)
         self.port = self._bind()
@@ -182,10 +172,7 @@ class Server:
                 return self._grpc.add_insecure_port(address)
             return self._grpc.add_secure_port(address, credentials)
         except RuntimeError:
-            raise ServeError(
-                f"cannot listen on `{address}`: the port is in use or the address is "
-                "not local"
-            ) from None
+            raise ServeError(f"cannot listen on `{address}`: the port is in use or the address is not local") from None
 
     @property
     def admin_address(self) -> str | None:
@@ -220,8 +207,7 @@ class Server:
             return admin, admin.add_secure_port(address, credentials)
         except RuntimeError:
             raise ServeError(
-                f"cannot listen on `{address}` for the admin API: the port is in use or the "
-                "address is not local"
+                f"cannot listen on `{address}` for the admin API: the port is in use or the address is not local"
             ) from None
 
     def _bind_health(self, reuse_port: bool) -> tuple[grpc.Server | None, int | None]:
@@ -303,8 +289,9 @@ def _tracing() -> Any:
     try:
         from server.api import tracing
     except ImportError as exc:
-        raise ServeError(f"--otel needs the `otel` extra (pip install 'order-policy[otel]'): "
-                         f"cannot import `{exc.name}`") from None
+        raise ServeError(
+            f"--otel needs the `otel` extra (pip install 'order-policy[otel]'): cannot import `{exc.name}`"
+        ) from None
     try:
         configured = tracing.configure()
     except tracing.TracingError as exc:

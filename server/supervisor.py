@@ -88,9 +88,7 @@ def worker_file(target: str | None, index: int) -> str | None:
 def _reserved_port(host: str, port: int) -> Iterator[int]:
     """Hold ``host:port`` with SO_REUSEPORT so every worker binds the same port."""
     check_port_free(host, port)
-    infos = socket.getaddrinfo(
-        bare_host(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = socket.getaddrinfo(bare_host(host) or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -145,9 +143,13 @@ def serve_forked(
                         signal.signal(sig, signal.SIG_DFL)
                     _die_with_parent(parent)
                     code = worker(index, replace(options, port=port))
-                except BaseException as exc:  # noqa: BLE001
-                    log.event("worker_failed", logging.ERROR, worker_index=index,
-                              reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__)
+                except BaseException as exc:
+                    log.event(
+                        "worker_failed",
+                        logging.ERROR,
+                        worker_index=index,
+                        reason=str(exc) if isinstance(exc, ServeError) else type(exc).__name__,
+                    )
                 finally:
                     logging.shutdown()
                     os._exit(code)
@@ -187,8 +189,7 @@ def serve_forked(
                     failed = failed or code != 0
                     log.event("worker_stopped", worker_index=index, worker_pid=pid, exit_code=code)
                     continue
-                log.event("worker_exited", logging.ERROR, worker_index=index,
-                          worker_pid=pid, exit_code=code)
+                log.event("worker_exited", logging.ERROR, worker_index=index, worker_pid=pid, exit_code=code)
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started < 5 else 0
                 if quick_deaths >= 3:  # a crash loop: give up instead of spinning
                     failed = True

@@ -56,18 +56,24 @@ def validate(bundle: Bundle) -> list[PolicyError]:
     seen: dict[str, Location] = {}
     for policy in bundle.policies.values():
         if len(policy.rules) > MAX_RULES:
-            errors.append(ValidationError(
-                f"policy `{policy.action}` has {len(policy.rules)} rules; at most {MAX_RULES} are allowed",
-                code="validation_too_many_rules", location=policy.location,
-            ))
+            errors.append(
+                ValidationError(
+                    f"policy `{policy.action}` has {len(policy.rules)} rules; at most {MAX_RULES} are allowed",
+                    code="validation_too_many_rules",
+                    location=policy.location,
+                )
+            )
         if policy.default_reason not in bundle.reasons:
             errors.append(_unknown("reason", policy.default_reason, bundle.reasons, policy.location))
         for rule in policy.rules:
             if rule.id in seen:
-                errors.append(ValidationError(
-                    f"duplicate rule id `{rule.id}` (first at {seen[rule.id]})",
-                    code="validation_duplicate_rule", location=rule.location,
-                ))
+                errors.append(
+                    ValidationError(
+                        f"duplicate rule id `{rule.id}` (first at {seen[rule.id]})",
+                        code="validation_duplicate_rule",
+                        location=rule.location,
+                    )
+                )
             else:
                 seen[rule.id] = rule.location
             errors += _rule_errors(bundle, rule, policy.combining)
@@ -85,19 +91,23 @@ def _suspect_vocabulary_entries(bundle: Bundle, errors: list[PolicyError]) -> li
     for e in errors:
         if e.code != "validation_unknown_status" or not e.message.startswith("unknown status `"):
             continue
-        named = e.message[len("unknown status `"):-1]
+        named = e.message[len("unknown status `") : -1]
         close = difflib.get_close_matches(named, known, n=1, cutoff=0.8)
         if not close or close[0] in bundle.vocabulary.aliases or not _more_usual(named, close[0], known):
             continue
         line = _line_naming(bundle, file, close[0])
-        e.hint = (f"did you mean `{close[0]}`? if `{named}` is the right spelling, the vocabulary entry "
-                  f"`{close[0]}` ({file}:{line}) is misspelt")
+        e.hint = (
+            f"did you mean `{close[0]}`? if `{named}` is the right spelling, the vocabulary entry "
+            f"`{close[0]}` ({file}:{line}) is misspelt"
+        )
         suspects.setdefault(close[0], []).append(f"`{named}` ({e.location})")
     return [
-        ValidationError(f"status `{entry}` may be misspelt: rules name {', '.join(named)}, which the "
-                        "vocabulary does not list", code="validation_suspect_status",
-                        location=Location(file, _line_naming(bundle, file, entry)),
-                        hint="correct the spelling here, or in the rules")
+        ValidationError(
+            f"status `{entry}` may be misspelt: rules name {', '.join(named)}, which the vocabulary does not list",
+            code="validation_suspect_status",
+            location=Location(file, _line_naming(bundle, file, entry)),
+            hint="correct the spelling here, or in the rules",
+        )
         for entry, named in sorted(suspects.items())
     ]
 
@@ -105,6 +115,7 @@ def _suspect_vocabulary_entries(bundle: Bundle, errors: list[PolicyError]) -> li
 def _more_usual(named: str, listed: str, known: list[str]) -> bool:
     """Whether the rule's spelling looks right and the vocabulary's wrong: the parts where
     they differ (HIGH, METHOD, LOW) are used by other listed statuses for ``named`` only."""
+
     def uses(part: str, i: int) -> int:
         return sum(1 for s in known if s.split(".")[i] == part)
 
@@ -126,6 +137,7 @@ def _line_naming(bundle: Bundle, file: str, word: str) -> int:
 
 
 # --- warnings: valid, but probably not what the owner meant -------------------------
+
 
 def warnings(bundle: Bundle, decider: Decider, *, today: dt.date | None = None) -> list[PolicyError]:
     """What ``check`` reports without failing: allow rules that deny rules shadow for every
@@ -154,18 +166,28 @@ def _shadowed_allow_rules(bundle: Bundle, decider: Decider) -> list[PolicyError]
                 continue
             shadows: set[str] = set()
             for status in named:
-                facts = {"ship_day": "later", "appointment_has_start": False, "appointment_notice_seconds": 0,
-                         "appointment_present": False, **_status_facts(bundle, status.split(".")[1], status)}
+                facts = {
+                    "ship_day": "later",
+                    "appointment_has_start": False,
+                    "appointment_notice_seconds": 0,
+                    "appointment_present": False,
+                    **_status_facts(bundle, status.split(".")[1], status),
+                }
                 denying = [r for r in decider.match(action, facts) if compiled[r].effect == "deny"]
                 if not denying:
                     break
                 shadows.update(denying)
             else:
                 which = ", ".join(f"`{r}`" for r in sorted(shadows))
-                out.append(ValidationError(
-                    f"allow rule `{rule.id}` can never allow: deny rule {which} also matches every status it "
-                    f"names, and deny overrides allow", code="warning_shadowed_allow", location=rule.location,
-                    hint="remove those statuses from the allow rule, or from the deny rule"))
+                out.append(
+                    ValidationError(
+                        f"allow rule `{rule.id}` can never allow: deny rule {which} also matches every status it "
+                        f"names, and deny overrides allow",
+                        code="warning_shadowed_allow",
+                        location=rule.location,
+                        hint="remove those statuses from the allow rule, or from the deny rule",
+                    )
+                )
     return out
 
 
@@ -175,17 +197,23 @@ def _calendar_warnings(bundle: Bundle, today: dt.date) -> list[PolicyError]:
         return []
     name = bundle.settings.calendar
     setting = f"calendars.{name}.holidays" if name else "calendars"
-    return [ValidationError(
-        f"the business-day calendar ends on {end.isoformat()}, within 12 months of today ({today.isoformat()}): "
-        f"ship days after it are errors", code="warning_calendar_ends",
-        location=Location("data/settings.yaml", _line_naming(bundle, "data/settings.yaml", "holidays")),
-        hint=f"add the next year's holidays to `{setting}`")]
+    return [
+        ValidationError(
+            f"the business-day calendar ends on {end.isoformat()}, within 12 months of today ({today.isoformat()}): "
+            f"ship days after it are errors",
+            code="warning_calendar_ends",
+            location=Location("data/settings.yaml", _line_naming(bundle, "data/settings.yaml", "holidays")),
+            hint=f"add the next year's holidays to `{setting}`",
+        )
+    ]
 
 
 def _unknown(kind: str, name: Any, known: Iterable[Any], location: Location) -> ValidationError:
     return ValidationError(
-        f"unknown {kind} `{name}`", code=f"validation_unknown_{kind.replace(' ', '_')}",
-        location=location, hint=did_you_mean(str(name), [str(k) for k in known]),
+        f"unknown {kind} `{name}`",
+        code=f"validation_unknown_{kind.replace(' ', '_')}",
+        location=location,
+        hint=did_you_mean(str(name), [str(k) for k in known]),
     )
 
 
@@ -197,9 +225,13 @@ def _vocabulary_errors(bundle: Bundle) -> list[PolicyError]:
         for status in sorted(statuses):
             high, smethod, _ = status.split(".")
             if smethod != method:
-                errors.append(ValidationError(
-                    f"status `{status}` is listed under method `{method}`", code="validation_status_method",
-                    location=Location(file)))
+                errors.append(
+                    ValidationError(
+                        f"status `{status}` is listed under method `{method}`",
+                        code="validation_status_method",
+                        location=Location(file),
+                    )
+                )
             if high not in v.top_statuses:
                 errors.append(_unknown("top status", high, v.top_statuses, Location(file)))
     known = {s for ss in v.methods.values() for s in ss}
@@ -207,11 +239,21 @@ def _vocabulary_errors(bundle: Bundle) -> list[PolicyError]:
         if target not in known:
             errors.append(_unknown("status", target, known, Location(file)))
         if alias in known:
-            errors.append(ValidationError(f"alias `{alias}` is also a listed status",
-                                          code="validation_alias_conflict", location=Location(file)))
+            errors.append(
+                ValidationError(
+                    f"alias `{alias}` is also a listed status",
+                    code="validation_alias_conflict",
+                    location=Location(file),
+                )
+            )
         if alias.split(".")[1] != target.split(".")[1]:
-            errors.append(ValidationError(f"alias `{alias}` and `{target}` name different methods",
-                                          code="validation_alias_conflict", location=Location(file)))
+            errors.append(
+                ValidationError(
+                    f"alias `{alias}` and `{target}` name different methods",
+                    code="validation_alias_conflict",
+                    location=Location(file),
+                )
+            )
     return errors
 
 
@@ -223,17 +265,30 @@ def _catalogue_errors(bundle: Bundle) -> list[PolicyError]:
             try:
                 names = template_names(text)
             except ValueError as exc:
-                errors.append(ValidationError(f"`{entry.code}`: invalid template: {exc}",
-                                              code="validation_template", location=entry.location))
+                errors.append(
+                    ValidationError(
+                        f"`{entry.code}`: invalid template: {exc}", code="validation_template", location=entry.location
+                    )
+                )
                 continue
             for name in names:
                 if name not in allowed:
-                    errors.append(ValidationError(
-                        f"`{entry.code}`: unknown template variable `{name}`", code="validation_template",
-                        location=entry.location, hint=did_you_mean(name, allowed)))
+                    errors.append(
+                        ValidationError(
+                            f"`{entry.code}`: unknown template variable `{name}`",
+                            code="validation_template",
+                            location=entry.location,
+                            hint=did_you_mean(name, allowed),
+                        )
+                    )
         if bool(entry.http_method) != bool(entry.path):
-            errors.append(ValidationError(f"`{entry.code}`: `http_method` and `path` go together",
-                                          code="validation_schema_error", location=entry.location))
+            errors.append(
+                ValidationError(
+                    f"`{entry.code}`: `http_method` and `path` go together",
+                    code="validation_schema_error",
+                    location=entry.location,
+                )
+            )
     return errors
 
 
@@ -243,37 +298,60 @@ def _rule_errors(bundle: Bundle, rule: Rule, combining: str) -> list[PolicyError
     raw = rule.raw or {}
     decisive = rule.effect in ("allow", "deny")
     if decisive and not rule.reasons:
-        errors.append(ValidationError(f"rule `{rule.id}`: an {rule.effect} rule needs `reasons`",
-                                      code="validation_rule_shape", location=loc))
+        errors.append(
+            ValidationError(
+                f"rule `{rule.id}`: an {rule.effect} rule needs `reasons`", code="validation_rule_shape", location=loc
+            )
+        )
     if rule.effect == "advise":
         if not rule.follow_ups:
-            errors.append(ValidationError(f"rule `{rule.id}`: an advise rule needs `follow_ups`",
-                                          code="validation_rule_shape", location=loc))
+            errors.append(
+                ValidationError(
+                    f"rule `{rule.id}`: an advise rule needs `follow_ups`", code="validation_rule_shape", location=loc
+                )
+            )
         if rule.reasons:
-            errors.append(ValidationError(f"rule `{rule.id}`: an advise rule gives no `reasons`",
-                                          code="validation_rule_shape", location=loc))
+            errors.append(
+                ValidationError(
+                    f"rule `{rule.id}`: an advise rule gives no `reasons`", code="validation_rule_shape", location=loc
+                )
+            )
     elif "on" in raw:
-        errors.append(ValidationError(f"rule `{rule.id}`: `on` applies to advise rules only",
-                                      code="validation_rule_shape", location=loc))
+        errors.append(
+            ValidationError(
+                f"rule `{rule.id}`: `on` applies to advise rules only", code="validation_rule_shape", location=loc
+            )
+        )
     if rule.effect == "invalid" and not rule.error_field:
-        errors.append(ValidationError(f"rule `{rule.id}`: an invalid rule needs `error`",
-                                      code="validation_rule_shape", location=loc))
+        errors.append(
+            ValidationError(
+                f"rule `{rule.id}`: an invalid rule needs `error`", code="validation_rule_shape", location=loc
+            )
+        )
     if rule.effect != "invalid" and "error" in raw:
-        errors.append(ValidationError(f"rule `{rule.id}`: `error` applies to invalid rules only",
-                                      code="validation_rule_shape", location=loc))
+        errors.append(
+            ValidationError(
+                f"rule `{rule.id}`: `error` applies to invalid rules only", code="validation_rule_shape", location=loc
+            )
+        )
     for code in rule.reasons:
         if code not in bundle.reasons:
             errors.append(_unknown("reason", code, bundle.reasons, Location(loc.file, line_of(raw, "reasons"))))
     for code in rule.follow_ups:
         if code not in bundle.follow_ups:
-            errors.append(_unknown("follow-up", code, bundle.follow_ups, Location(loc.file, line_of(raw, "follow_ups"))))
+            errors.append(
+                _unknown("follow-up", code, bundle.follow_ups, Location(loc.file, line_of(raw, "follow_ups")))
+            )
     cond_errors = _condition_errors(bundle, rule, rule.when, raw.get("when"))
     errors += cond_errors
     if not cond_errors:
         problem = _contradiction(bundle, rule.when)
         if problem:
-            errors.append(ValidationError(f"rule `{rule.id}` can never match: {problem}",
-                                          code="validation_never_matches", location=loc))
+            errors.append(
+                ValidationError(
+                    f"rule `{rule.id}` can never match: {problem}", code="validation_never_matches", location=loc
+                )
+            )
     return errors
 
 
@@ -294,23 +372,35 @@ def _condition_errors(bundle: Bundle, rule: Rule, when: dict[str, Any], node: An
     return errors
 
 
-def _matcher_errors(bundle: Bundle, rule: Rule, fact: str, spec: FactSpec, m: Any,
-                    loc: Location) -> list[PolicyError]:
+def _matcher_errors(bundle: Bundle, rule: Rule, fact: str, spec: FactSpec, m: Any, loc: Location) -> list[PolicyError]:
     domain = domain_values(bundle, spec)
     errors: list[PolicyError] = []
 
     def check_values(values: Iterable[Any]) -> None:
         for value in values:
             if spec.type == "int":
-                errors.append(ValidationError(f"rule `{rule.id}`: `{fact}` is a number: compare it with gt/gte/lt/lte",
-                                              code="validation_type", location=loc))
+                errors.append(
+                    ValidationError(
+                        f"rule `{rule.id}`: `{fact}` is a number: compare it with gt/gte/lt/lte",
+                        code="validation_type",
+                        location=loc,
+                    )
+                )
                 return
             if spec.type == "bool" and not isinstance(value, bool):
-                errors.append(ValidationError(f"rule `{rule.id}`: `{fact}` is true or false, not `{value}`",
-                                              code="validation_type", location=loc))
+                errors.append(
+                    ValidationError(
+                        f"rule `{rule.id}`: `{fact}` is true or false, not `{value}`",
+                        code="validation_type",
+                        location=loc,
+                    )
+                )
             elif spec.type == "string" and not isinstance(value, str):
-                errors.append(ValidationError(f"rule `{rule.id}`: `{fact}` is a string, not `{value}`",
-                                              code="validation_type", location=loc))
+                errors.append(
+                    ValidationError(
+                        f"rule `{rule.id}`: `{fact}` is a string, not `{value}`", code="validation_type", location=loc
+                    )
+                )
             elif domain is not None and value not in domain:
                 kind = (spec.domain or "value").replace("_", " ")
                 errors.append(_unknown(kind, value, [str(d) for d in domain], loc))
@@ -328,20 +418,33 @@ def _matcher_errors(bundle: Bundle, rule: Rule, fact: str, spec: FactSpec, m: An
                 check_values(bundle.vocabulary.sets[arg])
         elif op == "exists":
             if spec.type != "string":
-                errors.append(ValidationError(f"rule `{rule.id}`: `exists` applies to string facts only",
-                                              code="validation_type", location=loc))
+                errors.append(
+                    ValidationError(
+                        f"rule `{rule.id}`: `exists` applies to string facts only", code="validation_type", location=loc
+                    )
+                )
         else:
             if spec.type != "int":
-                errors.append(ValidationError(f"rule `{rule.id}`: `{op}` compares numbers; `{fact}` is not one",
-                                              code="validation_type", location=loc))
+                errors.append(
+                    ValidationError(
+                        f"rule `{rule.id}`: `{op}` compares numbers; `{fact}` is not one",
+                        code="validation_type",
+                        location=loc,
+                    )
+                )
             if isinstance(arg, dict):
                 name = arg.get("param")
                 value = bundle.settings.params.get(name) if isinstance(name, str) else None
                 if name not in bundle.settings.params:
                     errors.append(_unknown("param", name, bundle.settings.params, loc))
                 elif not isinstance(value, int) or isinstance(value, bool):
-                    errors.append(ValidationError(f"rule `{rule.id}`: param `{name}` is not a number or duration",
-                                                  code="validation_type", location=loc))
+                    errors.append(
+                        ValidationError(
+                            f"rule `{rule.id}`: param `{name}` is not a number or duration",
+                            code="validation_type",
+                            location=loc,
+                        )
+                    )
     return errors
 
 
@@ -497,6 +600,7 @@ def _branch_problem(bundle: Bundle, branch: dict[str, Any]) -> tuple[str, tuple[
 
 # --- coverage ------------------------------------------------------------------
 
+
 def coverage_errors(bundle: Bundle, decider: Decider) -> list[PolicyError]:
     """Every known status of every method, and every top status alone, must reach a decisive rule.
 
@@ -507,8 +611,13 @@ def coverage_errors(bundle: Bundle, decider: Decider) -> list[PolicyError]:
     errors: list[PolicyError] = []
     appointments: list[dict[str, Any]] = [{"appointment_present": False}]
     for status in v.appointment_statuses:
-        appointments.append({"appointment_present": True, "appointment_status": status,
-                             "appointment_provider": v.appointment_providers[0]})
+        appointments.append(
+            {
+                "appointment_present": True,
+                "appointment_status": status,
+                "appointment_provider": v.appointment_providers[0],
+            }
+        )
     for action, policy in sorted(decider.compiled.items()):
         for method, statuses in sorted(v.methods.items()):
             known = sorted(statuses | {a for a, t in v.aliases.items() if t in statuses})
@@ -516,15 +625,27 @@ def coverage_errors(bundle: Bundle, decider: Decider) -> list[PolicyError]:
             samples += [("top status", t, _top_facts(method, t)) for t in v.top_statuses]
             for kind, name, base in samples:
                 for appt in appointments:
-                    facts = {"ship_day": "later", "appointment_has_start": False,
-                             "appointment_notice_seconds": 0, **base, **appt}
+                    facts = {
+                        "ship_day": "later",
+                        "appointment_has_start": False,
+                        "appointment_notice_seconds": 0,
+                        **base,
+                        **appt,
+                    }
                     matched = decider.match(action, facts)
                     if not any(policy.rules[r].effect in ("allow", "deny", "invalid") for r in matched):
-                        where = f"with appointment `{appt.get('appointment_status')}`" if appt["appointment_present"] else "without appointment"
-                        errors.append(ValidationError(
-                            f"{kind} `{name}` of method `{method}` {where} falls through to the default of `{action}`",
-                            code="validation_coverage", location=bundle.policies[action].location,
-                        ))
+                        where = (
+                            f"with appointment `{appt.get('appointment_status')}`"
+                            if appt["appointment_present"]
+                            else "without appointment"
+                        )
+                        errors.append(
+                            ValidationError(
+                                f"{kind} `{name}` of method `{method}` {where} falls through to the default of `{action}`",
+                                code="validation_coverage",
+                                location=bundle.policies[action].location,
+                            )
+                        )
                         break
     return errors
 
@@ -532,12 +653,30 @@ def coverage_errors(bundle: Bundle, decider: Decider) -> list[PolicyError]:
 def _status_facts(bundle: Bundle, method: str, received: str) -> dict[str, Any]:
     canonical = bundle.vocabulary.aliases.get(received, received)
     high, _, low = canonical.split(".")
-    return {"method": method, "method_known": True, "status": canonical, "status_received": received, "status_high": high,
-            "status_low": low, "status_source": "events", "status_known": True, "top_status": None,
-            "top_status_conflict": False}
+    return {
+        "method": method,
+        "method_known": True,
+        "status": canonical,
+        "status_received": received,
+        "status_high": high,
+        "status_low": low,
+        "status_source": "events",
+        "status_known": True,
+        "top_status": None,
+        "top_status_conflict": False,
+    }
 
 
 def _top_facts(method: str, top: str) -> dict[str, Any]:
-    return {"method": method, "method_known": True, "status": None, "status_received": None, "status_high": None, "status_low": None,
-            "status_source": "top", "status_known": False, "top_status": top, "top_status_conflict": False}
-
+    return {
+        "method": method,
+        "method_known": True,
+        "status": None,
+        "status_received": None,
+        "status_high": None,
+        "status_low": None,
+        "status_source": "top",
+        "status_known": False,
+        "top_status": top,
+        "top_status_conflict": False,
+    }

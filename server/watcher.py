@@ -15,8 +15,9 @@ from server.bundle.archive import is_archive
 __all__ = ["watch_path"]
 
 
-def watch_path(source: str | Path, stop: threading.Event, on_change: Callable[[], None],
-               ready: threading.Event | None = None) -> None:
+def watch_path(
+    source: str | Path, stop: threading.Event, on_change: Callable[[], None], ready: threading.Event | None = None
+) -> None:
     """Call ``on_change()`` after each change to a directory tree or a single file, until ``stop``.
 
     Only changes to the file itself count when ``source`` is a file. ``ready`` is set once
@@ -28,8 +29,9 @@ def watch_path(source: str | Path, stop: threading.Event, on_change: Callable[[]
     path = Path(source).resolve()
     single = path.is_file() or is_archive(path)
     target = path.parent if single else path
-    for changes in watchfiles.watch(target, stop_event=stop, debounce=200, step=50,
-                                    rust_timeout=500, yield_on_timeout=True):
+    for changes in watchfiles.watch(
+        target, stop_event=stop, debounce=200, step=50, rust_timeout=500, yield_on_timeout=True
+    ):
         if stop.is_set():
             return
         if ready is not None:

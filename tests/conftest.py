@@ -44,7 +44,7 @@ def fixture_bundle() -> Path:
 @pytest.fixture
 def bundle_copy(tmp_path: Path) -> Iterator[Path]:
     """A private copy of the fixture bundle that a test may edit."""
-    yield copy_bundle(tmp_path / "bundle")
+    return copy_bundle(tmp_path / "bundle")
 
 
 # -- the gRPC server on the fixture bundle (API and command tests) ------------------
@@ -56,7 +56,7 @@ def bundle_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def policy(bundle_dir: Path):  # noqa: ANN201 (the core's Decider)
+def policy(bundle_dir: Path):
     """The fixture bundle compiled in this process, to compare the server against."""
     from server.registry import Registry
 

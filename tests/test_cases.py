@@ -17,7 +17,7 @@ BUNDLES = [FIXTURE_BUNDLE, *LIVE_BUNDLES]
 CASES = [(bundle, case) for bundle in BUNDLES for case in load_cases(bundle)]
 
 
-def _bundle_id(bundle) -> str:  # noqa: ANN001
+def _bundle_id(bundle) -> str:
     return str(bundle.relative_to(ROOT))
 
 

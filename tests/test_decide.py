@@ -13,16 +13,25 @@ ORDER_ID = "5b0c0f4e-1c1a-4bd4-9a57-2f7f1b1f2a01"
 
 def at_home(order_created: str = "2026-03-02T15:00:00+00:00") -> dict:
     return {
-        "id": ORDER_ID, "created_at": order_created, "status": "collecting_sample",
+        "id": ORDER_ID,
+        "created_at": order_created,
+        "status": "collecting_sample",
         "details": {"type": "at_home_phlebotomy", "data": {"id": "d1"}},
-        "events": [{"id": 1, "created_at": order_created,
-                    "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled"}],
+        "events": [
+            {
+                "id": 1,
+                "created_at": order_created,
+                "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled",
+            }
+        ],
     }
 
 
 def kit_order(created: str) -> dict:
     return {
-        "id": ORDER_ID, "created_at": created, "status": "received",
+        "id": ORDER_ID,
+        "created_at": created,
+        "status": "received",
         "details": {"type": "testkit", "data": {"id": "d2", "shipment": None}},
         "events": [{"id": 1, "created_at": created, "status": "received.testkit.ordered"}],
     }
@@ -35,12 +44,17 @@ def follow_ups(decider, snapshot: Snapshot) -> set[str]:
 def test_refund_window_and_cutoff_come_from_the_bundle_data(bundle_copy):
     """24 h -> 48 h and 13:00 -> 11:00 in data/settings.yaml flip the refund and ship-day follow-ups."""
     now = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
-    appointment = {"order_id": ORDER_ID, "status": "confirmed", "provider": "getlabs",
-                   "start_at": "2026-03-11T20:00:00+00:00"}  # 32 h ahead
+    appointment = {
+        "order_id": ORDER_ID,
+        "status": "confirmed",
+        "provider": "getlabs",
+        "start_at": "2026-03-11T20:00:00+00:00",
+    }  # 32 h ahead
     refund = Snapshot("cancel_order", at_home(), appointment, now)
     # Tuesday 2026-03-10 11:30 EDT (15:30Z): before 13:00, after 11:00; `now` is that evening.
-    kit = Snapshot("cancel_order", kit_order("2026-03-10T15:30:00+00:00"), None,
-                   dt.datetime(2026, 3, 10, 22, 0, tzinfo=dt.UTC))
+    kit = Snapshot(
+        "cancel_order", kit_order("2026-03-10T15:30:00+00:00"), None, dt.datetime(2026, 3, 10, 22, 0, tzinfo=dt.UTC)
+    )
 
     original = build_decider(bundle_copy)
     assert "FULL_REFUND" in follow_ups(original, refund)
@@ -73,7 +87,8 @@ def test_a_status_moved_between_lists_changes_the_decision(bundle_copy):
     order = at_home()
     order["events"][0]["status"] = "collecting_sample.at_home_phlebotomy.draw_completed"
     decision = build_decider(bundle_copy).decide(
-        Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.UTC)))
+        Snapshot("cancel_order", order, None, dt.datetime(2026, 3, 10, tzinfo=dt.UTC))
+    )
     assert (decision.outcome, [r.code for r in decision.reasons]) == ("DENY", ["NOT_CANCELLABLE_STATE"])
 
 
@@ -98,5 +113,7 @@ def test_a_ship_day_past_the_calendar_is_an_error_naming_the_setting(fixture_bun
         decider.close()
     assert err.value.code == "eval_calendar_ended"
     assert f"past the end of the business-day calendar ({end.isoformat()})" in err.value.message
-    assert f"add the holidays of {end.year + 1} to `calendars.us_federal.holidays` in data/settings.yaml" \
+    assert (
+        f"add the holidays of {end.year + 1} to `calendars.us_federal.holidays` in data/settings.yaml"
         in err.value.message
+    )

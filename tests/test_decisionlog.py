@@ -23,10 +23,17 @@ from server.registry import build_decider
 from tests.support.servers import serving, wait_until
 
 ORDER = {
-    "id": "ord-1", "created_at": "2026-03-09T14:03:12+00:00", "status": "received",
+    "id": "ord-1",
+    "created_at": "2026-03-09T14:03:12+00:00",
+    "status": "received",
     "details": {"type": "walk_in_test"},
-    "patient_details": {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
-                        "phone_number": "+15555550100", "dob": "1988-07-14"},
+    "patient_details": {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "phone_number": "+15555550100",
+        "dob": "1988-07-14",
+    },
     "patient_address": {"first_line": "1 Main St", "city": "Brooklyn", "zip": "11215"},
     "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}],
 }
@@ -49,8 +56,10 @@ def test_entries_hold_the_decision_and_no_patient_data(tmp_path, fixture_bundle)
     entry = json.loads(lines[0])
     assert entry["decision_id"] == decision.decision_id
     assert (entry["action"], entry["order_id"], entry["outcome"]) == ("cancel_order", "ord-1", "ALLOW")
-    assert entry["reasons"] == ["CANCELLABLE_STATE"] and entry["rules"] == ["walk_in_cancellable"]
-    assert entry["bundle"]["revision"] == decider.ref.revision and entry["input_digest"].startswith("sha256:")
+    assert entry["reasons"] == ["CANCELLABLE_STATE"]
+    assert entry["rules"] == ["walk_in_cancellable"]
+    assert entry["bundle"]["revision"] == decider.ref.revision
+    assert entry["input_digest"].startswith("sha256:")
     text = lines[0]
     for secret in ("Ada", "Lovelace", "ada@example.com", "5555550100", "1988-07-14", "Main St", "11215"):
         assert secret not in text
@@ -91,20 +100,21 @@ def test_a_slow_writer_makes_callers_wait_and_counts_it_instead_of_dropping(tmp_
         dlog.record(decider.decide(snap), INPUTS, 1.0)
     dlog.close()
     assert time.monotonic() - start >= 0.2
-    assert dlog.waits > 0 and dlog.dropped == 0
+    assert dlog.waits > 0
+    assert dlog.dropped == 0
     assert len((tmp_path / "s.log").read_text().splitlines()) == 20
     decider.close()
 
 
 @pytest.fixture(scope="module")
-def decider(fixture_bundle):  # noqa: ANN001, ANN201
+def decider(fixture_bundle):
     d = build_decider(fixture_bundle)
     yield d
     d.close()
 
 
 @pytest.fixture
-def decisions(decider):  # noqa: ANN001, ANN201
+def decisions(decider):
     """A source of fresh decisions of one valid snapshot (what they decide does not matter here)."""
     snap = Snapshot("cancel_order", ORDER, None, NOW)
     return lambda: decider.decide(snap)
@@ -134,10 +144,10 @@ def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_b
     """Decide with a 1,000-level nested array in an ignored field (decided, or refused as too deep
     to check for duplicate keys), then 30 more: every decision is logged, no call waits for the
     writer, and close() returns at once. Logged directly, such an input is hashed, not parsed."""
+    import grpc
+
     from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-
-    import grpc
 
     path = tmp_path / "d.log"
     dlog = DecisionLog(str(path), capacity=4, max_wait=1.0)
@@ -152,7 +162,8 @@ def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_b
                 try:
                     reply = stub.Decide(pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=text), timeout=10)
                 except grpc.RpcError as exc:
-                    assert text is hostile and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert text is hostile
+                    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
                     continue
                 ids.append(reply.decision.decision_id)
             elapsed = time.monotonic() - start
@@ -162,7 +173,9 @@ def test_a_deeply_nested_ignored_field_does_not_stop_the_log(tmp_path, fixture_b
     dlog.close(timeout=5)
     assert time.monotonic() - start < 2
     assert elapsed < 5  # 30 calls that each waited for a dead writer would take 30 s
-    assert dlog.waits == 0 and dlog.dropped == 0 and dlog.failures == 0
+    assert dlog.waits == 0
+    assert dlog.dropped == 0
+    assert dlog.failures == 0
     entries = _lines(path)
     assert [e["decision_id"] for e in entries] == [*ids, direct.decision_id]
     assert len(ids) >= 30
@@ -187,12 +200,15 @@ def test_the_writer_survives_any_exception_and_counts_what_it_lost(tmp_path, dec
     kept = decisions()
     dlog.record(kept, INPUTS, 1.0)
     dlog.close()
-    assert dlog.dropped == 2 and sum(counted) == 2 and dlog.failures == 1
+    assert dlog.dropped == 2
+    assert sum(counted) == 2
+    assert dlog.failures == 1
     assert [e["decision_id"] for e in _lines(path)] == [kept.decision_id]
     drops = [r for r in caplog.records if r.getMessage() == "decision_log_dropped"]
     assert [r.fields["reason"] for r in drops] == ["decision_log_writer_error", "decision_log_entry_failed"]
     line = JsonFormatter().format(drops[0])
-    assert "\n" not in line and json.loads(line)["error_type"] == "RuntimeError"
+    assert "\n" not in line
+    assert json.loads(line)["error_type"] == "RuntimeError"
 
 
 def test_close_never_blocks_on_a_stuck_writer(tmp_path, decisions):
@@ -229,20 +245,22 @@ def test_a_short_write_is_cut_back_and_counted(tmp_path, decisions, monkeypatch)
     dlog.record(last, INPUTS, 1.0)
     dlog.close()
     assert [e["decision_id"] for e in _lines(path)] == [kept.decision_id, last.decision_id]
-    assert counted == [1] and dlog.written == 2
+    assert counted == [1]
+    assert dlog.written == 2
 
 
 @contextlib.contextmanager
 def _tiny_tmpfs(path: Path, size: str) -> object:
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],  # noqa: S603, S607
-                             capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)  # noqa: S603, S607
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisions, caplog):
@@ -258,7 +276,9 @@ def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisi
             for _ in range(5):
                 dlog.record(decisions(), INPUTS, 1.0)
             wait_until(lambda: dlog.written + dlog.dropped == 5 * (wave + 1))  # noqa: B023
-        assert dlog.written > 0 and dlog.dropped > 0 and sum(counted) == dlog.dropped
+        assert dlog.written > 0
+        assert dlog.dropped > 0
+        assert sum(counted) == dlog.dropped
         # Each failed write is counted; its log line is written at most once a second.
         lines = [r for r in caplog.records if r.getMessage() == "decision_log_dropped"]
         assert 1 <= len(lines) < dlog.dropped
@@ -268,5 +288,5 @@ def test_a_full_disk_drops_whole_lines_counts_them_and_recovers(tmp_path, decisi
         dlog.record(after, INPUTS, 1.0)
         dlog.close()
         entries = _lines(disk / "d.log")
-        assert entries[-1]["decision_id"] == after.decision_id and len(entries) == dlog.written
-
+        assert entries[-1]["decision_id"] == after.decision_id
+        assert len(entries) == dlog.written

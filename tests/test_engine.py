@@ -22,7 +22,7 @@ from server.errors import CompileError, EvalError
 from tests.support.memory import rss_kib
 
 
-def Engine(*args, **kw) -> _Engine:  # noqa: N802 - stands in for the class
+def Engine(*args, **kw) -> _Engine:
     """The adapter without its memo: every call here reaches the C engine (see test_engine_memo.py)."""
     kw.setdefault("memo_size", 0)
     return _Engine(*args, **kw)
@@ -224,7 +224,8 @@ def test_one_fact_and_missing_facts_are_encoded_right():
     assert eng.match({"y": "2"}) == []
     eng.close()
     one = Engine("t", {"a": rule({"x": "1"})}, ["x"])
-    assert one.match({"x": "1"}) == ["a"] and one.match({}) == []
+    assert one.match({"x": "1"}) == ["a"]
+    assert one.match({}) == []
     one.close()
 
 
@@ -242,7 +243,8 @@ def test_the_rulesets_per_process_limit_is_refused_cleanly_and_freed_on_close(mo
     assert engine_module._ruleset_count == alive + 2
     first.close()
     third = Engine("t", {"a": rule({"x": "1"})}, ["x"])  # room again after a close
-    assert third.match({"x": "1"}) == ["a"] and second.match({"x": "1"}) == ["a"]
+    assert third.match({"x": "1"}) == ["a"]
+    assert second.match({"x": "1"}) == ["a"]
     second.close()
     third.close()
     assert engine_module._ruleset_count == alive

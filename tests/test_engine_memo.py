@@ -51,13 +51,15 @@ def _number() -> st.SearchStrategy[int | None]:
     return st.one_of(near, st.integers(-(2**40), 2**40), st.integers(-100, 100), st.none())
 
 
-VECTOR = st.fixed_dictionaries({
-    "n": _number(),
-    "m": _number(),
-    "has": st.one_of(st.booleans(), st.none()),
-    "s": st.one_of(st.sampled_from(["x", "y", "", "xy"]), st.none()),
-    "t": st.one_of(st.sampled_from(["z", "", "q"]), st.none()),
-})
+VECTOR = st.fixed_dictionaries(
+    {
+        "n": _number(),
+        "m": _number(),
+        "has": st.one_of(st.booleans(), st.none()),
+        "s": st.one_of(st.sampled_from(["x", "y", "", "xy"]), st.none()),
+        "t": st.one_of(st.sampled_from(["z", "", "q"]), st.none()),
+    }
+)
 
 
 def test_thresholds_are_every_constant_of_each_ordered_fact():
@@ -136,7 +138,7 @@ def test_memo_is_bounded_and_stays_correct_when_full():
     for i in range(200):
         values = {"n": i * 997 - 50_000, "m": i % 30 - 10, "has": i % 2 == 0, "s": "xy"[i % 2], "t": ""}
         assert memo.match(values) == plain.match(values)
-        assert len(memo._memo) <= 8  # noqa: SLF001 - the bound is the point
+        assert len(memo._memo) <= 8
     memo.close()
     plain.close()
 
@@ -190,16 +192,17 @@ def test_a_new_revision_never_answers_from_the_old_revisions_memo(tmp_path):
         appt = {**appt, "start_at": (now + dt.timedelta(days=2)).isoformat()}
         try:
             candidate = old.facts(type(case.snapshot)(case.action, case.snapshot.order, appt, now))
-        except Exception:  # noqa: BLE001, S112 - look for a case that is valid with this appointment
+        except Exception:
             continue
-        engine_old = old._engines[candidate.action]  # noqa: SLF001
-        engine_new = new._engines[candidate.action]  # noqa: SLF001
+        engine_old = old._engines[candidate.action]
+        engine_new = new._engines[candidate.action]
         if engine_old.match_uncached(candidate.values) != engine_new.match_uncached(candidate.values):
             facts = candidate
             break
     assert facts is not None, "no case where a 1 h and a 1000 h refund window decide differently"
     first = old.match(facts.action, facts.values)
-    assert old.match(facts.action, facts.values) == first and engine_old.memo_hits >= 1
+    assert old.match(facts.action, facts.values) == first
+    assert engine_old.memo_hits >= 1
     answer = new.match(facts.action, facts.values)
     assert answer == engine_new.match_uncached(facts.values) != first
     assert engine_new.memo_hits == 0
@@ -219,14 +222,15 @@ def test_one_million_decisions_with_a_full_memo_keep_memory_flat():
 
     for i in range(60_000):
         eng.match(values(i))
-    assert len(eng._memo) == 4096  # noqa: SLF001 - full before measuring
+    assert len(eng._memo) == 4096
     gc.collect()
     before = rss_kib()
     for i in range(1_000_000):
         eng.match(values(i))
     gc.collect()
     grown = rss_kib() - before
-    assert len(eng._memo) == 4096  # noqa: SLF001
-    assert eng.memo_hits > 500_000 and eng.memo_misses > 250_000
+    assert len(eng._memo) == 4096
+    assert eng.memo_hits > 500_000
+    assert eng.memo_misses > 250_000
     eng.close()
     assert grown < 5 * 1024, f"RSS grew by {grown} KiB over 1,000,000 decisions"

@@ -21,31 +21,62 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
-statuses = st.sampled_from([
-    "received.walk_in_test.ordered", "collecting_sample.testkit.transit_customer", "cancelled.testkit.cancelled",
-    "received.testkit.registered", "received.brand_new.ordered", "x.y", "Received.walk_in_test.ordered", "",
-])
-timestamps = st.sampled_from(["2026-03-09T14:03:12+00:00", "2026-03-09T14:03:12Z", "2026-03-09T14:03:12",
-                              "2026-03-09", "yesterday", "2026-03-09T10:03:12-04:00"])
-events = st.fixed_dictionaries({}, optional={"id": st.integers(0, 5) | st.text(max_size=2) | st.none(),
-                                             "created_at": timestamps, "status": statuses})
-orders = st.fixed_dictionaries({}, optional={
-    "id": st.sampled_from(["o1", "", None, 7]),
-    "status": st.sampled_from(["received", "cancelled", "collecting_sample", "Bad Status", None, 3]),
-    "details": st.none() | st.fixed_dictionaries({}, optional={"type": st.sampled_from(
-        ["testkit", "walk_in_test", "at_home_phlebotomy", None, 5, "brand_new"])}),
-    "lab_test": st.fixed_dictionaries({}, optional={"method": st.sampled_from(["testkit", "walk_in_test", None])}),
-    "events": st.lists(events, max_size=4) | json_values,
-    "last_event": st.none() | events,
-    "created_at": timestamps,
-    "extra": json_values,
-})
-appointments = st.none() | json_values | st.fixed_dictionaries({}, optional={
-    "order_id": st.sampled_from(["o1", "o2", None]),
-    "status": st.sampled_from(["pending", "confirmed", "in_progress", "cancelled", "bogus", None]),
-    "provider": st.sampled_from(["quest", "sonora_quest", "getlabs", None, 4]),
-    "start_at": timestamps,
-})
+statuses = st.sampled_from(
+    [
+        "received.walk_in_test.ordered",
+        "collecting_sample.testkit.transit_customer",
+        "cancelled.testkit.cancelled",
+        "received.testkit.registered",
+        "received.brand_new.ordered",
+        "x.y",
+        "Received.walk_in_test.ordered",
+        "",
+    ]
+)
+timestamps = st.sampled_from(
+    [
+        "2026-03-09T14:03:12+00:00",
+        "2026-03-09T14:03:12Z",
+        "2026-03-09T14:03:12",
+        "2026-03-09",
+        "yesterday",
+        "2026-03-09T10:03:12-04:00",
+    ]
+)
+events = st.fixed_dictionaries(
+    {},
+    optional={"id": st.integers(0, 5) | st.text(max_size=2) | st.none(), "created_at": timestamps, "status": statuses},
+)
+orders = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["o1", "", None, 7]),
+        "status": st.sampled_from(["received", "cancelled", "collecting_sample", "Bad Status", None, 3]),
+        "details": st.none()
+        | st.fixed_dictionaries(
+            {},
+            optional={"type": st.sampled_from(["testkit", "walk_in_test", "at_home_phlebotomy", None, 5, "brand_new"])},
+        ),
+        "lab_test": st.fixed_dictionaries({}, optional={"method": st.sampled_from(["testkit", "walk_in_test", None])}),
+        "events": st.lists(events, max_size=4) | json_values,
+        "last_event": st.none() | events,
+        "created_at": timestamps,
+        "extra": json_values,
+    },
+)
+appointments = (
+    st.none()
+    | json_values
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "order_id": st.sampled_from(["o1", "o2", None]),
+            "status": st.sampled_from(["pending", "confirmed", "in_progress", "cancelled", "bogus", None]),
+            "provider": st.sampled_from(["quest", "sonora_quest", "getlabs", None, 4]),
+            "start_at": timestamps,
+        },
+    )
+)
 
 
 def assert_says_what_was_wrong(message: str) -> None:
@@ -53,29 +84,61 @@ def assert_says_what_was_wrong(message: str) -> None:
     the very kind expected ("expected a non-empty string, got a string"), never a Python repr."""
     got = message.rpartition(", got ")[2] if ", got " in message else ""
     assert got not in ("a string", "a number", "a boolean", "an array"), message
-    assert "`None`" not in message and "`True`" not in message and "`False`" not in message, message
+    for literal in ("`None`", "`True`", "`False`"):
+        assert literal not in message, message
 
 
-@pytest.mark.parametrize(("order", "appointment", "field", "message"), [
-    ({"id": ""}, None, "order.id", "expected a non-empty string, got an empty string"),
-    ({"id": 7}, None, "order.id", "expected a non-empty string, got the number `7`"),
-    ({"id": "o", "events": [{"id": 1.5}]}, None, "order.events[0].id", "expected an integer, got the number `1.5`"),
-    ({"id": "o", "events": [{"id": True}]}, None, "order.events[0].id", "expected an integer, got `true`"),
-    ({"id": "o", "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": 5}]}, None,
-     "order.events[0].status", "expected a HIGH.METHOD.LOW string, got the number `5`"),
-    ({"id": "o", "status": ["received"]}, None, "order.status",
-     "expected a lower_snake_case top status, got an array of 1 items"),
-    ({"id": "o", "status": "received", "details": {"type": 3}}, None, "order.details.type",
-     "expected a lower_snake_case method, got the number `3`"),
-    ({"id": "o", "status": "received", "details": {"type": "Walk In"}}, None, "order.details.type",
-     "`Walk In` is not a lower_snake_case method"),
-    ({"id": "o", "status": "received", "details": "walk_in_test"}, None, "order.details",
-     "expected an object, got the string `walk_in_test`"),
-    ({"id": "o", "status": "received", "details": {"type": "walk_in_test"}}, {}, "appointment.status",
-     "missing: expected one of "),
-    ({"id": "o", "status": "received", "details": {"type": "walk_in_test"}}, {"status": 4}, "appointment.status",
-     ", got the number `4`"),
-])
+@pytest.mark.parametrize(
+    ("order", "appointment", "field", "message"),
+    [
+        ({"id": ""}, None, "order.id", "expected a non-empty string, got an empty string"),
+        ({"id": 7}, None, "order.id", "expected a non-empty string, got the number `7`"),
+        ({"id": "o", "events": [{"id": 1.5}]}, None, "order.events[0].id", "expected an integer, got the number `1.5`"),
+        ({"id": "o", "events": [{"id": True}]}, None, "order.events[0].id", "expected an integer, got `true`"),
+        (
+            {"id": "o", "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": 5}]},
+            None,
+            "order.events[0].status",
+            "expected a HIGH.METHOD.LOW string, got the number `5`",
+        ),
+        (
+            {"id": "o", "status": ["received"]},
+            None,
+            "order.status",
+            "expected a lower_snake_case top status, got an array of 1 items",
+        ),
+        (
+            {"id": "o", "status": "received", "details": {"type": 3}},
+            None,
+            "order.details.type",
+            "expected a lower_snake_case method, got the number `3`",
+        ),
+        (
+            {"id": "o", "status": "received", "details": {"type": "Walk In"}},
+            None,
+            "order.details.type",
+            "`Walk In` is not a lower_snake_case method",
+        ),
+        (
+            {"id": "o", "status": "received", "details": "walk_in_test"},
+            None,
+            "order.details",
+            "expected an object, got the string `walk_in_test`",
+        ),
+        (
+            {"id": "o", "status": "received", "details": {"type": "walk_in_test"}},
+            {},
+            "appointment.status",
+            "missing: expected one of ",
+        ),
+        (
+            {"id": "o", "status": "received", "details": {"type": "walk_in_test"}},
+            {"status": 4},
+            "appointment.status",
+            ", got the number `4`",
+        ),
+    ],
+)
 def test_each_field_violation_says_what_was_wrong_with_the_value(decider, order, appointment, field, message):
     """The message names the value or what it lacked, not only the kind that was expected."""
     with pytest.raises(SnapshotError) as info:
@@ -96,7 +159,8 @@ def _decide_or_error(decider, snapshot):
     try:
         decision = decider.decide(snapshot)
     except SnapshotError as exc:
-        assert exc.field and isinstance(exc.field, str)
+        assert exc.field
+        assert isinstance(exc.field, str)
         assert "\n" not in str(exc)
         assert_says_what_was_wrong(exc.message)
         return None
@@ -144,19 +208,24 @@ def test_a_terminal_top_status_never_allows(decider, order):
         assert decision.outcome == "DENY"
 
 
-@pytest.mark.parametrize(("text", "field"), [
-    ('{"id": "o", "status": "received", "status": "cancelled"}', "order.status"),
-    ('{"id": "o", "id": "p", "status": "received"}', "order.id"),
-    ('{"id": "o", "details": {"type": "testkit", "type": "walk_in_test"}}', "order.details.type"),
-    ('{"id": "o", "lab_test": {"method": "testkit", "method": "walk_in_test"}}', "order.lab_test.method"),
-    ('{"id": "o", "events": [{"id": 1, "status": "a.b.c"}, {"id": 2, "status": "a.b.c", "status": "x.y.z"}]}',
-     "order.events[1].status"),
-    ('{"id": "o", "last_event": {"id": 1, "created_at": "a", "created_at": "b"}}', "order.last_event.created_at"),
-    ('{"id": "o", "events": [], "events": [{"id": 1}]}', "order.events"),
-    ('{"id": "o", "st\\u0061tus": "received", "status": "cancelled"}', "order.status"),  # an escaped spelling
-    ('{"id": "o\\u0022", "status": "a", "status": "b"}', "order.status"),  # a quote spelled as an escape
-    ('{"id": "o", "x": ' + "[" * 300 + "]" * 300 + ', "status": "a", "status": "b"}', "order.status"),
-])
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"id": "o", "status": "received", "status": "cancelled"}', "order.status"),
+        ('{"id": "o", "id": "p", "status": "received"}', "order.id"),
+        ('{"id": "o", "details": {"type": "testkit", "type": "walk_in_test"}}', "order.details.type"),
+        ('{"id": "o", "lab_test": {"method": "testkit", "method": "walk_in_test"}}', "order.lab_test.method"),
+        (
+            '{"id": "o", "events": [{"id": 1, "status": "a.b.c"}, {"id": 2, "status": "a.b.c", "status": "x.y.z"}]}',
+            "order.events[1].status",
+        ),
+        ('{"id": "o", "last_event": {"id": 1, "created_at": "a", "created_at": "b"}}', "order.last_event.created_at"),
+        ('{"id": "o", "events": [], "events": [{"id": 1}]}', "order.events"),
+        ('{"id": "o", "st\\u0061tus": "received", "status": "cancelled"}', "order.status"),  # an escaped spelling
+        ('{"id": "o\\u0022", "status": "a", "status": "b"}', "order.status"),  # a quote spelled as an escape
+        ('{"id": "o", "x": ' + "[" * 300 + "]" * 300 + ', "status": "a", "status": "b"}', "order.status"),
+    ],
+)
 def test_a_read_key_twice_in_one_object_is_refused_naming_it(text, field):
     """Parsers disagree on which of two values counts: a key the policy reads may appear only once."""
     with pytest.raises(SnapshotError) as info:
@@ -169,12 +238,15 @@ def test_a_read_key_twice_in_one_object_is_refused_naming_it(text, field):
     assert info.value.field == field
 
 
-@pytest.mark.parametrize("text", [
-    '{"id": "o", "patient_details": {"first_name": "A", "first_name": "B"}, "status": "received"}',
-    '{"id": "o", "lab_test": {"method": "testkit", "id": 1, "id": 2}}',
-    '{"id": "o\\u0022", "status": "received"}',
-    '{"id": "o", "x": ' + "[" * 300 + "]" * 300 + "}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": "o", "patient_details": {"first_name": "A", "first_name": "B"}, "status": "received"}',
+        '{"id": "o", "lab_test": {"method": "testkit", "id": 1, "id": 2}}',
+        '{"id": "o\\u0022", "status": "received"}',
+        '{"id": "o", "x": ' + "[" * 300 + "]" * 300 + "}",
+    ],
+)
 def test_duplicates_the_policy_does_not_read_and_unusual_spellings_are_accepted(text):
     """Duplicates in ignored fields, escaped quotes and deep nesting parse as before."""
     assert parse_json_object(text, "order", ORDER_READS)["id"].startswith("o")

@@ -22,8 +22,9 @@ DEFAULT_BUNDLE = ROOT / "rules" / "cancellation"
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+    )
 
 
 def test_version_names_the_package_the_bundle_format_and_the_proto_package(tmp_path):
@@ -33,8 +34,10 @@ def test_version_names_the_package_the_bundle_format_and_the_proto_package(tmp_p
     package = re.search(r"^package ([\w.]+);", proto, re.M).group(1)
     proc = run_cli("--version", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    want = (f"order-policy {server.__version__} (bundle format "
-            f"{schema['properties']['format_version']['const']}, proto package {package})")
+    want = (
+        f"order-policy {server.__version__} (bundle format "
+        f"{schema['properties']['format_version']['const']}, proto package {package})"
+    )
     assert proc.stdout.strip() == want
 
 
@@ -69,8 +72,17 @@ def test_check_test_decide_and_matrix_default_to_the_default_bundle_from_any_dir
     test = run_cli("test", cwd=tmp_path)
     assert test.returncode == 0, test.stdout[-2000:]
     order = tmp_path / "order.json"
-    order.write_text(json.dumps({"id": "o-1", "status": "received", "details": {"type": "testkit"},
-                                 "lab_test": {"method": "testkit"}, "events": []}))
+    order.write_text(
+        json.dumps(
+            {
+                "id": "o-1",
+                "status": "received",
+                "details": {"type": "testkit"},
+                "lab_test": {"method": "testkit"},
+                "events": [],
+            }
+        )
+    )
     decide = run_cli("decide", "--order", str(order), "--format", "json", cwd=tmp_path)
     assert decide.returncode == 0, decide.stdout + decide.stderr
     assert json.loads(decide.stdout)["bundle"]["name"] == name
@@ -114,7 +126,8 @@ def test_a_missing_engine_says_how_to_install_it(tmp_path):
     fake = tmp_path / "fake"
     fake.mkdir()
     (fake / "durable_rules_engine.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'durable_rules_engine'\", name='durable_rules_engine')\n")
+        "raise ModuleNotFoundError(\"No module named 'durable_rules_engine'\", name='durable_rules_engine')\n"
+    )
     proc = run_cli("check", cwd=tmp_path, env={"PYTHONPATH": f"{fake}:{ROOT}", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
     assert "pip install durable-rules==2.0.28" in proc.stderr
@@ -134,7 +147,10 @@ def test_the_c_engine_loads_and_decides_on_this_python():
 def test_the_adapter_never_registers_the_callbacks_the_313_fix_touches():
     """The shimmed PyEval_CallObject is reached only through the engine's store/queue callbacks; none is set."""
     tree = ast.parse((ROOT / "server" / "engine.py").read_text())
-    used = {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "_dre"}
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "_dre"
+    }
     assert used, "the adapter no longer calls durable_rules_engine as `_dre`: update this test"
     assert sorted(a for a in used if "callback" in a) == []

@@ -16,7 +16,7 @@ import pytest
 
 from server.bundle.archive import build_archive, generate_keypair, sign_archive
 from server.decide import Decider
-from server.errors import ErrorList
+from server.errors import ErrorList, PolicyError
 from server.lifecycle import BundleManager, StateDir
 from server.model import Snapshot
 from server.registry import Registry
@@ -24,10 +24,19 @@ from tests.support.bundles import ROOT, bundle_variant, set_revision, set_value
 from tests.support.memory import rss_kib
 from tests.support.servers import wait_until
 
-ORDER = {"id": "o-1", "created_at": "2026-03-02T15:00:00+00:00", "status": "collecting_sample",
-         "details": {"type": "at_home_phlebotomy"},
-         "events": [{"id": 1, "created_at": "2026-03-02T15:00:00+00:00",
-                     "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled"}]}
+ORDER = {
+    "id": "o-1",
+    "created_at": "2026-03-02T15:00:00+00:00",
+    "status": "collecting_sample",
+    "details": {"type": "at_home_phlebotomy"},
+    "events": [
+        {
+            "id": 1,
+            "created_at": "2026-03-02T15:00:00+00:00",
+            "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled",
+        }
+    ],
+}
 APPT = {"order_id": "o-1", "status": "confirmed", "provider": "getlabs", "start_at": "2026-03-11T20:00:00+00:00"}
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)  # 32 h notice
 
@@ -67,19 +76,18 @@ def test_activation_persists_and_a_restart_serves_the_last_good_revision(tmp_pat
     assert manager.registry.active().ref.revision == "r1"
     fresh = BundleManager(Registry(), state=StateDir(tmp_path / "state"))
     restored = fresh.restore()
-    assert restored is not None and restored.ref.revision == "r1"
+    assert restored is not None
+    assert restored.ref.revision == "r1"
     assert refund_follow_up(fresh.registry) == "FULL_REFUND"
 
 
-@pytest.mark.parametrize("breakage", ["invalid_yaml", "failing_case", "truncated_archive", "bad_signature",
-                                      "unsigned"])
+@pytest.mark.parametrize("breakage", ["invalid_yaml", "failing_case", "truncated_archive", "bad_signature", "unsigned"])
 def test_a_broken_bundle_is_refused_and_the_old_one_keeps_serving(tmp_path, breakage):
     """Invalid YAML, a failing own test, a truncated archive or a bad/missing signature: refused."""
     priv, pub = tmp_path / "k", tmp_path / "k.pub"
     generate_keypair(priv, pub)
     keyed = breakage in ("bad_signature", "unsigned")
-    manager = BundleManager(Registry(), state=StateDir(tmp_path / "state"),
-                            verification_key=pub if keyed else None)
+    manager = BundleManager(Registry(), state=StateDir(tmp_path / "state"), verification_key=pub if keyed else None)
     good = tmp_path / "good.tar.gz"
     build_archive(revision_of(tmp_path, "good"), good)
     sign_archive(good, priv)
@@ -105,12 +113,17 @@ def test_a_broken_bundle_is_refused_and_the_old_one_keeps_serving(tmp_path, brea
             data = out.read_bytes()
         with pytest.raises(ErrorList) as err:
             manager.activate_archive(data, origin="test")
-    expected = {"invalid_yaml": "bundle_parse_error", "failing_case": "bundle_test_failed",
-                "truncated_archive": "bundle_bad_archive", "bad_signature": "bundle_bad_signature",
-                "unsigned": "bundle_unsigned"}[breakage]
+    expected = {
+        "invalid_yaml": "bundle_parse_error",
+        "failing_case": "bundle_test_failed",
+        "truncated_archive": "bundle_bad_archive",
+        "bad_signature": "bundle_bad_signature",
+        "unsigned": "bundle_unsigned",
+    }[breakage]
     assert expected in {e.code for e in err.value.errors}
     assert manager.registry.active().ref.revision == "good"
-    assert manager.status.failures == 1 and manager.status.last_error
+    assert manager.status.failures == 1
+    assert manager.status.last_error
     assert StateDir(tmp_path / "state").read()["revision"] == "good"
     manager.stop()
 
@@ -122,12 +135,13 @@ def test_pinned_revisions_and_rollback(tmp_path, manager):
     reg = manager.registry
     assert reg.revisions() == ["r2", "r3", "r4"]
     assert reg.get("r3").decide(Snapshot("cancel_order", ORDER, APPT, NOW)).bundle.revision == "r3"
-    with pytest.raises(Exception) as err:
+    with pytest.raises(PolicyError) as err:
         reg.get("r1")
     assert getattr(err.value, "code", "") == "revision_not_loaded"
     assert refund_follow_up(reg) == "NON_REFUNDABLE"  # r4: 48 h window, 32 h notice
     manager.rollback("r3")
-    assert reg.active().ref.revision == "r3" and refund_follow_up(reg) == "FULL_REFUND"
+    assert reg.active().ref.revision == "r3"
+    assert refund_follow_up(reg) == "FULL_REFUND"
     assert StateDir(tmp_path / "state").read()["revision"] == "r3"
 
 
@@ -171,7 +185,7 @@ class _BundleServer(http.server.BaseHTTPRequestHandler):
     etag = '"v1"'
     hits: list[int] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's API
+    def do_GET(self) -> None:
         if self.headers.get("If-None-Match") == self.etag:
             self.hits.append(304)
             self.send_response(304)
@@ -197,7 +211,8 @@ def test_an_http_source_is_polled_with_etags(tmp_path, manager):
     url = f"http://127.0.0.1:{httpd.server_address[1]}/bundle.tar.gz"
     try:
         etag = manager.load_url(url)
-        assert manager.registry.active().ref.revision == "h1" and etag == '"v1"'
+        assert manager.registry.active().ref.revision == "h1"
+        assert etag == '"v1"'
         assert manager.load_url(url, etag) == etag
         _BundleServer.archive = archive_of(tmp_path, revision_of(tmp_path, "h2"))
         _BundleServer.etag = '"v2"'
@@ -238,9 +253,11 @@ def test_kill_9_during_swaps_restarts_on_a_good_revision(tmp_path):
             proc.wait(timeout=10)
         fresh = BundleManager(Registry(), state=StateDir(state))
         restored = fresh.restore()
-        assert restored is not None and restored.ref.revision in ("r1", "r2")
-        assert refund_follow_up(fresh.registry) == ("FULL_REFUND" if restored.ref.revision == "r1"
-                                                    else "NON_REFUNDABLE")
+        assert restored is not None
+        assert restored.ref.revision in ("r1", "r2")
+        assert refund_follow_up(fresh.registry) == (
+            "FULL_REFUND" if restored.ref.revision == "r1" else "NON_REFUNDABLE"
+        )
         fresh.registry.get().close()
 
 

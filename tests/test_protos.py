@@ -24,7 +24,8 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     written = generate(tmp_path)
     assert any(p.name.endswith("_pb2_grpc.py") for p in written)
     stale = [
-        str(rel) for rel in written
+        str(rel)
+        for rel in written
         if not (GEN / rel).exists() or not filecmp.cmp(tmp_path / rel, GEN / rel, shallow=False)
     ]
     assert stale == [], "server/_gen is stale: run `make gen` (python -m server._gen)"
@@ -47,8 +48,12 @@ def _buf() -> Path | None:
     if npm is None:
         return None
     try:
-        subprocess.run(  # noqa: S603
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOLS, check=True, capture_output=True, timeout=180,
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=TOOLS,
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
     except (subprocess.SubprocessError, OSError):
         return None
@@ -64,9 +69,7 @@ def buf() -> Path:
 
 
 def _run_buf(buf: Path, *args: str, cwd: Path = PROTOS) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
-        [str(buf), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run([str(buf), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_buf_lint_standard_passes(buf: Path) -> None:
@@ -105,15 +108,30 @@ def test_every_element_of_the_contract_is_documented(tmp_path: Path) -> None:
 
     out = tmp_path / "set.binpb"
     files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    assert protoc.main(["protoc", f"-I{PROTOS}", f"-I{resources.files('grpc_tools') / '_proto'}",
-                        "--include_source_info", f"--descriptor_set_out={out}", *files]) == 0
+    assert (
+        protoc.main(
+            [
+                "protoc",
+                f"-I{PROTOS}",
+                f"-I{resources.files('grpc_tools') / '_proto'}",
+                "--include_source_info",
+                f"--descriptor_set_out={out}",
+                *files,
+            ]
+        )
+        == 0
+    )
     fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     undocumented: list[str] = []
     for f in fds.file:
         comments = {tuple(loc.path): loc.leading_comments.strip() for loc in f.source_code_info.location}
 
-        def need(path: tuple[int, ...], name: str, f: descriptor_pb2.FileDescriptorProto = f,
-                 comments: dict[tuple[int, ...], str] = comments) -> None:
+        def need(
+            path: tuple[int, ...],
+            name: str,
+            f: descriptor_pb2.FileDescriptorProto = f,
+            comments: dict[tuple[int, ...], str] = comments,
+        ) -> None:
             if not comments.get(path):
                 undocumented.append(f"{f.name}: {name}")
 
@@ -136,4 +154,5 @@ def test_every_element_of_the_contract_is_documented(tmp_path: Path) -> None:
             need((6, i), s.name)
             for j, method in enumerate(s.method):
                 need((6, i, 2, j), f"{s.name}.{method.name}")
-    assert files and undocumented == []
+    assert files
+    assert undocumented == []

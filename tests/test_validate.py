@@ -54,16 +54,25 @@ def test_yaml_syntax_error_names_the_line(bundle_copy):
     (bundle_copy / "data/catalogue.yaml").write_text("reasons:\n  A: [unclosed\n")
     errs = errors_of(bundle_copy)
     assert [e.code for e in errs] == ["bundle_parse_error"]
-    assert errs[0].location.file == "data/catalogue.yaml" and errs[0].location.line >= 2
+    assert errs[0].location.file == "data/catalogue.yaml"
+    assert errs[0].location.line >= 2
 
 
 def test_every_error_is_collected_not_only_the_first(bundle_copy):
     """Several problems in several files are reported together, sorted by file and line."""
     policy = bundle_copy / "policies/cancel_order.yaml"
     edit(policy, "reasons: [TESTKIT_SHIPPED]", "reasons: [TESTKIT_SHIPED]")
-    edit(policy, "      status_source: top\n      top_status: received", "      status_sorce: top\n      top_status: received")
+    edit(
+        policy,
+        "      status_source: top\n      top_status: received",
+        "      status_sorce: top\n      top_status: received",
+    )
     edit(policy, "- id: walk_in_cancellable", "- id: terminal_state")
-    edit(bundle_copy / "policies/cancel_appointment.yaml", "appointment_status: in_progress", "appointment_status: in_progres")
+    edit(
+        bundle_copy / "policies/cancel_appointment.yaml",
+        "appointment_status: in_progress",
+        "appointment_status: in_progres",
+    )
     errs = errors_of(bundle_copy)
     got = {(e.code, e.hint) for e in errs}
     assert ("validation_unknown_reason", "did you mean `TESTKIT_SHIPPED`?") in got
@@ -79,8 +88,11 @@ def test_unknown_status_and_method_values_are_errors_with_hints(bundle_copy):
     """A rule naming a status or method the vocabulary does not define is refused."""
     policy = bundle_copy / "policies/cancel_order.yaml"
     edit(policy, "- received.walk_in_test.ordered", "- received.walk_in_test.orderd")
-    edit(policy, "method: at_home_phlebotomy\n      appointment_status: {in_set: active_appointment}\n    follow_ups: [APPOINTMENT_AUTO_CANCELLED]",
-         "method: at_home_phlebotomey\n      appointment_status: {in_set: active_appointment}\n    follow_ups: [APPOINTMENT_AUTO_CANCELLED]")
+    edit(
+        policy,
+        "method: at_home_phlebotomy\n      appointment_status: {in_set: active_appointment}\n    follow_ups: [APPOINTMENT_AUTO_CANCELLED]",
+        "method: at_home_phlebotomey\n      appointment_status: {in_set: active_appointment}\n    follow_ups: [APPOINTMENT_AUTO_CANCELLED]",
+    )
     errs = errors_of(bundle_copy)
     got = {(e.code, e.hint) for e in errs}
     assert ("validation_unknown_status", "did you mean `received.walk_in_test.ordered`?") in got
@@ -101,30 +113,41 @@ def test_a_rule_that_can_never_match_is_an_error(bundle_copy):
     """A status of one method required together with another method can never match; the
     error names both conditions."""
     policy = bundle_copy / "policies/cancel_order.yaml"
-    edit(policy, "  - id: not_cancellable_state\n    effect: deny\n    when:\n",
-         "  - id: not_cancellable_state\n    effect: deny\n    when:\n      method: on_site_collection\n")
+    edit(
+        policy,
+        "  - id: not_cancellable_state\n    effect: deny\n    when:\n",
+        "  - id: not_cancellable_state\n    effect: deny\n    when:\n      method: on_site_collection\n",
+    )
     errs = errors_of(bundle_copy)
-    assert [(e.code, e.message) for e in errs] == [(
-        "validation_never_matches",
-        "rule `not_cancellable_state` can never match: `status: {in: [collecting_sample.walk_in_test."
-        "redraw_available, sample_with_lab.testkit.lab_processing_blocked]}` contradicts "
-        "`method: on_site_collection`",
-    )]
+    assert [(e.code, e.message) for e in errs] == [
+        (
+            "validation_never_matches",
+            "rule `not_cancellable_state` can never match: `status: {in: [collecting_sample.walk_in_test."
+            "redraw_available, sample_with_lab.testkit.lab_processing_blocked]}` contradicts "
+            "`method: on_site_collection`",
+        )
+    ]
 
 
 def test_contradictory_numeric_bounds_never_match(bundle_copy):
     """`gt 24h` and `lte 1h` together can never hold: the error quotes the condition."""
     policy = bundle_copy / "policies/cancel_order.yaml"
-    edit(policy, "appointment_notice_seconds: {gt: {param: refund_window}}",
-         "appointment_notice_seconds: {gt: {param: refund_window}, lte: 3600}")
+    edit(
+        policy,
+        "appointment_notice_seconds: {gt: {param: refund_window}}",
+        "appointment_notice_seconds: {gt: {param: refund_window}, lte: 3600}",
+    )
     errs = errors_of(bundle_copy)
     assert [e.code for e in errs] == ["validation_never_matches"]
-    assert errs[0].message == ("rule `at_home_full_refund` can never match: no value satisfies "
-                               "`appointment_notice_seconds: {gt: {param: refund_window}, lte: 3600}`")
+    assert errs[0].message == (
+        "rule `at_home_full_refund` can never match: no value satisfies "
+        "`appointment_notice_seconds: {gt: {param: refund_window}, lte: 3600}`"
+    )
 
 
 def test_conditions_in_separate_all_branches_that_contradict_are_both_named(bundle_copy):
     """Two conditions on one fact under `all` that exclude each other are both quoted."""
+
     def change(doc):
         rule = next(r for r in doc["rules"] if r["id"] == "not_cancellable_state")
         rule["when"] = {"all": [{"appointment_status": "confirmed"}, {"appointment_status": {"in": ["cancelled"]}}]}
@@ -133,7 +156,8 @@ def test_conditions_in_separate_all_branches_that_contradict_are_both_named(bund
     errs = [e for e in errors_of(bundle_copy) if e.code == "validation_never_matches"]
     assert [e.message for e in errs] == [
         "rule `not_cancellable_state` can never match: no value satisfies `appointment_status: confirmed` "
-        "and `appointment_status: {in: [cancelled]}`"]
+        "and `appointment_status: {in: [cancelled]}`"
+    ]
 
 
 def test_a_status_no_rule_decides_fails_the_coverage_check(bundle_copy):
@@ -141,8 +165,9 @@ def test_a_status_no_rule_decides_fails_the_coverage_check(bundle_copy):
     edit(bundle_copy / "policies/cancel_order.yaml", "          - received.walk_in_test.requisition_bypassed\n", "")
     errs = errors_of(bundle_copy)
     assert {e.code for e in errs} == {"validation_coverage"}
-    assert any("`received.walk_in_test.requisition_bypassed`" in e.message and "`cancel_order`" in e.message
-               for e in errs)
+    assert any(
+        "`received.walk_in_test.requisition_bypassed`" in e.message and "`cancel_order`" in e.message for e in errs
+    )
 
 
 def test_unknown_template_variable_is_an_error(bundle_copy):
@@ -154,8 +179,11 @@ def test_unknown_template_variable_is_an_error(bundle_copy):
 
 def test_vocabulary_status_under_the_wrong_method_is_an_error(bundle_copy):
     """A status listed under a method whose name its METHOD part does not carry is refused."""
-    edit(bundle_copy / "data/vocabulary.yaml", "      - received.walk_in_test.ordered\n",
-         "      - received.walk_in_test.ordered\n      - received.testkit.brand_new\n")
+    edit(
+        bundle_copy / "data/vocabulary.yaml",
+        "      - received.walk_in_test.ordered\n",
+        "      - received.walk_in_test.ordered\n      - received.testkit.brand_new\n",
+    )
     assert "validation_status_method" in {e.code for e in errors_of(bundle_copy)}
 
 

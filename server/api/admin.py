@@ -87,7 +87,9 @@ class AdminAuth:
             if any(n in self._names for n in names):
                 return
         if not presented:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin calls need a bearer token or an admin client certificate")
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "admin calls need a bearer token or an admin client certificate"
+            )
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "this credential may not administer bundles")
 
 
@@ -124,15 +126,20 @@ def _ts(text: str) -> timestamp_pb2.Timestamp:
 def _info(d: Decider | None, active: Decider | None) -> apb.RevisionInfo:
     if d is None:
         return apb.RevisionInfo()
-    return apb.RevisionInfo(name=d.ref.name, revision=d.ref.revision, digest=d.ref.digest,
-                            active=active is not None and d.ref.digest == active.ref.digest)
+    return apb.RevisionInfo(
+        name=d.ref.name,
+        revision=d.ref.revision,
+        digest=d.ref.digest,
+        active=active is not None and d.ref.digest == active.ref.digest,
+    )
 
 
 class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
     """The admin API over a :class:`BundleManager`."""
 
-    def __init__(self, manager: BundleManager, auth: AdminAuth,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, manager: BundleManager, auth: AdminAuth, on_event: Callable[[str, dict[str, Any]], None] | None = None
+    ) -> None:
         self._manager = manager
         self._auth = auth
         self._on_event = on_event or (lambda event, fields: None)
@@ -147,7 +154,7 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
                 continue
         return out
 
-    def GetStatus(self, request: apb.GetStatusRequest, context: grpc.ServicerContext) -> apb.GetStatusResponse:  # noqa: N802
+    def GetStatus(self, request: apb.GetStatusRequest, context: grpc.ServicerContext) -> apb.GetStatusResponse:
         self._auth.check(context)
         active = self._manager.registry.active()
         status = self._manager.status
@@ -169,8 +176,14 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
             active = self._manager.registry.active()
             if active is None:
                 return []
-            return [apb.WorkerStatus(pid=os.getpid(), revision=active.ref.revision, digest=active.ref.digest,
-                                     reported_at=_ts(dt.datetime.now(dt.UTC).isoformat()))]
+            return [
+                apb.WorkerStatus(
+                    pid=os.getpid(),
+                    revision=active.ref.revision,
+                    digest=active.ref.digest,
+                    reported_at=_ts(dt.datetime.now(dt.UTC).isoformat()),
+                )
+            ]
         out = []
         for path in sorted((state.path / "workers").glob("*.json")):
             try:
@@ -178,16 +191,21 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
                 os.kill(int(rec["pid"]), 0)  # a worker that is gone is not listed
             except (OSError, ValueError, KeyError):
                 continue
-            out.append(apb.WorkerStatus(pid=int(rec["pid"]), revision=rec["revision"], digest=rec["digest"],
-                                        reported_at=_ts(rec["at"])))
+            out.append(
+                apb.WorkerStatus(
+                    pid=int(rec["pid"]), revision=rec["revision"], digest=rec["digest"], reported_at=_ts(rec["at"])
+                )
+            )
         return out
 
-    def ListRevisions(self, request: apb.ListRevisionsRequest, context: grpc.ServicerContext) -> apb.ListRevisionsResponse:  # noqa: N802
+    def ListRevisions(
+        self, request: apb.ListRevisionsRequest, context: grpc.ServicerContext
+    ) -> apb.ListRevisionsResponse:
         self._auth.check(context)
         active = self._manager.registry.active()
         return apb.ListRevisionsResponse(revisions=[_info(d, active) for d in self._loaded()])
 
-    def Activate(self, request: apb.ActivateRequest, context: grpc.ServicerContext) -> apb.ActivateResponse:  # noqa: N802
+    def Activate(self, request: apb.ActivateRequest, context: grpc.ServicerContext) -> apb.ActivateResponse:
         self._auth.check(context)
         try:
             decider = self._manager.activate_archive(request.archive, origin="admin upload")
@@ -196,7 +214,7 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
         self._on_event("admin_activate", {"revision": decider.ref.revision})
         return apb.ActivateResponse(revision=_info(decider, decider))
 
-    def Rollback(self, request: apb.RollbackRequest, context: grpc.ServicerContext) -> apb.RollbackResponse:  # noqa: N802
+    def Rollback(self, request: apb.RollbackRequest, context: grpc.ServicerContext) -> apb.RollbackResponse:
         self._auth.check(context)
         try:
             decider = self._manager.rollback(request.revision)
@@ -205,7 +223,7 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
         self._on_event("admin_rollback", {"revision": decider.ref.revision})
         return apb.RollbackResponse(revision=_info(decider, decider))
 
-    def SetShadow(self, request: apb.SetShadowRequest, context: grpc.ServicerContext) -> apb.SetShadowResponse:  # noqa: N802
+    def SetShadow(self, request: apb.SetShadowRequest, context: grpc.ServicerContext) -> apb.SetShadowResponse:
         self._auth.check(context)
         try:
             decider = self._manager.set_shadow_archive(request.archive)
@@ -213,7 +231,7 @@ class BundleAdminServicer(apb_grpc.BundleAdminServiceServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, _refusal(exc))
         return apb.SetShadowResponse(revision=_info(decider, self._manager.registry.active()))
 
-    def ClearShadow(self, request: apb.ClearShadowRequest, context: grpc.ServicerContext) -> apb.ClearShadowResponse:  # noqa: N802
+    def ClearShadow(self, request: apb.ClearShadowRequest, context: grpc.ServicerContext) -> apb.ClearShadowResponse:
         self._auth.check(context)
         self._manager.clear_shadow()
         return apb.ClearShadowResponse()

@@ -52,10 +52,7 @@ def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
     action = ACTION_NAMES.get(request.action)
     if action is None:
         if request.action == pb.ACTION_UNSPECIFIED:
-            raise SnapshotError(
-                "action", "an action is required: `ACTION_CANCEL_ORDER` or "
-                "`ACTION_CANCEL_APPOINTMENT`"
-            )
+            raise SnapshotError("action", "an action is required: `ACTION_CANCEL_ORDER` or `ACTION_CANCEL_APPOINTMENT`")
         raise SnapshotError("action", f"unknown action `{request.action}`")
 
     which = request.WhichOneof("order_input")
@@ -88,9 +85,7 @@ def input_parts(request: pb.DecideRequest) -> tuple[Any, ...]:
     order = request.order_json if request.WhichOneof("order_input") == "order_json" else request.order
     which = request.WhichOneof("appointment_input")
     appointment = (
-        None if which is None
-        else request.appointment_json if which == "appointment_json"
-        else request.appointment
+        None if which is None else request.appointment_json if which == "appointment_json" else request.appointment
     )
     return (request.action, order, appointment, request.now if request.HasField("now") else None)
 
@@ -126,11 +121,7 @@ def appointment_to_dict(appointment: pb.Appointment) -> dict[str, Any]:
         if value:
             out[name] = value
     start = appointment.start_at
-    out["start_at"] = (
-        _datetime(start, "appointment.start_at")
-        if appointment.HasField("start_at")
-        else None
-    )
+    out["start_at"] = _datetime(start, "appointment.start_at") if appointment.HasField("start_at") else None
     return out
 
 
@@ -182,10 +173,10 @@ def request_field(field: str, request: pb.DecideRequest) -> str:
         return field
     head = match.group(1)
     if request.WhichOneof(f"{head}_input") == f"{head}_json":
-        return f"{head}_json{field[len(head):]}"
+        return f"{head}_json{field[len(head) :]}"
     for core, typed in _TYPED_FIELDS:
         if field == core or field.startswith((core + ".", core + "[")):
-            return typed + field[len(core):]
+            return typed + field[len(core) :]
     return field
 
 
@@ -198,9 +189,7 @@ def _bundle_proto(ref: BundleRef) -> pb.BundleRef:
     if msg is None:
         if len(_bundle_cache) > 64:  # bounded: revisions come and go with reloads
             _bundle_cache.clear()
-        msg = _bundle_cache[ref] = pb.BundleRef(
-            name=ref.name, revision=ref.revision, digest=ref.digest
-        )
+        msg = _bundle_cache[ref] = pb.BundleRef(name=ref.name, revision=ref.revision, digest=ref.digest)
     return msg
 
 

@@ -24,8 +24,21 @@ from prometheus_client import (
 __all__ = ["METRICS", "Metrics", "serve_metrics"]
 
 _LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 
 
@@ -152,6 +165,6 @@ def serve_metrics(port: int, host: str = "") -> object:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
-        from prometheus_client import REGISTRY as registry  # noqa: N811
-    server, _thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)  # noqa: S104
+        from prometheus_client import REGISTRY as registry
+    server, _thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)
     return server

@@ -79,10 +79,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         self.draining = True
         self._last_refusal = now = time.monotonic()
         deadline = now + timeout
-        while (
-            self.calls_started != self.calls_answered
-            or time.monotonic() - self._last_refusal < quiet
-        ):
+        while self.calls_started != self.calls_answered or time.monotonic() - self._last_refusal < quiet:
             if time.monotonic() >= deadline:
                 return self.calls_started == self.calls_answered
             time.sleep(0.005)
@@ -115,9 +112,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
         if self._decision_log is not None:
             trace_id = self._tracing.trace_id() if self._tracing is not None else ""
-            self._decision_log.record(
-                decision, convert.input_parts(request), (_perf() - start) * 1e6, shadow, trace_id
-            )
+            self._decision_log.record(decision, convert.input_parts(request), (_perf() - start) * 1e6, shadow, trace_id)
         if self._capture is not None:
             self._capture.record(decision, snapshot)
         return decision
@@ -130,7 +125,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         try:
             # The same instant as the live decision, so only the rules can differ.
             shadow: Decision = candidate.decide(replace(snapshot, now=decision.now))
-        except Exception:  # noqa: BLE001 - the candidate never affects the answer
+        except Exception:
             self._metrics.error("shadow_failed")
             return None
         self._metrics.shadow_decisions.labels(str(differs(decision, shadow)).lower()).inc()
@@ -141,8 +136,9 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         if request.field:
             failure = status.invalid(request.field, request.message)
         else:
-            failure = status.Failure(grpc.StatusCode.INVALID_ARGUMENT, SnapshotError.code,
-                                     f"invalid request: {request.message}")
+            failure = status.Failure(
+                grpc.StatusCode.INVALID_ARGUMENT, SnapshotError.code, f"invalid request: {request.message}"
+            )
         self._metrics.error(failure.reason)
         return failure
 
@@ -164,7 +160,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
 
     # -- RPCs ---------------------------------------------------------------------------
 
-    def Decide(  # noqa: N802 (gRPC method name)
+    def Decide(
         self, request: pb.DecideRequest | UndecodableRequest, context: grpc.ServicerContext
     ) -> pb.DecideResponse:
         if self.draining:
@@ -185,7 +181,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
                         decision=convert.decision_to_proto(decision, explain=request.explain),
                         request_id=request.request_id,
                     )
-                except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+                except Exception as exc:
                     failure = self._failure(exc, request, "Decide")
                 else:
                     if self._tracing is not None:
@@ -199,7 +195,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         context.abort_with_status(failure.to_status())
         raise AssertionError("unreachable: abort_with_status raises")
 
-    def DecideBatch(  # noqa: N802
+    def DecideBatch(
         self, request: pb.DecideBatchRequest | UndecodableRequest, context: grpc.ServicerContext
     ) -> pb.DecideBatchResponse:
         if self.draining:
@@ -239,7 +235,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         context.abort_with_status(failure.to_status())
         raise AssertionError("unreachable: abort_with_status raises")
 
-    def DecideStream(  # noqa: N802
+    def DecideStream(
         self,
         request_iterator: Iterator[pb.DecideStreamRequest | UndecodableRequest],
         context: grpc.ServicerContext,
@@ -251,8 +247,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
             self._metrics.error("too_many_streams")
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many open streams: at most {self._streams.limit} per worker; "
-                "retry later, or use DecideBatch",
+                f"too many open streams: at most {self._streams.limit} per worker; retry later, or use DecideBatch",
             )
         try:
             for message in request_iterator:
@@ -289,21 +284,18 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         try:
             decision = self._decide(request, tally)
             convert.fill_decision(out.decision, decision, explain=request.explain)
-        except Exception as exc:  # noqa: BLE001 (an item's error is its answer)
+        except Exception as exc:
             out.error.CopyFrom(self._failure(exc, request, method).to_error())
         return out
 
-    def _batch_failure(
-        self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
-    ) -> status.Failure | None:
+    def _batch_failure(self, request: pb.DecideBatchRequest, context: grpc.ServicerContext) -> status.Failure | None:
         if _expired(context):
             self._metrics.error(status.DEADLINE.reason)
             return status.DEADLINE
         if len(request.requests) > self._max_batch:
             failure = status.invalid(
                 "requests",
-                f"a batch holds at most {self._max_batch} requests, not "
-                f"{len(request.requests)}",
+                f"a batch holds at most {self._max_batch} requests, not {len(request.requests)}",
             )
             self._metrics.error(failure.reason)
             return failure
@@ -328,9 +320,14 @@ def add_to_server(servicer: OrderPolicyServicer, server: grpc.Server) -> None:
     """Register the servicer, decoding requests so that bytes protobuf refuses (invalid
     UTF-8 in ``order_json``, ...) reach it as INVALID_ARGUMENT naming the field, not as
     gRPC's own INTERNAL."""
-    add_servicer(pb.DESCRIPTOR.services_by_name["OrderPolicyService"], servicer, server, {
-        "Decide": (pb.DecideRequest, pb.DecideResponse, False, ""),
-        "DecideBatch": (pb.DecideBatchRequest, pb.DecideBatchResponse, False, ""),
-        # A stream item's error names the field of its DecideRequest, as Decide does.
-        "DecideStream": (pb.DecideStreamRequest, pb.DecideStreamResponse, True, "request."),
-    })
+    add_servicer(
+        pb.DESCRIPTOR.services_by_name["OrderPolicyService"],
+        servicer,
+        server,
+        {
+            "Decide": (pb.DecideRequest, pb.DecideResponse, False, ""),
+            "DecideBatch": (pb.DecideBatchRequest, pb.DecideBatchResponse, False, ""),
+            # A stream item's error names the field of its DecideRequest, as Decide does.
+            "DecideStream": (pb.DecideStreamRequest, pb.DecideStreamResponse, True, "request."),
+        },
+    )

@@ -50,15 +50,12 @@ class Failure:
         if self.violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in self.violations
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations
                 ]
             )
             details.append(_pack(bad))
         details.append(_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN)))
-        proto = status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=details
-        )
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
         return rpc_status.to_status(proto)
 
     def to_error(self) -> pb.Error:
@@ -67,9 +64,7 @@ class Failure:
             code=self.code.value[0],
             reason=self.reason,
             message=self.message,
-            field_violations=[
-                pb.FieldViolation(field=f, description=d) for f, d in self.violations
-            ],
+            field_violations=[pb.FieldViolation(field=f, description=d) for f, d in self.violations],
         )
 
 
@@ -90,9 +85,7 @@ def invalid(field: str, message: str) -> Failure:
 
 
 INTERNAL = Failure(grpc.StatusCode.INTERNAL, "internal_error", "internal error")
-DEADLINE = Failure(
-    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded", "deadline exceeded"
-)
+DEADLINE = Failure(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded", "deadline exceeded")
 
 
 def failure_from(exc: BaseException, field: str | None = None) -> Failure:
@@ -112,8 +105,4 @@ def failure_from(exc: BaseException, field: str | None = None) -> Failure:
 
 def stack_summary(exc: BaseException) -> list[str]:
     """``file:line in function`` frames of an exception, without its message."""
-    return [
-        f"{frame.filename}:{frame.lineno} in {frame.name}"
-        for frame in traceback.extract_tb(exc.__traceback__)
-    ]
-
+    return [f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]

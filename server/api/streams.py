@@ -82,6 +82,6 @@ class StreamSlots:
                     self.cancelled += 1
                     self._on_error("stream_idle_timeout")
                     slot[0].cancel()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._on_error("stream_reaper_failed")
                 log.event("stream_reaper_failed", logging.ERROR, error_type=type(exc).__name__)

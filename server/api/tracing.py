@@ -59,8 +59,9 @@ def _exporter() -> SpanExporter | None:
         try:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         except ImportError:
-            raise TracingError("OTEL_TRACES_EXPORTER `otlp` needs the `otel` extra: "
-                               "pip install 'order-policy[otel]'") from None
+            raise TracingError(
+                "OTEL_TRACES_EXPORTER `otlp` needs the `otel` extra: pip install 'order-policy[otel]'"
+            ) from None
         return OTLPSpanExporter()
     raise TracingError(f"OTEL_TRACES_EXPORTER `{name}` is not supported: use otlp, console or none")
 
@@ -108,12 +109,14 @@ class Tracing:
         """Describe one decision (a ``pb.Decision``) on the current span."""
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attributes({
-                "orderpolicy.action": _name(pb.Action, decision.action, "ACTION_"),
-                "orderpolicy.outcome": _name(pb.Outcome, decision.outcome, "OUTCOME_"),
-                "orderpolicy.bundle.revision": decision.bundle.revision,
-                "orderpolicy.decision_id": decision.decision_id,
-            })
+            span.set_attributes(
+                {
+                    "orderpolicy.action": _name(pb.Action, decision.action, "ACTION_"),
+                    "orderpolicy.outcome": _name(pb.Outcome, decision.outcome, "OUTCOME_"),
+                    "orderpolicy.bundle.revision": decision.bundle.revision,
+                    "orderpolicy.decision_id": decision.decision_id,
+                }
+            )
 
     @staticmethod
     def failed(code: int, reason: str) -> None:
@@ -138,14 +141,16 @@ class Tracing:
         if span.is_recording():
             decisions = [r.decision for r in results if not r.HasField("error")]
             outcomes = Counter(_name(pb.Outcome, d.outcome, "OUTCOME_") for d in decisions)
-            span.set_attributes({
-                "orderpolicy.batch.size": len(results),
-                "orderpolicy.batch.allow": outcomes.get("allow", 0),
-                "orderpolicy.batch.deny": outcomes.get("deny", 0),
-                "orderpolicy.batch.errors": len(results) - len(decisions),
-                "orderpolicy.action": sorted({_name(pb.Action, d.action, "ACTION_") for d in decisions}),
-                "orderpolicy.bundle.revision": sorted({d.bundle.revision for d in decisions}),
-            })
+            span.set_attributes(
+                {
+                    "orderpolicy.batch.size": len(results),
+                    "orderpolicy.batch.allow": outcomes.get("allow", 0),
+                    "orderpolicy.batch.deny": outcomes.get("deny", 0),
+                    "orderpolicy.batch.errors": len(results) - len(decisions),
+                    "orderpolicy.action": sorted({_name(pb.Action, d.action, "ACTION_") for d in decisions}),
+                    "orderpolicy.bundle.revision": sorted({d.bundle.revision for d in decisions}),
+                }
+            )
 
     @contextlib.contextmanager
     def message(self, method: str) -> Iterator[None]:

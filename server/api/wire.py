@@ -62,7 +62,7 @@ def _first_bad_text(data: bytes, message: Any, prefix: str) -> str | None:
             pos += 4
         elif wire == 2:
             size, pos = _varint(data, pos)
-            chunk = data[pos:pos + size]
+            chunk = data[pos : pos + size]
             pos += size
             field = message.fields_by_number.get(number)
             if field is None:
@@ -89,12 +89,12 @@ def undecodable(data: bytes, message: Any, strip: str = "") -> UndecodableReques
     """Why protobuf refused ``data`` as a ``message`` (a descriptor); ``strip`` drops a path prefix."""
     try:
         field = _first_bad_text(data, message, "")
-    except Exception:  # noqa: BLE001 - malformed beyond UTF-8: say so, never raise into gRPC
+    except Exception:
         field = None
     if field is None:
         return UndecodableRequest("", f"the request is not a valid `{message.full_name}` message")
     if strip and field.startswith(strip):
-        field = field[len(strip):]
+        field = field[len(strip) :]
     return UndecodableRequest(field, "is not valid UTF-8 text: a string field must hold UTF-8")
 
 
@@ -112,8 +112,9 @@ def deserializer(cls: Any, strip: str = "") -> Callable[[bytes], Any]:
     return decode
 
 
-def add_servicer(service: Any, servicer: Any, server: grpc.Server,
-                 requests: dict[str, tuple[Any, Any, bool, str]]) -> None:
+def add_servicer(
+    service: Any, servicer: Any, server: grpc.Server, requests: dict[str, tuple[Any, Any, bool, str]]
+) -> None:
     """Register ``servicer`` for ``service`` (a service descriptor) with these deserializers.
 
     ``requests``: method name -> (request class, response class, streaming, path prefix

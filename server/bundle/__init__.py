@@ -190,7 +190,9 @@ class _Reader:
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
                 self.errors.append(
-                    BundleError(f"file larger than {MAX_FILE_BYTES} bytes", code="bundle_too_large", location=Location(rel))
+                    BundleError(
+                        f"file larger than {MAX_FILE_BYTES} bytes", code="bundle_too_large", location=Location(rel)
+                    )
                 )
                 return None
             text = path.read_text(encoding="utf-8")
@@ -214,8 +216,13 @@ def bundle_directory(path: str | Path, *, verification_key: str | Path | None = 
     """
     if not is_archive(path):
         if verification_key is not None:
-            raise ErrorList([BundleError("a directory bundle cannot be verified: build and sign an archive",
-                                         code="bundle_unsigned")])
+            raise ErrorList(
+                [
+                    BundleError(
+                        "a directory bundle cannot be verified: build and sign an archive", code="bundle_unsigned"
+                    )
+                ]
+            )
         yield Path(path)
         return
     try:
@@ -246,7 +253,9 @@ def load_bundle(path: str | Path, *, verification_key: str | Path | None = None)
     catalogue_doc = r.read("data/catalogue.yaml", "catalogue")
     policy_files = sorted(p.relative_to(root).as_posix() for p in (root / "policies").glob("*.yaml"))
     if not policy_files:
-        r.errors.append(BundleError("no policy files in `policies/`", code="bundle_missing_file", location=Location("policies")))
+        r.errors.append(
+            BundleError("no policy files in `policies/`", code="bundle_missing_file", location=Location("policies"))
+        )
     policy_docs = [(rel, r.read(rel, "policy")) for rel in policy_files]
     settings = _settings(settings_doc, r.errors) if settings_doc is not None else None
     policies = _policies(policy_docs, r.errors)
@@ -290,19 +299,26 @@ def _settings(doc: LineDict, errors: list[PolicyError]) -> Settings | None:
         zone = ZoneInfo(shipping["time_zone"])
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
-        errors.append(ValidationError(
-            f"unknown time zone `{shipping['time_zone']}`", code="validation_unknown_time_zone",
-            location=Location(file, line_of(shipping, "time_zone")),
-        ))
+        errors.append(
+            ValidationError(
+                f"unknown time zone `{shipping['time_zone']}`",
+                code="validation_unknown_time_zone",
+                location=Location(file, line_of(shipping, "time_zone")),
+            )
+        )
     calendars = doc["calendars"]
     name = shipping["calendar"]
     holidays: set[dt.date] = set()
     business: set[int] = set()
     if name not in calendars:
-        errors.append(ValidationError(
-            f"unknown calendar `{name}`", code="validation_unknown_name",
-            location=Location(file, line_of(shipping, "calendar")), hint=did_you_mean(name, calendars),
-        ))
+        errors.append(
+            ValidationError(
+                f"unknown calendar `{name}`",
+                code="validation_unknown_name",
+                location=Location(file, line_of(shipping, "calendar")),
+                hint=did_you_mean(name, calendars),
+            )
+        )
     else:
         cal = calendars[name]
         business = {WEEKDAYS.index(d) for d in cal["business_days"]}
@@ -310,10 +326,13 @@ def _settings(doc: LineDict, errors: list[PolicyError]) -> Settings | None:
             try:
                 holidays.add(dt.date.fromisoformat(h["date"]))
             except ValueError:
-                errors.append(ValidationError(
-                    f"invalid date `{h['date']}`", code="validation_schema_error",
-                    location=Location(file, line_of(cal["holidays"], i)),
-                ))
+                errors.append(
+                    ValidationError(
+                        f"invalid date `{h['date']}`",
+                        code="validation_schema_error",
+                        location=Location(file, line_of(cal["holidays"], i)),
+                    )
+                )
     params: dict[str, Any] = {}
     for key, value in (doc.get("params") or {}).items():
         if isinstance(value, str) and _DURATION.match(value):
@@ -354,27 +373,32 @@ def _policies(docs: list[tuple[str, Any]], errors: list[PolicyError]) -> dict[st
             continue
         action = doc["action"]
         if action in out:
-            errors.append(ValidationError(
-                f"a second policy for action `{action}` (first in `{out[action].location.file}`)",
-                code="validation_duplicate_policy", location=Location(rel, line_of(doc, "action")),
-            ))
+            errors.append(
+                ValidationError(
+                    f"a second policy for action `{action}` (first in `{out[action].location.file}`)",
+                    code="validation_duplicate_policy",
+                    location=Location(rel, line_of(doc, "action")),
+                )
+            )
             continue
         rules = []
         for i, raw in enumerate(doc["rules"]):
             error = raw.get("error") or {}
-            rules.append(Rule(
-                id=raw["id"],
-                effect=raw["effect"],
-                when=raw["when"],
-                on=raw.get("on", "any"),
-                description=raw.get("description", ""),
-                reasons=tuple(raw.get("reasons") or ()),
-                follow_ups=tuple(raw.get("follow_ups") or ()),
-                error_field=error.get("field", ""),
-                error_message=error.get("message", ""),
-                location=Location(rel, line_of(doc["rules"], i)),
-                raw=raw,
-            ))
+            rules.append(
+                Rule(
+                    id=raw["id"],
+                    effect=raw["effect"],
+                    when=raw["when"],
+                    on=raw.get("on", "any"),
+                    description=raw.get("description", ""),
+                    reasons=tuple(raw.get("reasons") or ()),
+                    follow_ups=tuple(raw.get("follow_ups") or ()),
+                    error_field=error.get("field", ""),
+                    error_message=error.get("message", ""),
+                    location=Location(rel, line_of(doc["rules"], i)),
+                    raw=raw,
+                )
+            )
         out[action] = Policy(
             action=action,
             combining=doc["combining"],

@@ -93,8 +93,13 @@ def _manifest(files: dict[str, bytes]) -> dict[str, Any]:
         raise BundleError("manifest.yaml is not a mapping", code="bundle_manifest_error")
     digests = {rel: file_digest(rel, content) for rel, content in sorted(files.items())}
     bundle_digest = hashlib.sha256(canonical(digests)).hexdigest()
-    return {"format_version": 1, "name": str(meta.get("name", "")), "revision": str(meta.get("revision", "")),
-            "files": digests, "digest": bundle_digest}
+    return {
+        "format_version": 1,
+        "name": str(meta.get("name", "")),
+        "revision": str(meta.get("revision", "")),
+        "files": digests,
+        "digest": bundle_digest,
+    }
 
 
 def _add(tar: tarfile.TarFile, name: str, content: bytes) -> None:
@@ -161,9 +166,7 @@ def _check_signature(manifest: dict[str, Any], content: bytes, public_key: str |
         raise BundleError("the signature does not match the bundle", code="bundle_bad_signature") from None
 
 
-def open_archive(
-    data: bytes, public_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
-) -> VerifiedArchive:
+def open_archive(data: bytes, public_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS) -> VerifiedArchive:
     """Read an archive signature first: nothing but ``.manifest.json`` (and
     ``.signature.json``) is decompressed before the signature holds, and no file
     is parsed before it is known to be listed in the signed manifest.
@@ -174,8 +177,10 @@ def open_archive(
     members = tar_members(data, limits)
     first = next(members, None)
     if first is None or first[0] != MANIFEST:
-        raise BundleError(f"`{MANIFEST}` must be the archive's first file (build it with `order-policy bundle build`)",
-                          code="bundle_bad_archive")
+        raise BundleError(
+            f"`{MANIFEST}` must be the archive's first file (build it with `order-policy bundle build`)",
+            code="bundle_bad_archive",
+        )
     manifest_bytes = first[1]
     manifest = _parse_manifest(manifest_bytes)
     signature = None
@@ -204,8 +209,9 @@ def open_archive(
     return VerifiedArchive(manifest, manifest_bytes, files, documents, signature)
 
 
-def read_archive(path: str | Path, public_key: str | Path | None = None,
-                 limits: Limits = DEFAULT_LIMITS) -> VerifiedArchive:
+def read_archive(
+    path: str | Path, public_key: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> VerifiedArchive:
     """:func:`open_archive` of a file (refused unread when larger than the limits allow)."""
     return open_archive(read_limited(path, limits.max_archive_bytes), public_key, limits)
 
@@ -213,18 +219,23 @@ def read_archive(path: str | Path, public_key: str | Path | None = None,
 def generate_keypair(private_path: str | Path, public_path: str | Path) -> None:
     """Write a new Ed25519 key pair as PEM files."""
     key = Ed25519PrivateKey.generate()
-    Path(private_path).write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    Path(private_path).write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     Path(private_path).chmod(0o600)
-    Path(public_path).write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    Path(public_path).write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def _load_key(path: str | Path, private: bool) -> Any:
     try:
         data = Path(path).read_bytes()
-        key = (serialization.load_pem_private_key(data, password=None) if private
-               else serialization.load_pem_public_key(data))
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
     except (OSError, ValueError) as exc:
         raise BundleError(f"cannot read key `{path}`: {exc}", code="bundle_bad_key") from None
     wanted = Ed25519PrivateKey if private else Ed25519PublicKey
@@ -240,16 +251,22 @@ def sign_archive(path: str | Path, private_key: str | Path) -> None:
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     files = dict(archive.files)
     files[MANIFEST] = archive.manifest_bytes
-    files[SIGNATURE] = json.dumps({
-        "algorithm": "ed25519",
-        "key_id": hashlib.sha256(public).hexdigest()[:16],
-        "signature": base64.b64encode(key.sign(canonical(archive.manifest))).decode(),
-    }, indent=2, sort_keys=True).encode() + b"\n"
+    files[SIGNATURE] = (
+        json.dumps(
+            {
+                "algorithm": "ed25519",
+                "key_id": hashlib.sha256(public).hexdigest()[:16],
+                "signature": base64.b64encode(key.sign(canonical(archive.manifest))).decode(),
+            },
+            indent=2,
+            sort_keys=True,
+        ).encode()
+        + b"\n"
+    )
     _write(Path(path), files)
 
 
-def verify_archive(path: str | Path, public_key: str | Path | None,
-                   limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+def verify_archive(path: str | Path, public_key: str | Path | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Check an archive file; returns its manifest, raises BundleError naming what is wrong."""
     return read_archive(path, public_key, limits).manifest
 

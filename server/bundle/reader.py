@@ -105,7 +105,7 @@ class _Inflater:
         return True
 
     def _next_input(self) -> bytes:
-        chunk = self._data[self._pos:self._pos + _CHUNK]
+        chunk = self._data[self._pos : self._pos + _CHUNK]
         self._pos += len(chunk)
         return bytes(chunk)
 
@@ -157,7 +157,7 @@ def _pax_records(data: bytes) -> dict[str, bytes]:
     """``"%d %s=%s\\n"`` records (the length counts the whole record)."""
     out: dict[str, bytes] = {}
     pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\0":
+    while pos < len(data) and data[pos : pos + 1] != b"\0":
         space = data.find(b" ", pos, pos + 20)
         if space < 0:
             raise _bad("a pax header is malformed")
@@ -165,7 +165,7 @@ def _pax_records(data: bytes) -> dict[str, bytes]:
             length = int(data[pos:space])
         except ValueError:
             raise _bad("a pax header is malformed") from None
-        record = data[space + 1:pos + length]
+        record = data[space + 1 : pos + length]
         if length <= 0 or pos + length > len(data) or not record.endswith(b"\n") or b"=" not in record:
             raise _bad("a pax header is malformed")
         key, _, value = record[:-1].partition(b"=")
@@ -228,8 +228,10 @@ def tar_members(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[
                 pax = _pax_records(body)
             continue
         if kind not in (b"0", b"\0", b"7", b"5"):
-            raise _unsafe(header[:100].split(b"\0", 1)[0].decode("utf-8", "replace"),
-                          "only regular files and directories are allowed")
+            raise _unsafe(
+                header[:100].split(b"\0", 1)[0].decode("utf-8", "replace"),
+                "only regular files and directories are allowed",
+            )
         raw = header[:100].split(b"\0", 1)[0]
         if header[257:262] == b"ustar" and header[345:346] != b"\0":
             raw = header[345:500].split(b"\0", 1)[0] + b"/" + raw

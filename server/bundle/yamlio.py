@@ -37,8 +37,12 @@ class _Refused(Exception):
         self.message, self.code, self.line = message, code, line
 
 
-class _Loader(yaml.composer.Composer, _CParser or yaml.parser.Parser,  # type: ignore[misc]
-              yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+class _Loader(
+    yaml.composer.Composer,
+    _CParser or yaml.parser.Parser,  # type: ignore[misc]
+    yaml.constructor.SafeConstructor,
+    yaml.resolver.Resolver,
+):
     """A safe loader that records lines, refuses duplicate and non-text keys, anchors and
     aliases (an alias bomb is refused before it expands) and more than ``max_nodes`` nodes."""
 
@@ -60,12 +64,16 @@ class _Loader(yaml.composer.Composer, _CParser or yaml.parser.Parser,  # type: i
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.events.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused("anchors and aliases (`&`, `*`, `<<`) are not allowed in bundle files",
-                           "bundle_parse_error", event.start_mark.line + 1)
+            raise _Refused(
+                "anchors and aliases (`&`, `*`, `<<`) are not allowed in bundle files",
+                "bundle_parse_error",
+                event.start_mark.line + 1,
+            )
         self.nodes += 1
         if self.nodes > self.max_nodes:
-            raise _Refused(f"more than {self.max_nodes} YAML nodes in one file", "bundle_too_large",
-                           event.start_mark.line + 1)
+            raise _Refused(
+                f"more than {self.max_nodes} YAML nodes in one file", "bundle_too_large", event.start_mark.line + 1
+            )
         return super().compose_node(parent, index)
 
 
@@ -116,11 +124,16 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_t
 _EXPLAINED = (
     ("did not find expected '-' indicator", "a list item or key is indented differently from the lines above it"),
     ("did not find expected key", "a line is indented differently from the keys above it, or a quote is not closed"),
-    ("mapping values are not allowed", "a `:` inside a value or a key indented too deep: quote the value "
-                                       "(`message: \"a: b\"`) or fix the indentation"),
+    (
+        "mapping values are not allowed",
+        'a `:` inside a value or a key indented too deep: quote the value (`message: "a: b"`) or fix the indentation',
+    ),
     ("could not find expected ':'", "a key without its `:`, or a quote that is not closed"),
-    ("cannot start any token", "a character that cannot start a value here: a tab (indent with spaces only), "
-                               "or a value starting with `@` or a backtick (quote it)"),
+    (
+        "cannot start any token",
+        "a character that cannot start a value here: a tab (indent with spaces only), "
+        "or a value starting with `@` or a backtick (quote it)",
+    ),
     ("found unexpected end of stream", "a quote or bracket is not closed before the end of the file"),
     ("did not find expected ',' or ']'", "a `[...]` list is not closed, or an item lacks its comma"),
     ("did not find expected ',' or '}'", "a `{...}` mapping is not closed, or an entry lacks its comma"),
@@ -165,8 +178,9 @@ def load_yaml(text: str, file: str, max_nodes: int = DEFAULT_LIMITS.max_yaml_nod
     except _Refused as exc:
         return None, [BundleError(exc.message, code=exc.code, location=Location(file, exc.line))]
     except RecursionError:
-        return None, [BundleError("the document is nested too deeply", code="bundle_parse_error",
-                                  location=Location(file))]
+        return None, [
+            BundleError("the document is nested too deeply", code="bundle_parse_error", location=Location(file))
+        ]
     finally:
         loader.dispose()
     errors = [
@@ -184,8 +198,9 @@ def decode_text(content: bytes, file: str) -> tuple[str | None, list[BundleError
     try:
         return content.decode("utf-8"), []
     except UnicodeDecodeError as exc:
-        return None, [BundleError(f"not UTF-8 text (byte {exc.start})", code="bundle_parse_error",
-                                  location=Location(file))]
+        return None, [
+            BundleError(f"not UTF-8 text (byte {exc.start})", code="bundle_parse_error", location=Location(file))
+        ]
 
 
 def line_of(node: Any, key: Any = None) -> int:

@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     from server.cli import admin, bundle_archive, bundle_check, console, decide, diff, health, matrix, serve
 
     parser = _Parser(prog="order-policy", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action=_VersionAction, help="print the version, the bundle format "
-                        "version and the proto package, and exit")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version, the bundle format version and the proto package, and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (decide, bundle_check, bundle_archive, matrix, diff, serve, console, health, admin):
         module.add_parser(sub)
@@ -113,8 +116,13 @@ class _VersionAction(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         print(version_text())
         parser.exit()
 

@@ -18,10 +18,16 @@ def add_parser(sub: Any) -> None:
     asub = p.add_subparsers(dest="admin_command", required=True, metavar="SUBCOMMAND")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--address", default="127.0.0.1:50052",
-                       help="the server's admin listener, serve --admin-address (default 127.0.0.1:50052)")
-        q.add_argument("--token-env", default="ORDER_POLICY_ADMIN_TOKEN",
-                       help="environment variable holding the admin bearer token")
+        q.add_argument(
+            "--address",
+            default="127.0.0.1:50052",
+            help="the server's admin listener, serve --admin-address (default 127.0.0.1:50052)",
+        )
+        q.add_argument(
+            "--token-env",
+            default="ORDER_POLICY_ADMIN_TOKEN",
+            help="environment variable holding the admin bearer token",
+        )
         q.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server certificate")
         q.add_argument("--tls-cert", type=Path, help="admin client certificate (PEM, mTLS)")
         q.add_argument("--tls-key", type=Path, help="admin client key (PEM, mTLS)")
@@ -89,16 +95,19 @@ def run(args: argparse.Namespace) -> int:
             if args.call == "GetStatus":
                 reply = stub.GetStatus(apb.GetStatusRequest(), metadata=metadata, timeout=args.timeout)
             elif args.call == "Activate":
-                reply = stub.Activate(apb.ActivateRequest(archive=args.archive.read_bytes()),
-                                      metadata=metadata, timeout=args.timeout)
+                reply = stub.Activate(
+                    apb.ActivateRequest(archive=args.archive.read_bytes()), metadata=metadata, timeout=args.timeout
+                )
             elif args.call == "Rollback":
-                reply = stub.Rollback(apb.RollbackRequest(revision=args.revision), metadata=metadata,
-                                      timeout=args.timeout)
+                reply = stub.Rollback(
+                    apb.RollbackRequest(revision=args.revision), metadata=metadata, timeout=args.timeout
+                )
             elif args.clear:
                 reply = stub.ClearShadow(apb.ClearShadowRequest(), metadata=metadata, timeout=args.timeout)
             elif args.archive is not None:
-                reply = stub.SetShadow(apb.SetShadowRequest(archive=args.archive.read_bytes()),
-                                       metadata=metadata, timeout=args.timeout)
+                reply = stub.SetShadow(
+                    apb.SetShadowRequest(archive=args.archive.read_bytes()), metadata=metadata, timeout=args.timeout
+                )
             else:
                 print("error: give an archive or --clear", file=sys.stderr)
                 return ExitCode.FAILURE

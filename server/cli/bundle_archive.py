@@ -52,8 +52,10 @@ def run_build(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(manifest, indent=2, sort_keys=True))
     else:
-        print(f"built {args.output}: {manifest['name']}@{manifest['revision']}, {len(manifest['files'])} files, "
-              f"digest {manifest['digest'][:16]}")
+        print(
+            f"built {args.output}: {manifest['name']}@{manifest['revision']}, {len(manifest['files'])} files, "
+            f"digest {manifest['digest'][:16]}"
+        )
     return ExitCode.OK
 
 
@@ -79,8 +81,16 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
         return exit_code_for([exc])
     if args.format == "json":
-        print(json.dumps({"valid": True, "name": manifest["name"], "revision": manifest["revision"],
-                          "digest": manifest["digest"]}))
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "name": manifest["name"],
+                    "revision": manifest["revision"],
+                    "digest": manifest["digest"],
+                }
+            )
+        )
     else:
         print(f"ok: {args.file} is {manifest['name']}@{manifest['revision']}, signature and digests valid")
     return ExitCode.OK

@@ -81,8 +81,17 @@ def run_check(args: argparse.Namespace) -> int:
         decider.close()
     warned: list[PolicyError] = report.pop("warnings", []) if not errors else []
     if args.format == "json":
-        print(json.dumps({"valid": not errors, "errors": [e.to_dict() for e in errors],
-                          "warnings": [w.to_dict() for w in warned], **report}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "valid": not errors,
+                    "errors": [e.to_dict() for e in errors],
+                    "warnings": [w.to_dict() for w in warned],
+                    **report,
+                },
+                indent=2,
+            )
+        )
     else:
         for kind, found in (("error", errors), ("warning", warned)):
             for e in found:
@@ -91,9 +100,11 @@ def run_check(args: argparse.Namespace) -> int:
         if not errors:
             b = report["bundle"]
             rules = ", ".join(f"{a}: {n} rules" for a, n in report["policies"].items())
-            print(f"ok: bundle {b['name']}@{b['revision']} is valid ({rules}); every one of "
-                  f"{report['statuses_checked']} known statuses and top statuses of "
-                  f"{len(report['methods'])} methods reaches a decision")
+            print(
+                f"ok: bundle {b['name']}@{b['revision']} is valid ({rules}); every one of "
+                f"{report['statuses_checked']} known statuses and top statuses of "
+                f"{len(report['methods'])} methods reaches a decision"
+            )
         else:
             print(f"{len(errors)} error(s)", file=sys.stderr)
     return exit_code_for(errors) if errors else ExitCode.OK
@@ -118,11 +129,19 @@ def run_test(args: argparse.Namespace) -> int:
     decider.close()
     failed = [r for r in results if not r.passed]
     if args.format == "json":
-        print(json.dumps({
-            "passed": len(results) - len(failed), "failed": len(failed),
-            "failures": [{"case": r.case.name, "location": str(r.case.location), "differences": r.differences}
-                         for r in failed],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "passed": len(results) - len(failed),
+                    "failed": len(failed),
+                    "failures": [
+                        {"case": r.case.name, "location": str(r.case.location), "differences": r.differences}
+                        for r in failed
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for r in failed:
             print(f"FAIL {r.case.name} ({r.case.location})")

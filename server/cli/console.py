@@ -17,18 +17,22 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser(
-        "console", help="a local read-only web page: matrix, playground, bundle report, compare",
+        "console",
+        help="a local read-only web page: matrix, playground, bundle report, compare",
         description="Serve a read-only web page over a bundle on loopback; it reloads the files when they change.",
     )
     p.add_argument("--bundle", help="bundle directory or archive (.tar.gz) (default: the shipped bundle)")
     p.add_argument("--candidate", help="a changed bundle (directory or archive) to compare with --bundle")
-    p.add_argument("--samples", help="recorded requests to replay on Compare and choose in the playground "
-                   "(a .jsonl file or a directory of JSON files)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; another address prints a warning)")
+    p.add_argument(
+        "--samples",
+        help="recorded requests to replay on Compare and choose in the playground "
+        "(a .jsonl file or a directory of JSON files)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; another address prints a warning)"
+    )
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--max-samples", type=int, default=100_000,
-                   help="most samples read from --samples (default 100000)")
+    p.add_argument("--max-samples", type=int, default=100_000, help="most samples read from --samples (default 100000)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         print("error: --port must be 0-65535 and --max-samples positive", file=sys.stderr)
         return ExitCode.FAILURE
     log.configure()
-    state = ConsoleState(args.bundle or str(default_bundle()), args.candidate, args.samples, max_samples=args.max_samples)
+    state = ConsoleState(
+        args.bundle or str(default_bundle()), args.candidate, args.samples, max_samples=args.max_samples
+    )
     try:
         try:
             server = ConsoleServer(state, args.host, args.port)
@@ -49,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot listen on `{args.host}:{args.port}`: {exc.strerror or exc}", file=sys.stderr)
             return ExitCode.FAILURE
         if not is_loopback(args.host):
-            print(f"warning: the console listens on `{args.host}`, reachable from other machines; it has no "
-                  "authentication and shows the whole bundle", file=sys.stderr)
+            print(
+                f"warning: the console listens on `{args.host}`, reachable from other machines; it has no "
+                "authentication and shows the whole bundle",
+                file=sys.stderr,
+            )
         state.watch()
         stop = threading.Event()
 
@@ -63,8 +72,11 @@ def run(args: argparse.Namespace) -> int:
         view = state.view()
         for label, loaded in (("bundle", view.bundle), ("candidate", view.candidate)):
             if loaded is not None and not loaded.ok:
-                print(f"warning: the {label} `{loaded.source}` does not load ({len(loaded.errors)} error(s)); "
-                      "the console shows them and reloads when the files change", file=sys.stderr)
+                print(
+                    f"warning: the {label} `{loaded.source}` does not load ({len(loaded.errors)} error(s)); "
+                    "the console shows them and reloads when the files change",
+                    file=sys.stderr,
+                )
         print(f"console: {server.url} (read-only; Ctrl-C stops it)", flush=True)
         try:
             server.serve_forever(poll_interval=0.2)

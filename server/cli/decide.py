@@ -23,19 +23,28 @@ from server.workbench import Capture
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("decide", help="decide one snapshot (or many recorded requests) with a bundle")
-    p.add_argument("--bundle", default=None, help="bundle directory (default: the bundle shipped with "
-                   "the package, rules/cancellation)")
+    p.add_argument(
+        "--bundle",
+        default=None,
+        help="bundle directory (default: the bundle shipped with the package, rules/cancellation)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--order", help="file with Junction's order JSON (- for stdin)")
-    source.add_argument("--input", help="recorded requests, one decision or error per request in order: "
-                        "a capture (JSON lines) or a directory of request files")
-    p.add_argument("--capture", help="append each decided request's replayable projection (no patient data) "
-                   "to this file (- for stdout)")
-    p.add_argument("--capture-sample", type=float, default=1.0, help="share of decided requests captured "
-                   "(default 1)")
+    source.add_argument(
+        "--input",
+        help="recorded requests, one decision or error per request in order: "
+        "a capture (JSON lines) or a directory of request files",
+    )
+    p.add_argument(
+        "--capture",
+        help="append each decided request's replayable projection (no patient data) to this file (- for stdout)",
+    )
+    p.add_argument("--capture-sample", type=float, default=1.0, help="share of decided requests captured (default 1)")
     p.add_argument("--appointment", help="file with the order's appointment JSON")
-    p.add_argument("--now", help="evaluation instant, ISO 8601 with offset (default: now; with --input, "
-                   "for requests that recorded none)")
+    p.add_argument(
+        "--now",
+        help="evaluation instant, ISO 8601 with offset (default: now; with --input, for requests that recorded none)",
+    )
     p.add_argument("--action", choices=ACTIONS, default="cancel_order")
     p.add_argument("--explain", action="store_true", help="include the derived facts and matched rules")
     add_format(p)
@@ -112,8 +121,10 @@ def _run(args: argparse.Namespace, decider: Any, capture: Capture | None, as_jso
 
 def render(decision: Decision, *, explain: bool = False) -> str:
     """The human form of a decision."""
-    lines = [f"{decision.outcome}  {decision.action} of order {decision.order_id}"
-             f"  (bundle {decision.bundle.name}@{decision.bundle.revision}, now {decision.now.isoformat()})"]
+    lines = [
+        f"{decision.outcome}  {decision.action} of order {decision.order_id}"
+        f"  (bundle {decision.bundle.name}@{decision.bundle.revision}, now {decision.now.isoformat()})"
+    ]
     for r in decision.reasons:
         lines.append(f"  reason    {r.code}: {r.message}  [{r.rule_id}]")
     for f in decision.follow_ups:

@@ -27,8 +27,17 @@ def _error_line(record: InputRecord | InputError, code: str, field: str, message
     """An input's error: ``{"request_id", "file", "line", "error": {"code", "field", "message"}}``."""
     if as_json:
         rid = record.request_id if type(record) is InputRecord else None
-        return orjson.dumps({"request_id": rid, "file": record.file, "line": record.line,
-                             "error": {"code": code, "field": field, "message": message}}) + b"\n"
+        return (
+            orjson.dumps(
+                {
+                    "request_id": rid,
+                    "file": record.file,
+                    "line": record.line,
+                    "error": {"code": code, "field": field, "message": message},
+                }
+            )
+            + b"\n"
+        )
     if field and not message.startswith(f"`{field}`"):
         message = f"`{field}`: {message}"
     return f"{record.file}:{record.line}: error[{code}]: {message}\n".encode()
@@ -36,15 +45,27 @@ def _error_line(record: InputRecord | InputError, code: str, field: str, message
 
 def _decision_line(record: InputRecord, decision: Any, as_json: bool, explain: bool) -> bytes:
     if as_json:
-        return orjson.dumps({"request_id": record.request_id, "file": record.file, "line": record.line,
-                             **decision.to_dict(explain=explain)}) + b"\n"
+        return (
+            orjson.dumps(
+                {
+                    "request_id": record.request_id,
+                    "file": record.file,
+                    "line": record.line,
+                    **decision.to_dict(explain=explain),
+                }
+            )
+            + b"\n"
+        )
     follow = f" + {' '.join(f.code for f in decision.follow_ups)}" if decision.follow_ups else ""
-    return (f"{record.request_id}  {decision.outcome} {' '.join(r.code for r in decision.reasons)}{follow}"
-            f"  ({decision.action} of {decision.order_id})\n").encode()
+    return (
+        f"{record.request_id}  {decision.outcome} {' '.join(r.code for r in decision.reasons)}{follow}"
+        f"  ({decision.action} of {decision.order_id})\n"
+    ).encode()
 
 
-def run_input(args: argparse.Namespace, decider: Decider, now: dt.datetime | None, capture: Any,
-              out: IO[bytes] | None = None) -> int:
+def run_input(
+    args: argparse.Namespace, decider: Decider, now: dt.datetime | None, capture: Any, out: IO[bytes] | None = None
+) -> int:
     """Decide every request of ``args.input``; 0 when all were decided, 3 when any was an error."""
     as_json = args.format == "json"
     out = out or sys.stdout.buffer
@@ -87,6 +108,8 @@ def run_input(args: argparse.Namespace, decider: Decider, now: dt.datetime | Non
         if progress:
             progress.close()
         out.flush()
-    print(f"{decided + errors} inputs ({decided} decided, {errors} errors) {watch.rate(decided + errors, 'inputs')}",
-          file=sys.stderr)
+    print(
+        f"{decided + errors} inputs ({decided} decided, {errors} errors) {watch.rate(decided + errors, 'inputs')}",
+        file=sys.stderr,
+    )
     return ExitCode.INVALID if errors else ExitCode.OK

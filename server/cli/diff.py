@@ -26,16 +26,26 @@ FORMATS = ("text", "markdown", "json")
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
-    p = sub.add_parser("diff", help="what changes between two bundles (matrix, or recorded requests)",
-                       description="Compare two bundles: their matrices cell by cell, or with --input every "
-                       "recorded request decided by both.")
+    p = sub.add_parser(
+        "diff",
+        help="what changes between two bundles (matrix, or recorded requests)",
+        description="Compare two bundles: their matrices cell by cell, or with --input every "
+        "recorded request decided by both.",
+    )
     p.add_argument("old", help="the bundle in service (directory or archive)")
     p.add_argument("new", help="the candidate bundle")
     p.add_argument("--input", help="recorded requests: a capture (JSON lines) or a directory of request files")
-    p.add_argument("--now", help="evaluation instant, ISO 8601 with offset, of the matrices and of recorded "
-                   "requests without one (default: now)")
-    p.add_argument("--examples", type=int, default=5,
-                   help="request ids shown per group in text and markdown (default 5; JSON lists all)")
+    p.add_argument(
+        "--now",
+        help="evaluation instant, ISO 8601 with offset, of the matrices and of recorded "
+        "requests without one (default: now)",
+    )
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=5,
+        help="request ids shown per group in text and markdown (default 5; JSON lists all)",
+    )
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     p.add_argument("--fail-on-change", action="store_true", help=f"exit {int(ExitCode.CHANGED)} when anything differs")
     p.set_defaults(func=run)
@@ -45,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     """0 when compared, 4 with --fail-on-change and a difference, 1 for a missing or unreadable file,
     3 for an invalid bundle or `--now`, or malformed input lines (each reported; the rest is compared)."""
     as_json = args.format == "json"
+    if args.examples < 0:
+        fail(as_json, "usage_error", f"--examples must be 0 or more, not `{args.examples}`")
+        return ExitCode.FAILURE
     now, code = parse_now(args.now, as_json)
     if code:
         return code
@@ -82,8 +95,7 @@ def _matrices(old: Decider, new: Decider, now: Any, fmt: str) -> int:
     return len(changes)
 
 
-def _replay(old: Decider, new: Decider, path: str, now: Any, fmt: str,
-            examples: int) -> tuple[int, int] | ExitCode:
+def _replay(old: Decider, new: Decider, path: str, now: Any, fmt: str, examples: int) -> tuple[int, int] | ExitCode:
     try:
         files = input_files(path)
         total = sum(f.stat().st_size for f in files)
@@ -120,14 +132,24 @@ def _describe(answer: dict[str, Any]) -> str:
 
 def _impact_table(old: BundleRef, new: BundleRef, impact: Impact, examples: int) -> Table:
     share = impact.changed / impact.inputs if impact.inputs else 0.0
-    title = (f"{old.name}@{old.revision} -> {new.name}@{new.revision}: {impact.changed} of {impact.inputs} "
-             f"requests change ({share:.2%})" + (f", {impact.errors} input errors" if impact.errors else ""))
+    title = (
+        f"{old.name}@{old.revision} -> {new.name}@{new.revision}: {impact.changed} of {impact.inputs} "
+        f"requests change ({share:.2%})" + (f", {impact.errors} input errors" if impact.errors else "")
+    )
     t = Table(title, ("before", "after", "requests", "share", "examples"))
     for g in impact.groups:
         shown = g.request_ids[:examples]
         more = f" (+{g.count - len(shown)})" if g.count > len(shown) else ""
-        t.add("changes", [_describe(g.before), _describe(g.after), str(g.count),
-                          f"{g.count / impact.inputs:.2%}", " ".join(shown) + more])
+        t.add(
+            "changes",
+            [
+                _describe(g.before),
+                _describe(g.after),
+                str(g.count),
+                f"{g.count / impact.inputs:.2%}",
+                " ".join(shown) + more,
+            ],
+        )
     if not impact.groups:
         t.sections.append(("no difference", []))
     return t
@@ -141,17 +163,25 @@ def matrix_diff_json(before: Matrix, after: Matrix, changes: list[CellChange]) -
         "now": before.now.isoformat(),
         "rows": len(after.rows),
         "changed": len(changes),
-        "changes": [{
-            "action": c.key[0], "method": c.key[1], "status": c.key[2], "situation": c.key[3],
-            "before": c.before.to_json() if c.before else None,
-            "after": c.after.to_json() if c.after else None,
-        } for c in changes],
+        "changes": [
+            {
+                "action": c.key[0],
+                "method": c.key[1],
+                "status": c.key[2],
+                "situation": c.key[3],
+                "before": c.before.to_json() if c.before else None,
+                "after": c.after.to_json() if c.after else None,
+            }
+            for c in changes
+        ],
     }
 
 
 def _matrix_table(before: Matrix, after: Matrix, changes: list[CellChange]) -> Table:
-    title = (f"{before.bundle.name}@{before.bundle.revision} -> {after.bundle.name}@{after.bundle.revision} "
-             f"at {before.now.isoformat()}: {len(changes)} of {len(after.rows)} cells differ")
+    title = (
+        f"{before.bundle.name}@{before.bundle.revision} -> {after.bundle.name}@{after.bundle.revision} "
+        f"at {before.now.isoformat()}: {len(changes)} of {len(after.rows)} cells differ"
+    )
     t = Table(title, ("", *HEADER))
     for c in changes:
         for mark, row in (("-", c.before), ("+", c.after)):

@@ -17,18 +17,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="probe a server's gRPC health service",
         description="Exit 0 when the server reports SERVING, 1 otherwise.",
     )
-    parser.add_argument("--address", default="localhost:50051",
-                        help="server address (default localhost:50051)")
-    parser.add_argument("--service", default="",
-                        help="service to check (default: the whole server)")
-    parser.add_argument("--timeout", type=float, default=3.0,
-                        help="seconds to wait for the answer (default 3)")
-    parser.add_argument("--tls-ca", type=Path,
-                        help="use TLS, trusting this CA (PEM); system roots when `-`")
+    parser.add_argument("--address", default="localhost:50051", help="server address (default localhost:50051)")
+    parser.add_argument("--service", default="", help="service to check (default: the whole server)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)")
+    parser.add_argument("--tls-ca", type=Path, help="use TLS, trusting this CA (PEM); system roots when `-`")
     parser.add_argument("--tls-cert", type=Path, help="client certificate (PEM), for mTLS")
     parser.add_argument("--tls-key", type=Path, help="client private key (PEM), for mTLS")
-    parser.add_argument("--tls-server-name", default=None,
-                        help="expected name in the server's certificate")
+    parser.add_argument("--tls-server-name", default=None, help="expected name in the server's certificate")
     parser.set_defaults(func=run)
     return parser
 
@@ -56,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            response = stub.Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
-            )
+            response = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
         except grpc.RpcError as exc:
             print(f"{args.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1

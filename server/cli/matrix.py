@@ -20,12 +20,16 @@ HEADER = ("method", "status", "situation", "outcome", "reasons", "follow-ups", "
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
-    p = sub.add_parser("matrix", help="what a bundle decides per action, method, status and situation",
-                       description="Decide a synthetic order for every action x collection method x status "
-                       "of the bundle's vocabulary (and each appointment or ship-day situation the rules "
-                       "tell apart) through the engine, and print the table.")
-    p.add_argument("bundle", nargs="?", help="bundle directory or archive (default: the bundle shipped with "
-                   "the package)")
+    p = sub.add_parser(
+        "matrix",
+        help="what a bundle decides per action, method, status and situation",
+        description="Decide a synthetic order for every action x collection method x status "
+        "of the bundle's vocabulary (and each appointment or ship-day situation the rules "
+        "tell apart) through the engine, and print the table.",
+    )
+    p.add_argument(
+        "bundle", nargs="?", help="bundle directory or archive (default: the bundle shipped with the package)"
+    )
     p.add_argument("--action", action="append", choices=ACTIONS, help="only this action (repeatable)")
     p.add_argument("--now", help="evaluation instant, ISO 8601 with offset (default: now)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
@@ -35,8 +39,7 @@ def add_parser(sub: Any) -> None:
 def cells(row: MatrixRow) -> list[str]:
     """A row's cells for a table (the error field stands in for reasons on an ERROR row)."""
     reasons = " ".join(row.reasons) if row.error is None else f"invalid `{row.error.field}`"
-    return [row.method, row.status, row.situation, row.outcome, reasons, " ".join(row.follow_ups),
-            " ".join(row.rules)]
+    return [row.method, row.status, row.situation, row.outcome, reasons, " ".join(row.follow_ups), " ".join(row.rules)]
 
 
 def table(m: Matrix) -> Table:

@@ -53,8 +53,12 @@ def load(path: str, as_json: bool) -> Decider | int:
     try:
         return build_decider(path)
     except ErrorList as exc:
-        fail(as_json, "bundle_invalid", f"bundle `{path}` is invalid: {exc.errors[0] if exc.errors else exc}",
-             errors=[e.to_dict() for e in exc.errors])
+        fail(
+            as_json,
+            "bundle_invalid",
+            f"bundle `{path}` is invalid: {exc.errors[0] if exc.errors else exc}",
+            errors=[e.to_dict() for e in exc.errors],
+        )
         return ExitCode.INVALID
 
 
@@ -83,7 +87,7 @@ def _text(table: Table) -> str:
         widths = [max(len(r[i]) for r in [table.header, *rows]) for i in range(len(table.header))]
         out += ["", section]
         for row in [table.header, *rows]:
-            out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     return "\n".join(out)
 
 
@@ -94,8 +98,7 @@ def _md_cell(text: str) -> str:
 def _markdown(table: Table) -> str:
     out = [f"# {table.title}"]
     for section, rows in table.sections:
-        out += ["", f"## {section}", "", "| " + " | ".join(table.header) + " |",
-                "|" + "---|" * len(table.header)]
+        out += ["", f"## {section}", "", "| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
         out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
@@ -117,14 +120,28 @@ td.ALLOW{background:#e6f4e6}td.DENY{background:#f8e3e3}td.ERROR{background:#fff2
 
 def _html(table: Table) -> str:
     e = html.escape
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(table.title)}</title>",
-           f"<style>{_STYLE}</style></head><body>", f"<h1>{e(table.title)}</h1>"]
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(table.title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{e(table.title)}</h1>",
+    ]
     for section, rows in table.sections:
-        out.append(f"<h2>{e(section)}</h2><table><thead><tr>"
-                   + "".join(f"<th>{e(h)}</th>" for h in table.header) + "</tr></thead><tbody>")
+        out.append(
+            f"<h2>{e(section)}</h2><table><thead><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in table.header)
+            + "</tr></thead><tbody>"
+        )
         for row in rows:
-            out.append("<tr>" + "".join(f'<td class="{e(c)}">{e(c)}</td>' if c in ("ALLOW", "DENY", "ERROR")
-                                        else f"<td>{e(c)}</td>" for c in row) + "</tr>")
+            out.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="{e(c)}">{e(c)}</td>' if c in ("ALLOW", "DENY", "ERROR") else f"<td>{e(c)}</td>"
+                    for c in row
+                )
+                + "</tr>"
+            )
         out.append("</tbody></table>")
     out.append("</body></html>")
     return "\n".join(out)

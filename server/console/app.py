@@ -34,12 +34,17 @@ __all__ = ["ConsoleServer", "is_loopback"]
 
 log = logging.getLogger("order_policy.console")
 
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
 SECURITY_HEADERS = {
     # Everything comes from the console itself: no CDN, no inline script or style.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; script-src 'self'; "
-                               "style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -77,8 +82,11 @@ def _environment() -> jinja2.Environment:
 
 def _static_files() -> dict[str, bytes]:
     root = resources.files("server.console").joinpath("static")
-    return {entry.name: entry.read_bytes() for entry in root.iterdir()
-            if entry.is_file() and any(entry.name.endswith(ext) for ext in STATIC_TYPES)}
+    return {
+        entry.name: entry.read_bytes()
+        for entry in root.iterdir()
+        if entry.is_file() and any(entry.name.endswith(ext) for ext in STATIC_TYPES)
+    }
 
 
 class _Impact:
@@ -110,8 +118,16 @@ class ConsoleServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, state: ConsoleState, host: str = "127.0.0.1", port: int = 8080, *,
-                 max_body: int = 1024 * 1024, max_requests: int = 16, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        state: ConsoleState,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        max_body: int = 1024 * 1024,
+        max_requests: int = 16,
+        timeout: float = 30.0,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host.strip("[]"), port), _Handler)
         self.state = state
@@ -202,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.timeout_seconds)  # an idle connection never holds a thread
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are not logged: the console is local and pages carry no secrets; errors are
 
     # -- methods ------------------------------------------------------------------------------
@@ -217,8 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(body=True, post=True)
 
     def _refuse_method(self) -> None:
-        self._plain(HTTPStatus.METHOD_NOT_ALLOWED, "the console is read-only: GET, HEAD and the "
-                    "playground's POST only", extra={"Allow": "GET, HEAD, POST"})
+        self._plain(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            "the console is read-only: GET, HEAD and the playground's POST only",
+            extra={"Allow": "GET, HEAD, POST"},
+        )
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse_method
 
@@ -231,8 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self.server.slots.acquire(blocking=False):
             self._drain_and_close()
-            self._plain(HTTPStatus.SERVICE_UNAVAILABLE, "too many requests at once: try again",
-                        extra={"Retry-After": "1"})
+            self._plain(
+                HTTPStatus.SERVICE_UNAVAILABLE, "too many requests at once: try again", extra={"Retry-After": "1"}
+            )
             return
         try:
             self._dispatch(body=body, post=post)
@@ -240,8 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception as exc:  # never a stack trace to the browser: log one line, count, answer 500
             self.server.errors += 1
-            log.error("console request failed", extra={"fields": {"path": self.path[:200],
-                                                                  "error": type(exc).__name__}})
+            log.error(
+                "console request failed", extra={"fields": {"path": self.path[:200], "error": type(exc).__name__}}
+            )
             self.close_connection = True
             self._plain(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error: see the console's log")
         finally:
@@ -259,8 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._static(path.removeprefix("/static/"), body=body)
             return
         if path == "/generation" and not post:
-            self._send(HTTPStatus.OK, str(self.server.state.view().generation).encode(),
-                       "text/plain; charset=utf-8", body=body)
+            self._send(
+                HTTPStatus.OK, str(self.server.state.view().generation).encode(), "text/plain; charset=utf-8", body=body
+            )
             return
         route = ROUTES.get(path)
         if route is None:
@@ -302,8 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if length < 0 or length > self.server.max_body:
             self.close_connection = True  # the body is not read: the connection cannot be reused
-            self._plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"the form is larger than {self.server.max_body} bytes")
+            self._plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the form is larger than {self.server.max_body} bytes")
             return None
         raw = self.rfile.read(length)
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -332,10 +353,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _static(self, name: str, *, body: bool) -> None:
         data = self.server.static.get(name)
         if data is None:
-            self._page(pages.Page("not_found.html", {"page": "", "path": self.path.split("?")[0]}, status=404),
-                       body=body)
+            self._page(
+                pages.Page("not_found.html", {"page": "", "path": self.path.split("?")[0]}, status=404), body=body
+            )
             return
-        ext = name[name.rfind("."):]
+        ext = name[name.rfind(".") :]
         self._send(HTTPStatus.OK, data, STATIC_TYPES[ext], body=body)
 
     def _redirect(self, location: str) -> None:
@@ -345,11 +367,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _plain(self, status: int, message: str, *, extra: Mapping[str, str] | None = None) -> None:
-        self._send(status, f"{int(status)} {message}\n".encode(), "text/plain; charset=utf-8", body=True,
-                   extra=extra)
+        self._send(status, f"{int(status)} {message}\n".encode(), "text/plain; charset=utf-8", body=True, extra=extra)
 
-    def _send(self, status: int, data: bytes, content_type: str, *, body: bool,
-              extra: Mapping[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, data: bytes, content_type: str, *, body: bool, extra: Mapping[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -113,17 +113,25 @@ def rule_sources(decider: Decider, rule_ids: Any) -> list[RuleSource]:
 
 
 def _row_text(row: Any) -> str:
-    parts = [row.action, row.method, row.status, row.situation, row.outcome,
-             *row.reasons, *row.follow_ups, *row.rules]
+    parts = [row.action, row.method, row.status, row.situation, row.outcome, *row.reasons, *row.follow_ups, *row.rules]
     return " ".join(str(p) for p in parts).lower()
 
 
 def matrix_page(view: View, query: Mapping[str, str]) -> Page:
     """Matrix: every row of ``server.workbench.matrix``, filtered by action, method, outcome, text."""
     now, now_error = _now(query.get("now", ""))
-    context: dict[str, Any] = {"page": "matrix", "now": now, "now_error": now_error, "query": query,
-                               "groups": [], "methods": [], "actions": [], "outcomes": [], "total": 0,
-                               "shown": 0}
+    context: dict[str, Any] = {
+        "page": "matrix",
+        "now": now,
+        "now_error": now_error,
+        "query": query,
+        "groups": [],
+        "methods": [],
+        "actions": [],
+        "outcomes": [],
+        "total": 0,
+        "shown": 0,
+    }
     decider = view.bundle.decider
     if decider is None:
         return Page("matrix.html", context)
@@ -132,13 +140,19 @@ def matrix_page(view: View, query: Mapping[str, str]) -> Page:
     context["actions"] = sorted({r.action for r in rows})
     context["methods"] = sorted({r.method for r in rows})
     context["outcomes"] = [o for o in (ALLOW, DENY) if any(r.outcome == o for r in rows)] + sorted(
-        {r.outcome for r in rows} - {ALLOW, DENY})
+        {r.outcome for r in rows} - {ALLOW, DENY}
+    )
     context["total"] = len(rows)
     action, method = query.get("action", ""), query.get("method", "")
     outcome, text = query.get("outcome", ""), query.get("q", "").strip().lower()
-    shown = [r for r in rows
-             if (not action or r.action == action) and (not method or r.method == method)
-             and (not outcome or r.outcome == outcome) and (not text or text in _row_text(r))]
+    shown = [
+        r
+        for r in rows
+        if (not action or r.action == action)
+        and (not method or r.method == method)
+        and (not outcome or r.outcome == outcome)
+        and (not text or text in _row_text(r))
+    ]
     groups: dict[str, list[Any]] = {}
     for row in shown:
         groups.setdefault(row.action, []).append(row)
@@ -164,8 +178,14 @@ def cell_page(view: View, query: Mapping[str, str]) -> Page:
     """One matrix cell: messages, follow-ups with endpoints, rule ids and each rule's source."""
     now, now_error = _now(query.get("now", ""))
     key = (query.get("action", ""), query.get("method", ""), query.get("status", ""), query.get("situation", ""))
-    context: dict[str, Any] = {"page": "matrix", "now": now, "now_error": now_error, "key": key,
-                               "row": None, "sources": []}
+    context: dict[str, Any] = {
+        "page": "matrix",
+        "now": now,
+        "now_error": now_error,
+        "key": key,
+        "row": None,
+        "sources": [],
+    }
     decider = view.bundle.decider
     if decider is None:
         return Page("cell.html", context)
@@ -178,8 +198,11 @@ def cell_page(view: View, query: Mapping[str, str]) -> Page:
     context["try_query"] = {
         "action": snapshot.action,
         "order": json.dumps(snapshot.order, indent=2, ensure_ascii=False, default=str),
-        "appointment": (json.dumps(snapshot.appointment, indent=2, ensure_ascii=False, default=str)
-                        if snapshot.appointment is not None else ""),
+        "appointment": (
+            json.dumps(snapshot.appointment, indent=2, ensure_ascii=False, default=str)
+            if snapshot.appointment is not None
+            else ""
+        ),
         "now": (snapshot.now or now).isoformat(),
     }
     return Page("cell.html", context)
@@ -215,8 +238,16 @@ def samples(view: View) -> tuple[list[Sample], list[Sample]]:
     if view.samples is not None:
         for i, record in enumerate(view.samples.records[:MAX_SAMPLE_OPTIONS]):
             now = record.now.isoformat() if isinstance(record.now, dt.datetime) else str(record.now or "")
-            recorded.append(Sample(f"sample:{i}", str(record.request_id), record.action, now,
-                                   _json_text(record.order), _json_text(record.appointment)))
+            recorded.append(
+                Sample(
+                    f"sample:{i}",
+                    str(record.request_id),
+                    record.action,
+                    now,
+                    _json_text(record.order),
+                    _json_text(record.appointment),
+                )
+            )
     return cases, recorded
 
 
@@ -261,8 +292,12 @@ def playground_page(view: View, query: Mapping[str, str], form: Mapping[str, str
         by_value = {s.value: s for s in cases + recorded}
         sample = by_value.get(chosen)
         if sample is not None:
-            values = {"action": sample.action, "now": sample.now, "order": sample.order,
-                      "appointment": sample.appointment}
+            values = {
+                "action": sample.action,
+                "now": sample.now,
+                "order": sample.order,
+                "appointment": sample.appointment,
+            }
         else:
             chosen = ""
             values.update({k: query[k] for k in values if k in query})
@@ -270,9 +305,17 @@ def playground_page(view: View, query: Mapping[str, str], form: Mapping[str, str
         values.update({k: form.get(k, "") for k in values})
     if not values["now"]:
         values["now"] = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    context: dict[str, Any] = {"page": "playground", "cases": cases, "recorded": recorded, "chosen": chosen,
-                               "values": values, "decision": None, "error": None, "sources": [],
-                               "actions": []}
+    context: dict[str, Any] = {
+        "page": "playground",
+        "cases": cases,
+        "recorded": recorded,
+        "chosen": chosen,
+        "values": values,
+        "decision": None,
+        "error": None,
+        "sources": [],
+        "actions": [],
+    }
     decider = view.bundle.decider
     if decider is None:
         return Page("playground.html", context)
@@ -296,11 +339,19 @@ def bundle_page(view: View, query: Mapping[str, str]) -> Page:
     failed_only = query.get("failed") == "1"
     results = loaded.failed_cases if failed_only else loaded.results
     bundle = loaded.decider.bundle if loaded.decider is not None else None
-    return Page("bundle.html", {
-        "page": "bundle", "which": which, "loaded": loaded, "bundle": bundle, "results": results,
-        "failed_only": failed_only, "passed": len(loaded.results) - len(loaded.failed_cases),
-        "failed": len(loaded.failed_cases),
-    })
+    return Page(
+        "bundle.html",
+        {
+            "page": "bundle",
+            "which": which,
+            "loaded": loaded,
+            "bundle": bundle,
+            "results": results,
+            "failed_only": failed_only,
+            "passed": len(loaded.results) - len(loaded.failed_cases),
+            "failed": len(loaded.failed_cases),
+        },
+    )
 
 
 # --- compare -------------------------------------------------------------------------------
@@ -342,8 +393,17 @@ def case_inputs(loaded: Loaded) -> list[Any]:
             snapshot = case.snapshot
         except SnapshotError:
             continue
-        out.append(InputRecord(case.name, snapshot.action, snapshot.now, snapshot.order, snapshot.appointment,
-                               case.location.file, case.location.line))
+        out.append(
+            InputRecord(
+                case.name,
+                snapshot.action,
+                snapshot.now,
+                snapshot.order,
+                snapshot.appointment,
+                case.location.file,
+                case.location.line,
+            )
+        )
     return out
 
 
@@ -354,15 +414,29 @@ def compare_page(view: View, query: Mapping[str, str], impact_of: Any) -> Page:
     ``impact_of(view)`` returns the (cached) ``server.workbench.replay`` result or None.
     """
     now, now_error = _now(query.get("now", ""))
-    context: dict[str, Any] = {"page": "compare", "now": now, "now_error": now_error, "changes": [],
-                               "total": 0, "impact": None, "examples": MAX_EXAMPLES}
+    context: dict[str, Any] = {
+        "page": "compare",
+        "now": now,
+        "now_error": now_error,
+        "changes": [],
+        "total": 0,
+        "impact": None,
+        "examples": MAX_EXAMPLES,
+    }
     old, new = view.bundle.decider, view.candidate.decider if view.candidate is not None else None
     if old is None or new is None:
         return Page("compare.html", context)
     # Each side with the other's situations too: a moved threshold shows as the cells between its values.
     before, after = matrix_of(old, now, [new]), matrix_of(new, now, [old])
-    changes = [Change(c.key, c.before, c.after, _changed_columns(c.before, c.after))
-               for c in diff_matrices(before, after)]
-    context.update(changes=changes, total=len(after.rows), before=before, after=after,
-                   impact=impact_of(view), outcomes=(ALLOW, DENY))
+    changes = [
+        Change(c.key, c.before, c.after, _changed_columns(c.before, c.after)) for c in diff_matrices(before, after)
+    ]
+    context.update(
+        changes=changes,
+        total=len(after.rows),
+        before=before,
+        after=after,
+        impact=impact_of(view),
+        outcomes=(ALLOW, DENY),
+    )
     return Page("compare.html", context)

@@ -155,8 +155,9 @@ class ConsoleState:
     retires the deciders it replaces once no page uses them.
     """
 
-    def __init__(self, bundle: str, candidate: str | None = None, samples: str | None = None,
-                 *, max_samples: int = 100_000) -> None:
+    def __init__(
+        self, bundle: str, candidate: str | None = None, samples: str | None = None, *, max_samples: int = 100_000
+    ) -> None:
         self.sources = {"bundle": bundle, "candidate": candidate, "samples": samples}
         self.max_samples = max_samples
         self.reload_failures = 0
@@ -169,8 +170,12 @@ class ConsoleState:
         self._fingerprints: dict[str, tuple[tuple[str, int, int], ...]] = {}
         if samples:
             self._fingerprints["samples"] = _fingerprint(samples)
-        self._view = View(0, self._load("bundle"), self._load("candidate") if candidate else None,
-                          load_samples(samples, max_samples) if samples else None)
+        self._view = View(
+            0,
+            self._load("bundle"),
+            self._load("candidate") if candidate else None,
+            load_samples(samples, max_samples) if samples else None,
+        )
 
     def view(self) -> View:
         """The current view."""
@@ -204,8 +209,12 @@ class ConsoleState:
 
     def _prune(self, old: View) -> None:
         # Keep the unpacked bundles of this view and the one before (a page may still read them).
-        keep = {loaded.root.parent for view in (old, self._view) for loaded in (view.bundle, view.candidate)
-                if loaded is not None and loaded.root is not None}
+        keep = {
+            loaded.root.parent
+            for view in (old, self._view)
+            for loaded in (view.bundle, view.candidate)
+            if loaded is not None and loaded.root is not None
+        }
         for workdir in [d for d in self._dirs if d not in keep]:
             self._dirs.remove(workdir)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -220,8 +229,9 @@ class ConsoleState:
         for which, source in self.sources.items():
             if source:
                 ready = threading.Event()
-                thread = threading.Thread(target=self._watch_loop, args=(which, source, ready),
-                                          name=f"console-watch-{which}", daemon=True)
+                thread = threading.Thread(
+                    target=self._watch_loop, args=(which, source, ready), name=f"console-watch-{which}", daemon=True
+                )
                 thread.start()
                 self._threads.append(thread)
                 started.append(ready)
@@ -259,8 +269,7 @@ class ConsoleState:
                 failed = True
                 live.set()
                 self.reload_failures += 1
-                log.error("console watcher failed",
-                          extra={"fields": {"source": which, "error": type(exc).__name__}})
+                log.error("console watcher failed", extra={"fields": {"source": which, "error": type(exc).__name__}})
                 self._stop.wait(2.0)
 
     def close(self) -> None:

@@ -55,8 +55,9 @@ def capture_entry(snapshot: Snapshot, decision: Decision) -> dict[str, Any]:
         "action": snapshot.action,
         "now": decision.now.isoformat(),
         "order": project(snapshot.order, READ_FIELDS["order"]),
-        "appointment": (None if snapshot.appointment is None
-                        else project(snapshot.appointment, READ_FIELDS["appointment"])),
+        "appointment": (
+            None if snapshot.appointment is None else project(snapshot.appointment, READ_FIELDS["appointment"])
+        ),
     }
 
 
@@ -71,17 +72,26 @@ def _line(decision: Decision, inputs: tuple[Snapshot], *_: Any) -> bytes:
 class Capture:
     """Writes a sample (``sample`` in (0, 1]) of decided requests to a rotating file (or ``-``)."""
 
-    def __init__(self, target: str, *, sample: float = 1.0, max_bytes: int = 64 * 1024 * 1024, backups: int = 5,
-                 on_wait: Callable[[], None] | None = None, on_drop: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        sample: float = 1.0,
+        max_bytes: int = 64 * 1024 * 1024,
+        backups: int = 5,
+        on_wait: Callable[[], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"the capture sample rate must be in (0, 1], not `{sample}`")
         self.sample = sample
-        self._log = DecisionLog(target, max_bytes=max_bytes, backups=backups, on_wait=on_wait, on_drop=on_drop,
-                                encode=_line, name="capture")
+        self._log = DecisionLog(
+            target, max_bytes=max_bytes, backups=backups, on_wait=on_wait, on_drop=on_drop, encode=_line, name="capture"
+        )
 
     def record(self, decision: Decision, snapshot: Snapshot) -> None:
         """Queue one decided request (when it falls in the sample)."""
-        if self.sample >= 1.0 or random.random() < self.sample:  # noqa: S311 - sampling, not secrecy
+        if self.sample >= 1.0 or random.random() < self.sample:
             self._log.record(decision, (snapshot,), 0.0)
 
     @property

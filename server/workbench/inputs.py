@@ -65,8 +65,7 @@ class InputError:
         return f"{self.file}:{self.line}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "file": self.file, "line": self.line, "field": self.field,
-                "message": self.message}
+        return {"code": self.code, "file": self.file, "line": self.line, "field": self.field, "message": self.message}
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -133,7 +132,8 @@ def _skip_line(f: IO[bytes]) -> int:
 
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
+        type(value), "a number"
+    )
 
 
 def _float_event_id(doc: dict[str, Any]) -> bool:
@@ -161,22 +161,32 @@ def parse_line(raw: bytes, file: str, line: int) -> InputRecord | InputError:
         doc = json.loads(raw)
     action = doc.get("action")
     if type(action) is not str:
-        return InputError(file, line, "`action` missing" if action is None
-                          else f"`action`: expected a string, got {_kind(action)}", "action", size)
+        return InputError(
+            file,
+            line,
+            "`action` missing" if action is None else f"`action`: expected a string, got {_kind(action)}",
+            "action",
+            size,
+        )
     order = doc.get("order")
     if type(order) is not dict:
-        return InputError(file, line, "`order` missing" if order is None
-                          else f"`order`: expected an object, got {_kind(order)}", "order", size)
+        return InputError(
+            file,
+            line,
+            "`order` missing" if order is None else f"`order`: expected an object, got {_kind(order)}",
+            "order",
+            size,
+        )
     appointment = doc.get("appointment")
     if appointment is not None and type(appointment) is not dict:
-        return InputError(file, line, f"`appointment`: expected an object or null, got {_kind(appointment)}",
-                          "appointment", size)
+        return InputError(
+            file, line, f"`appointment`: expected an object or null, got {_kind(appointment)}", "appointment", size
+        )
     request_id = doc.get("request_id")
     if request_id is None:
         request_id = f"{file}:{line}"
     elif type(request_id) is not str:
-        return InputError(file, line, f"`request_id`: expected a string, got {_kind(request_id)}",
-                          "request_id", size)
+        return InputError(file, line, f"`request_id`: expected a string, got {_kind(request_id)}", "request_id", size)
     now_text = doc.get("now")
     now = None
     if now_text is not None:

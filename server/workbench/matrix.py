@@ -63,8 +63,13 @@ class MatrixRow:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "action": self.action, "method": self.method, "status": self.status, "situation": self.situation,
-            "outcome": self.outcome, "reasons": list(self.reasons), "follow_ups": list(self.follow_ups),
+            "action": self.action,
+            "method": self.method,
+            "status": self.status,
+            "situation": self.situation,
+            "outcome": self.outcome,
+            "reasons": list(self.reasons),
+            "follow_ups": list(self.follow_ups),
             "rules": list(self.rules),
         }
         if self.error is not None:
@@ -141,11 +146,25 @@ def _cell(decider: Decider, key: tuple[str, str, str, str], snapshot: Snapshot) 
     try:
         decision = decider.decide(snapshot)
     except SnapshotError as exc:
-        return MatrixRow(*key, outcome=ERROR, reasons=(), follow_ups=(), rules=_invalid_rule(decider, snapshot, exc),
-                         decision=None, snapshot=snapshot, error=exc)
-    return MatrixRow(*key, outcome=decision.outcome, reasons=tuple(r.code for r in decision.reasons),
-                     follow_ups=tuple(f.code for f in decision.follow_ups), rules=decision_rules(decision),
-                     decision=decision, snapshot=snapshot)
+        return MatrixRow(
+            *key,
+            outcome=ERROR,
+            reasons=(),
+            follow_ups=(),
+            rules=_invalid_rule(decider, snapshot, exc),
+            decision=None,
+            snapshot=snapshot,
+            error=exc,
+        )
+    return MatrixRow(
+        *key,
+        outcome=decision.outcome,
+        reasons=tuple(r.code for r in decision.reasons),
+        follow_ups=tuple(f.code for f in decision.follow_ups),
+        rules=decision_rules(decision),
+        decision=decision,
+        snapshot=snapshot,
+    )
 
 
 def _invalid_rule(decider: Decider, snapshot: Snapshot, exc: SnapshotError) -> tuple[str, ...]:
@@ -166,20 +185,23 @@ def _label(*parts: str) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def _group(decider: Decider, action: str, method: str, status: str, top: str, dims: Dimensions,
-           now: dt.datetime) -> list[MatrixRow]:
+def _group(
+    decider: Decider, action: str, method: str, status: str, top: str, dims: Dimensions, now: dt.datetime
+) -> list[MatrixRow]:
     """The rows of one status: every situation decided, then folded where it does not matter."""
     appts: list[tuple[int, int, int] | None] = [None]
-    appts += list(itertools.product(range(len(dims.appointment_statuses)), range(len(dims.bands)),
-                                    range(len(dims.providers))))
+    appts += list(
+        itertools.product(range(len(dims.appointment_statuses)), range(len(dims.bands)), range(len(dims.providers)))
+    )
     cells: dict[tuple[int, tuple[int, int, int] | None], MatrixRow] = {}
     for s, ship in enumerate(dims.ship_days):
         for appt in appts:
             appointment = None
             if appt is not None:
                 a, b, p = appt
-                appointment = _appointment(dims.appointment_statuses[a].value, dims.bands[b].seconds,
-                                           dims.providers[p].value, now)
+                appointment = _appointment(
+                    dims.appointment_statuses[a].value, dims.bands[b].seconds, dims.providers[p].value, now
+                )
             snapshot = Snapshot(action, _order(method, status, top, now, ship.value), appointment, now)
             cells[(s, appt)] = _cell(decider, (action, method, status, ""), snapshot)
 
@@ -203,20 +225,39 @@ def _group(decider: Decider, action: str, method: str, status: str, top: str, di
             prov_kept = varies([[(s2, (a, b, p)) for p in range(n_prov)] for s2 in ships for b in range(n_band)])
             for b in range(n_band) if band_kept else [0]:
                 for p in range(n_prov) if prov_kept else [0]:
-                    label = _label(ship_label, f"appointment {dims.appointment_statuses[a].label}".strip(),
-                                   dims.bands[b].label if band_kept else "",
-                                   dims.providers[p].label if prov_kept else "")
+                    label = _label(
+                        ship_label,
+                        f"appointment {dims.appointment_statuses[a].label}".strip(),
+                        dims.bands[b].label if band_kept else "",
+                        dims.providers[p].label if prov_kept else "",
+                    )
                     out.append(_relabel(cells[(s, (a, b, p))], label))
     return out
 
 
 def _relabel(row: MatrixRow, situation: str) -> MatrixRow:
-    return MatrixRow(row.action, row.method, row.status, situation, row.outcome, row.reasons, row.follow_ups,
-                     row.rules, row.decision, row.snapshot, row.error)
+    return MatrixRow(
+        row.action,
+        row.method,
+        row.status,
+        situation,
+        row.outcome,
+        row.reasons,
+        row.follow_ups,
+        row.rules,
+        row.decision,
+        row.snapshot,
+        row.error,
+    )
 
 
-def matrix(decider: Decider, *, now: dt.datetime | None = None, actions: Sequence[str] | None = None,
-           compare_with: Sequence[Decider] = ()) -> Matrix:
+def matrix(
+    decider: Decider,
+    *,
+    now: dt.datetime | None = None,
+    actions: Sequence[str] | None = None,
+    compare_with: Sequence[Decider] = (),
+) -> Matrix:
     """Every row of ``decider``'s bundle, decided at ``now`` (default: the current second, UTC).
 
     ``compare_with``: other bundles whose rules' situations are added (for a diff,
@@ -235,8 +276,9 @@ def matrix(decider: Decider, *, now: dt.datetime | None = None, actions: Sequenc
     wanted = list(actions) if actions is not None else present
     for action in wanted:
         if action not in bundle.policies:
-            raise SnapshotError("action", f"the bundle has no policy for action `{action}`: it has "
-                                          f"{', '.join(present)}")
+            raise SnapshotError(
+                "action", f"the bundle has no policy for action `{action}`: it has {', '.join(present)}"
+            )
     rows: list[MatrixRow] = []
     for action in wanted:
         others = [(d.bundle.policies[action], d.bundle) for d in compare_with if action in d.bundle.policies]
@@ -263,6 +305,9 @@ def diff_matrices(old: Matrix, new: Matrix) -> list[CellChange]:
         prev = before.get(row.key)
         if prev is None or prev.answer != row.answer:
             changes.append((i, CellChange(row.key, prev, row)))
-    gone = [(place.get(row.key[:3], len(new.rows)) - 0.5, CellChange(row.key, row, None))
-            for row in old.rows if row.key not in after]
+    gone = [
+        (place.get(row.key[:3], len(new.rows)) - 0.5, CellChange(row.key, row, None))
+        for row in old.rows
+        if row.key not in after
+    ]
     return [c for _, c in sorted(changes + gone, key=lambda pair: pair[0])]

@@ -71,7 +71,9 @@ def _answer_from_facts(decider: Decider, facts: Facts) -> Answer:
         return ("error", exc.code, "")
 
 
-def answers(old: Decider, new: Decider, record: InputRecord, now: dt.datetime, same_facts: bool) -> tuple[Answer, Answer]:
+def answers(
+    old: Decider, new: Decider, record: InputRecord, now: dt.datetime, same_facts: bool
+) -> tuple[Answer, Answer]:
     """Both bundles' answers; when they derive the same facts, the facts are derived once."""
     if not same_facts:
         return answer(old, record, now), answer(new, record, now)
@@ -119,18 +121,24 @@ class Impact:
             "inputs": self.inputs,
             "errors": self.errors,
             "changed": self.changed,
-            "groups": [{
-                "before": g.before, "after": g.after, "count": g.count,
-                "share": round(g.count / self.inputs, 6) if self.inputs else 0.0,
-                "request_ids": g.request_ids,
-            } for g in self.groups],
+            "groups": [
+                {
+                    "before": g.before,
+                    "after": g.after,
+                    "count": g.count,
+                    "share": round(g.count / self.inputs, 6) if self.inputs else 0.0,
+                    "request_ids": g.request_ids,
+                }
+                for g in self.groups
+            ],
             "input_errors": [e.to_dict() for e in self.input_errors],
             "request_ids_dropped": self.ids_dropped,
         }
 
 
-def replay(old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError], *,
-           now: dt.datetime | None = None) -> Impact:
+def replay(
+    old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError], *, now: dt.datetime | None = None
+) -> Impact:
     """Decide every recorded request with both deciders; group the ones that changed.
 
     ``now`` is the instant for requests that recorded none (default: the current time).
@@ -142,13 +150,13 @@ def replay(old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError
     groups: dict[tuple[Answer, Answer], ImpactGroup] = {}
     kept = 0
     for record in inputs:
-        if type(record) is InputError:
+        if isinstance(record, InputError):
             impact.errors += 1
             if len(impact.input_errors) < MAX_LISTED_ERRORS:
                 impact.input_errors.append(record)
             continue
         impact.inputs += 1
-        before, after = answers(old, new, record, clock, same_facts)  # type: ignore[arg-type]
+        before, after = answers(old, new, record, clock, same_facts)
         if before == after:
             continue
         impact.changed += 1
@@ -157,7 +165,7 @@ def replay(old: Decider, new: Decider, inputs: Iterable[InputRecord | InputError
             group = groups[(before, after)] = ImpactGroup(answer_json(before), answer_json(after))
         group.count += 1
         if kept < MAX_REQUEST_IDS:
-            group.request_ids.append(record.request_id)  # type: ignore[union-attr]
+            group.request_ids.append(record.request_id)
             kept += 1
         else:
             impact.ids_dropped += 1

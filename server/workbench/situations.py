@@ -74,7 +74,7 @@ def _value_set(matcher: Any, bundle: Bundle, universe: Sequence[Any]) -> tuple[f
         return frozenset([matcher]), ""
     if len(matcher) != 1:
         return None
-    (op, arg), = matcher.items()
+    ((op, arg),) = matcher.items()
     if op in ("in", "not_in"):
         return frozenset(arg), ""
     if op in ("in_set", "not_in_set"):
@@ -171,7 +171,7 @@ def _bands(sources: Sources) -> tuple[Band, ...]:
     ordered = sorted(cuts)
     # Each band's snapshot sits on its boundary: exactly at a threshold or one second past it.
     bands = [Band(f"notice {below(ordered[0])}", ordered[0] - 1)]
-    for low, high in zip(ordered, ordered[1:]):
+    for low, high in zip(ordered, ordered[1:], strict=False):
         bands.append(Band(f"notice {above(low)} and {below(high)}", low))
     bands.append(Band(f"notice {above(ordered[-1])}", ordered[-1]))
     bands.append(Band("no start time", None))

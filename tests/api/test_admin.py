@@ -21,23 +21,33 @@ from server.bundle.archive import build_archive
 from server.decisionlog import DecisionLog
 from server.lifecycle import BundleManager, StateDir
 from server.registry import Registry
-from tests.support.servers import serve_process
-from tests.support.pki import Pki
 from tests.support.bundles import bundle_variant, set_value
+from tests.support.pki import Pki
+from tests.support.servers import serve_process
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-admin-token"
-ORDER = {"id": "o-1", "created_at": "2026-03-02T15:00:00+00:00", "status": "collecting_sample",
-         "details": {"type": "at_home_phlebotomy"},
-         "events": [{"id": 1, "created_at": "2026-03-02T15:00:00+00:00",
-                     "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled"}]}
+ORDER = {
+    "id": "o-1",
+    "created_at": "2026-03-02T15:00:00+00:00",
+    "status": "collecting_sample",
+    "details": {"type": "at_home_phlebotomy"},
+    "events": [
+        {
+            "id": 1,
+            "created_at": "2026-03-02T15:00:00+00:00",
+            "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled",
+        }
+    ],
+}
 APPT = {"order_id": "o-1", "status": "confirmed", "provider": "getlabs", "start_at": "2026-03-11T20:00:00+00:00"}
 
 
-def request(**kw) -> pb.DecideRequest:  # noqa: ANN003
-    req = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(ORDER),
-                           appointment_json=json.dumps(APPT), **kw)
+def request(**kw) -> pb.DecideRequest:
+    req = pb.DecideRequest(
+        action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(ORDER), appointment_json=json.dumps(APPT), **kw
+    )
     req.now.FromJsonString("2026-03-10T12:00:00Z")  # 32 h notice
     return req
 
@@ -66,7 +76,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 class _Env:
-    def __init__(self, tmp: Path, archives: dict[str, bytes], **opts) -> None:  # noqa: ANN003
+    def __init__(self, tmp: Path, archives: dict[str, bytes], **opts) -> None:
         self.registry = Registry(keep=3)
         self.manager = BundleManager(self.registry, state=StateDir(tmp / "state"))
         self.manager.activate_archive(archives["r24"], origin="test")
@@ -88,7 +98,7 @@ class _Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, archives: dict[str, bytes]):  # noqa: ANN201
+def env(tmp_path: Path, archives: dict[str, bytes]):
     e = _Env(tmp_path, archives)
     yield e
     e.close()
@@ -107,7 +117,7 @@ def follow_up(response: pb.DecideResponse) -> str:
 
 
 @pytest.mark.slow
-def test_twenty_swaps_under_load_fail_no_call_and_never_mix_revisions(env: _Env, archives) -> None:  # noqa: ANN001
+def test_twenty_swaps_under_load_fail_no_call_and_never_mix_revisions(env: _Env, archives) -> None:
     """4 clients call continuously while r24/r48 swap 20 times: 0 failures, each answer is its revision's."""
     stop = threading.Event()
     failures: list[str] = []
@@ -139,11 +149,12 @@ def test_twenty_swaps_under_load_fail_no_call_and_never_mix_revisions(env: _Env,
         for t in threads:
             t.join(30)
     assert failures == []
-    assert seen["r24"] > 0 and seen["r48"] > 0
+    assert seen["r24"] > 0
+    assert seen["r48"] > 0
     assert env.registry.active().ref.revision == "r24"
 
 
-def test_a_pinned_revision_decides_and_an_unknown_one_is_failed_precondition(env: _Env, archives) -> None:  # noqa: ANN001
+def test_a_pinned_revision_decides_and_an_unknown_one_is_failed_precondition(env: _Env, archives) -> None:
     """`bundle_revision` picks a loaded revision; one that is not loaded answers FAILED_PRECONDITION."""
     env.manager.activate_archive(archives["r48"], origin="test")
     with grpc.insecure_channel(env.address) as channel:
@@ -167,20 +178,27 @@ def test_admin_calls_need_a_credential(env: _Env) -> None:
             stub.GetStatus(apb.GetStatusRequest(), metadata=[("authorization", bad)], timeout=10)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, bad
     status = stub.GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10)
-    assert status.active.revision == "r24" and [w.revision for w in status.workers] == ["r24"]
+    assert status.active.revision == "r24"
+    assert [w.revision for w in status.workers] == ["r24"]
 
 
-def test_admin_activate_refuses_a_broken_archive_and_rolls_back(env: _Env, archives) -> None:  # noqa: ANN001
+def test_admin_activate_refuses_a_broken_archive_and_rolls_back(env: _Env, archives) -> None:
     """Upload r48 (active), a truncated archive (FAILED_PRECONDITION, r48 still serves), roll back to r24."""
     stub = admin(env.admin_address)
-    assert stub.Activate(apb.ActivateRequest(archive=archives["r48"]), metadata=AUTH, timeout=60).revision.revision == "r48"
+    assert (
+        stub.Activate(apb.ActivateRequest(archive=archives["r48"]), metadata=AUTH, timeout=60).revision.revision
+        == "r48"
+    )
     with pytest.raises(grpc.RpcError) as info:
         stub.Activate(apb.ActivateRequest(archive=archives["truncated"]), metadata=AUTH, timeout=60)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     status = stub.GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10)
     assert status.active.revision == "r48"
-    assert "not a readable bundle archive" in status.last_error and status.failures == 1
-    assert [r.revision for r in stub.ListRevisions(apb.ListRevisionsRequest(), metadata=AUTH, timeout=10).revisions] == ["r24", "r48"]
+    assert "not a readable bundle archive" in status.last_error
+    assert status.failures == 1
+    assert [
+        r.revision for r in stub.ListRevisions(apb.ListRevisionsRequest(), metadata=AUTH, timeout=10).revisions
+    ] == ["r24", "r48"]
     assert stub.Rollback(apb.RollbackRequest(revision="r24"), metadata=AUTH, timeout=10).revision.revision == "r24"
     with pytest.raises(grpc.RpcError) as info:
         stub.Rollback(apb.RollbackRequest(revision="nope"), metadata=AUTH, timeout=10)
@@ -189,16 +207,19 @@ def test_admin_activate_refuses_a_broken_archive_and_rolls_back(env: _Env, archi
         assert follow_up(pb_grpc.OrderPolicyServiceStub(channel).Decide(request(), timeout=10)) == "FULL_REFUND"
 
 
-def test_shadow_differences_are_counted_and_logged_while_answers_stay_active(env: _Env, archives, tmp_path) -> None:  # noqa: ANN001
+def test_shadow_differences_are_counted_and_logged_while_answers_stay_active(env: _Env, archives, tmp_path) -> None:
     """With r48 in shadow, answers stay r24's; each difference is counted and logged with both decisions."""
     from server.api.metrics import METRICS
 
     def differing() -> float:
-        return METRICS.shadow_decisions.labels("true")._value.get()  # noqa: SLF001
+        return METRICS.shadow_decisions.labels("true")._value.get()
 
     before = differing()
     stub = admin(env.admin_address)
-    assert stub.SetShadow(apb.SetShadowRequest(archive=archives["r48"]), metadata=AUTH, timeout=60).revision.revision == "r48"
+    assert (
+        stub.SetShadow(apb.SetShadowRequest(archive=archives["r48"]), metadata=AUTH, timeout=60).revision.revision
+        == "r48"
+    )
     with grpc.insecure_channel(env.address) as channel:
         for _ in range(5):
             reply = pb_grpc.OrderPolicyServiceStub(channel).Decide(request(), timeout=10)
@@ -214,17 +235,24 @@ def test_shadow_differences_are_counted_and_logged_while_answers_stay_active(env
     env.dlog = DecisionLog(str(tmp_path / "after.log"))  # the fixture closes it again
 
 
-def test_admin_mtls_names_decide_who_may_administer(tmp_path: Path, archives) -> None:  # noqa: ANN001
+def test_admin_mtls_names_decide_who_may_administer(tmp_path: Path, archives) -> None:
     """Over mTLS a decision caller's certificate gets PERMISSION_DENIED; an allowed name gets the status."""
     pki = Pki(tmp_path)
-    creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.client_key.read_bytes(),
-                                         pki.client_cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes())
     for allowed, expected in (((), grpc.StatusCode.PERMISSION_DENIED), (("client.test",), None)):
-        e = _Env(tmp_path / f"env{len(allowed)}", archives, tls_cert=pki.server_cert, tls_key=pki.server_key,
-                 tls_client_ca=pki.ca, admin_client_names=allowed)
+        e = _Env(
+            tmp_path / f"env{len(allowed)}",
+            archives,
+            tls_cert=pki.server_cert,
+            tls_key=pki.server_key,
+            tls_client_ca=pki.ca,
+            admin_client_names=allowed,
+        )
         try:
-            with grpc.secure_channel(e.admin_address, creds) as admin_channel, \
-                    grpc.secure_channel(e.address, creds) as channel:
+            with (
+                grpc.secure_channel(e.admin_address, creds) as admin_channel,
+                grpc.secure_channel(e.address, creds) as channel,
+            ):
                 stub = apb_grpc.BundleAdminServiceStub(admin_channel)
                 if expected is None:
                     assert stub.GetStatus(apb.GetStatusRequest(), timeout=10).active.revision == "r24"
@@ -240,14 +268,15 @@ def test_admin_mtls_names_decide_who_may_administer(tmp_path: Path, archives) ->
 
 
 @pytest.mark.slow
-def test_two_workers_end_on_the_uploaded_revision(tmp_path: Path, archives) -> None:  # noqa: ANN001
+def test_two_workers_end_on_the_uploaded_revision(tmp_path: Path, archives) -> None:
     """`serve --workers 2`: an upload to whichever worker answers reaches both; new connections all see it."""
     r24 = tmp_path / "r24.tar.gz"
     r24.write_bytes(archives["r24"])
     token_file = tmp_path / "tokens"
     token_file.write_text(hash_token(TOKEN) + "\n")
-    with serve_process(r24, "--state-dir", str(tmp_path / "state"), "--admin-token-file", str(token_file),
-                       workers=2) as proc:
+    with serve_process(
+        r24, "--state-dir", str(tmp_path / "state"), "--admin-token-file", str(token_file), workers=2
+    ) as proc:
         stub = admin(proc.admin_address)
         stub.Activate(apb.ActivateRequest(archive=archives["r48"]), metadata=AUTH, timeout=60)
         deadline = time.monotonic() + 60
@@ -269,7 +298,7 @@ def test_two_workers_end_on_the_uploaded_revision(tmp_path: Path, archives) -> N
 
 
 @pytest.mark.slow
-def test_restart_serves_the_last_good_revision_when_the_source_is_gone(tmp_path: Path, archives) -> None:  # noqa: ANN001
+def test_restart_serves_the_last_good_revision_when_the_source_is_gone(tmp_path: Path, archives) -> None:
     """Serve an archive with a state dir, delete the archive, restart: the last good revision serves."""
     source = tmp_path / "bundle.tar.gz"
     source.write_bytes(archives["r48"])
@@ -285,7 +314,7 @@ def test_restart_serves_the_last_good_revision_when_the_source_is_gone(tmp_path:
 
 
 @pytest.mark.slow
-def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # noqa: ANN001
+def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:
     """`order-policy admin status|activate|rollback|shadow` against a running server, with the token."""
     import os
     import subprocess
@@ -296,21 +325,30 @@ def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # 
     r24.write_bytes(archives["r24"])
     r48.write_bytes(archives["r48"])
     token_file = tmp_path / "tokens"
-    hashed = subprocess.run(serve_command("admin", "hash-token"), input=TOKEN + "\n", capture_output=True,
-                            text=True, cwd=REPO, check=True).stdout.strip()
+    hashed = subprocess.run(
+        serve_command("admin", "hash-token"), input=TOKEN + "\n", capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.strip()
     assert hashed == hash_token(TOKEN)
     token_file.write_text(hashed + "\n")
     with serve_process(r24, "--admin-token-file", str(token_file)) as proc:
+
         def admin_cli(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             env.pop("ORDER_POLICY_ADMIN_TOKEN", None)
             if token is not None:
                 env["ORDER_POLICY_ADMIN_TOKEN"] = token
-            return subprocess.run(serve_command("admin", *args, "--address", proc.admin_address), capture_output=True,
-                                  text=True, cwd=REPO, env=env, timeout=120)
+            return subprocess.run(
+                serve_command("admin", *args, "--address", proc.admin_address),
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env,
+                timeout=120,
+            )
 
         denied = admin_cli("status", token=None)
-        assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+        assert denied.returncode == 1
+        assert "UNAUTHENTICATED" in denied.stderr
         assert "PERMISSION_DENIED" in admin_cli("status", token="wrong").stderr
         assert admin_cli("activate", str(r48)).stdout.strip() == "ok: cancellation_fixture@r48"
         status = json.loads(admin_cli("status", "--format", "json").stdout)
@@ -321,11 +359,12 @@ def test_admin_command_line_wraps_the_api(tmp_path: Path, archives) -> None:  # 
         assert admin_cli("shadow", "--clear").returncode == 0
         assert admin_cli("rollback", "r24").stdout.strip() == "ok: cancellation_fixture@r24"
         human = admin_cli("status").stdout
-        assert human.startswith("active: cancellation_fixture@r24") and "loaded: r48, r24" in human  # most recently activated last
+        assert human.startswith("active: cancellation_fixture@r24")
+        assert "loaded: r48, r24" in human
         assert proc.terminate() == 0
 
 
-def test_serve_writes_every_decision_to_the_decision_log(tmp_path: Path, archives) -> None:  # noqa: ANN001
+def test_serve_writes_every_decision_to_the_decision_log(tmp_path: Path, archives) -> None:
     """`serve --decision-log F --workers 2`: one line per decision across the workers' files, no patient data."""
     source = tmp_path / "bundle.tar.gz"
     source.write_bytes(archives["r24"])
@@ -341,9 +380,11 @@ def test_serve_writes_every_decision_to_the_decision_log(tmp_path: Path, archive
         assert proc.terminate() == 0  # a clean stop flushes every queued entry
     lines = [line for f in sorted(tmp_path.glob("decisions.log*")) for line in f.read_text().splitlines()]
     entries = [json.loads(line) for line in lines]
-    assert {e["decision_id"] for e in entries} == ids and len(entries) == 20
+    assert {e["decision_id"] for e in entries} == ids
+    assert len(entries) == 20
     assert all(e["bundle"]["revision"] == "r24" and e["order_id"] == "o-1" for e in entries)
-    assert "Ada" not in "".join(lines) and "example.com" not in "".join(lines)
+    assert "Ada" not in "".join(lines)
+    assert "example.com" not in "".join(lines)
 
 
 def _services(address: str) -> set[str]:
@@ -352,8 +393,9 @@ def _services(address: str) -> set[str]:
 
     with grpc.insecure_channel(address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                            timeout=10)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
         return {s.name for reply in replies for s in reply.list_services_response.service}
 
 
@@ -390,15 +432,18 @@ class _Context:
         raise PermissionError(code, details)
 
 
-@pytest.mark.parametrize(("peer", "tls", "allowed"), [
-    ("ipv4:127.0.0.1:5000", False, True),
-    ("ipv6:[::1]:5000", False, True),
-    ("ipv6:[::ffff:127.0.0.1]:5000", False, True),
-    ("unix:/run/order-policy.sock", False, True),
-    ("ipv4:10.1.2.3:5000", False, False),
-    ("ipv6:[fd00::2]:5000", False, False),
-    ("ipv4:10.1.2.3:5000", True, True),
-])
+@pytest.mark.parametrize(
+    ("peer", "tls", "allowed"),
+    [
+        ("ipv4:127.0.0.1:5000", False, True),
+        ("ipv6:[::1]:5000", False, True),
+        ("ipv6:[::ffff:127.0.0.1]:5000", False, True),
+        ("unix:/run/order-policy.sock", False, True),
+        ("ipv4:10.1.2.3:5000", False, False),
+        ("ipv6:[fd00::2]:5000", False, False),
+        ("ipv4:10.1.2.3:5000", True, True),
+    ],
+)
 def test_a_bearer_token_needs_tls_or_loopback(peer: str, tls: bool, allowed: bool) -> None:
     """A right token is accepted over TLS or from loopback, and refused UNAUTHENTICATED in cleartext
     from another host, before it is even compared."""
@@ -429,20 +474,19 @@ def _outside_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def test_a_cleartext_admin_listener_open_to_the_network_refuses_tokens(tmp_path: Path, archives) -> None:  # noqa: ANN001
+def test_a_cleartext_admin_listener_open_to_the_network_refuses_tokens(tmp_path: Path, archives) -> None:
     """Admin on all interfaces without TLS: a call from a non-loopback address with the right
     token is UNAUTHENTICATED; the same call from loopback succeeds."""
     outside = _outside_address()
     if outside is None:
         pytest.skip("this machine has no non-loopback IPv4 address to call from")
-    e = _Env(tmp_path, archives, admin_address="0.0.0.0:0")  # noqa: S104
+    e = _Env(tmp_path, archives, admin_address="0.0.0.0:0")
     try:
         with pytest.raises(grpc.RpcError) as info:
             admin(f"{outside}:{e.server.admin_port}").GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "only over TLS or from loopback" in info.value.details()
-        status = admin(f"127.0.0.1:{e.server.admin_port}").GetStatus(apb.GetStatusRequest(), metadata=AUTH,
-                                                                      timeout=10)
+        status = admin(f"127.0.0.1:{e.server.admin_port}").GetStatus(apb.GetStatusRequest(), metadata=AUTH, timeout=10)
         assert status.active.revision == "r24"
     finally:
         e.close()

@@ -15,7 +15,7 @@ from server.errors import SnapshotError
 from server.model import BundleRef, Decision, FollowUp, Reason
 
 
-def _ts(text: str):  # noqa: ANN202
+def _ts(text: str):
     from google.protobuf import timestamp_pb2
 
     out = timestamp_pb2.Timestamp()
@@ -26,12 +26,13 @@ def _ts(text: str):  # noqa: ANN202
 def test_typed_order_becomes_junctions_json_shape() -> None:
     """Every typed field lands where Junction's JSON has it; timestamps as aware UTC datetimes."""
     order = pb.Order(
-        id="o-1", status="received", details_type="testkit", lab_test_method="testkit",
+        id="o-1",
+        status="received",
+        details_type="testkit",
+        lab_test_method="testkit",
         created_at=_ts("2026-03-09T10:40:00.5-04:00"),
-        events=[pb.OrderEvent(id=7, status="received.testkit.ordered",
-                              created_at=_ts("2026-03-09T14:40:00+00:00"))],
-        last_event=pb.OrderEvent(id=7, status="received.testkit.ordered",
-                                 created_at=_ts("2026-03-09T14:40:00+00:00")),
+        events=[pb.OrderEvent(id=7, status="received.testkit.ordered", created_at=_ts("2026-03-09T14:40:00+00:00"))],
+        last_event=pb.OrderEvent(id=7, status="received.testkit.ordered", created_at=_ts("2026-03-09T14:40:00+00:00")),
     )
     assert convert.order_to_dict(order) == {
         "id": "o-1",
@@ -39,10 +40,18 @@ def test_typed_order_becomes_junctions_json_shape() -> None:
         "status": "received",
         "details": {"type": "testkit"},
         "lab_test": {"method": "testkit"},
-        "events": [{"id": 7, "created_at": dt.datetime(2026, 3, 9, 14, 40, tzinfo=dt.UTC),
-                    "status": "received.testkit.ordered"}],
-        "last_event": {"id": 7, "created_at": dt.datetime(2026, 3, 9, 14, 40, tzinfo=dt.UTC),
-                       "status": "received.testkit.ordered"},
+        "events": [
+            {
+                "id": 7,
+                "created_at": dt.datetime(2026, 3, 9, 14, 40, tzinfo=dt.UTC),
+                "status": "received.testkit.ordered",
+            }
+        ],
+        "last_event": {
+            "id": 7,
+            "created_at": dt.datetime(2026, 3, 9, 14, 40, tzinfo=dt.UTC),
+            "status": "received.testkit.ordered",
+        },
     }
 
 
@@ -50,12 +59,16 @@ def test_zero_values_are_absent_keys() -> None:
     """Empty strings, id 0 and unset Timestamps are left out (start_at becomes null)."""
     assert convert.order_to_dict(pb.Order(events=[pb.OrderEvent()])) == {"events": [{}]}
     assert convert.appointment_to_dict(pb.Appointment(status="pending")) == {
-        "status": "pending", "start_at": None,
+        "status": "pending",
+        "start_at": None,
     }
 
 
-@given(st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59),
-                    timezones=st.just(dt.UTC)))
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59), timezones=st.just(dt.UTC)
+    )
+)
 def test_timestamp_is_the_same_instant(value: dt.datetime) -> None:
     """Any valid Timestamp becomes the same instant as an aware UTC datetime."""
     ts = _ts(value.isoformat())
@@ -92,8 +105,7 @@ def test_unspecified_action_is_a_snapshot_error_on_action() -> None:
 
 def test_now_is_an_aware_utc_datetime() -> None:
     """`now` becomes an aware datetime; unset stays None (the server clock)."""
-    request = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json="{}",
-                               now=_ts("2026-03-12T15:00:00.25+00:00"))
+    request = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json="{}", now=_ts("2026-03-12T15:00:00.25+00:00"))
     snapshot = convert.snapshot_from_request(request)
     assert snapshot.now == dt.datetime(2026, 3, 12, 15, 0, 0, 250000, tzinfo=dt.UTC)
     assert snapshot.action == "cancel_order"
@@ -135,12 +147,24 @@ def test_decision_maps_field_by_field() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(now=st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30),
-                        timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=14))])))
+@given(
+    now=st.datetimes(
+        min_value=dt.datetime(1, 1, 2),
+        max_value=dt.datetime(9999, 12, 30),
+        timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=14))]),
+    )
+)
 def test_evaluated_at_is_the_timestamp_protobuf_itself_would_write(now):
     """The decision's `evaluated_at`, filled field by field, equals `Timestamp.FromDatetime` (any offset, before 1970 too)."""
-    decision = Decision(outcome="ALLOW", reasons=(), follow_ups=(), bundle=BundleRef("b", "r"), now=now,
-                        action="cancel_order", order_id="o")
+    decision = Decision(
+        outcome="ALLOW",
+        reasons=(),
+        follow_ups=(),
+        bundle=BundleRef("b", "r"),
+        now=now,
+        action="cancel_order",
+        order_id="o",
+    )
     expected = timestamp_pb2.Timestamp()
     expected.FromDatetime(now)
     assert convert.decision_to_proto(decision).evaluated_at == expected

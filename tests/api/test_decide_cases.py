@@ -6,7 +6,11 @@ same invalid field), whether the order arrives as Junction's JSON or typed.
 
 from __future__ import annotations
 
+import grpc
 import pytest
+
+from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from server.errors import SnapshotError
 from tests.support.api import (
     bundle_cases,
     expected_field,
@@ -16,10 +20,6 @@ from tests.support.api import (
     violations,
 )
 
-import grpc
-from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
-from server.errors import SnapshotError
-
 pytestmark = pytest.mark.integration
 
 # A case whose `now` has no offset cannot be sent: a Timestamp always has one.
@@ -27,7 +27,7 @@ CASES = [c for c in bundle_cases() if request_for(c, typed=False) is not None]
 TYPED_CASES = [c for c in CASES if request_for(c, typed=True) is not None]
 
 
-def _core(policy, case):  # noqa: ANN001, ANN202
+def _core(policy, case):
     """("decision", key) or ("error", field) from the core for the case's snapshot."""
     try:
         return ("decision", model_key(policy.decide(case.snapshot)))
@@ -35,7 +35,7 @@ def _core(policy, case):  # noqa: ANN001, ANN202
         return ("error", exc.field)
 
 
-def _check_expect(case, answer) -> None:  # noqa: ANN001
+def _check_expect(case, answer) -> None:
     """The core agrees with the case's own expectation (guards the comparison itself)."""
     expect = case.expect
     if "error" in expect:
@@ -53,7 +53,7 @@ def _check_expect(case, answer) -> None:  # noqa: ANN001
         assert sorted(f[0] for f in key[2]) == sorted(expect["follow_ups"]), case.name
 
 
-def _answer_from_result(result):  # noqa: ANN001, ANN202
+def _answer_from_result(result):
     """The comparable answer of a DecideResult/DecideStreamResponse."""
     if result.WhichOneof("result") == "decision":
         return ("decision", proto_key(result.decision))
@@ -63,7 +63,7 @@ def _answer_from_result(result):  # noqa: ANN001, ANN202
     return ("error", result.error.field_violations[0].field)
 
 
-def _expected_answer(policy, case, request):  # noqa: ANN001, ANN202
+def _expected_answer(policy, case, request):
     kind, value = _core(policy, case)
     if kind == "error":
         return (kind, expected_field(value, request))
@@ -75,13 +75,11 @@ def test_the_bundle_has_cases_and_most_are_typeable() -> None:
     assert len(CASES) >= 50
     assert len(TYPED_CASES) >= 0.8 * len(CASES)
     unsendable = [c for c in bundle_cases() if c not in CASES]
-    assert all(c.expect.get("error", {}).get("field") == "now" for c in unsendable), [
-        c.name for c in unsendable
-    ]
+    assert all(c.expect.get("error", {}).get("field") == "now" for c in unsendable), [c.name for c in unsendable]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_decide_json_gives_the_core_decision(stub, policy, case) -> None:  # noqa: ANN001
+def test_decide_json_gives_the_core_decision(stub, policy, case) -> None:
     """Decide with Junction's JSON answers exactly what the core decides."""
     _check_expect(case, _core(policy, case))
     request = request_for(case, typed=False, request_id="rid-1")
@@ -99,7 +97,7 @@ def test_decide_json_gives_the_core_decision(stub, policy, case) -> None:  # noq
 
 
 @pytest.mark.parametrize("case", TYPED_CASES, ids=[c.name for c in TYPED_CASES])
-def test_decide_typed_gives_the_json_decision(stub, policy, case) -> None:  # noqa: ANN001
+def test_decide_typed_gives_the_json_decision(stub, policy, case) -> None:
     """A typed Order/Appointment gets the same decision (or invalid field) as its JSON."""
     request = request_for(case, typed=True)
     expected = _expected_answer(policy, case, request)
@@ -122,38 +120,28 @@ def _all_requests() -> list[tuple[object, bool, pb.DecideRequest]]:
     return out
 
 
-def test_decide_batch_answers_every_case_in_order(stub, policy) -> None:  # noqa: ANN001
+def test_decide_batch_answers_every_case_in_order(stub, policy) -> None:
     """DecideBatch answers each case with its own decision or error, in request order."""
     items = _all_requests()
     for start in range(0, len(items), 500):
         chunk = items[start : start + 500]
-        response = stub.DecideBatch(
-            pb.DecideBatchRequest(requests=[r for _, _, r in chunk]), timeout=60
-        )
+        response = stub.DecideBatch(pb.DecideBatchRequest(requests=[r for _, _, r in chunk]), timeout=60)
         assert [r.request_id for r in response.results] == [r.request_id for _, _, r in chunk]
         for (case, _, request), result in zip(chunk, response.results, strict=True):
-            assert _answer_from_result(result) == _expected_answer(policy, case, request), (
-                case.name
-            )
+            assert _answer_from_result(result) == _expected_answer(policy, case, request), case.name
 
 
-def test_decide_stream_echoes_request_ids_with_each_answer(stub, policy) -> None:  # noqa: ANN001
+def test_decide_stream_echoes_request_ids_with_each_answer(stub, policy) -> None:
     """DecideStream answers every case in order, each response carrying its request_id."""
     items = _all_requests()
-    responses = list(
-        stub.DecideStream(
-            iter([pb.DecideStreamRequest(request=r) for _, _, r in items]), timeout=60
-        )
-    )
+    responses = list(stub.DecideStream(iter([pb.DecideStreamRequest(request=r) for _, _, r in items]), timeout=60))
     assert [r.request_id for r in responses] == [r.request_id for _, _, r in items]
     for (case, _, request), response in zip(items, responses, strict=True):
-        assert _answer_from_result(response) == _expected_answer(policy, case, request), (
-            case.name
-        )
+        assert _answer_from_result(response) == _expected_answer(policy, case, request), case.name
 
 
 @pytest.mark.parametrize("case", CASES[:20], ids=[c.name for c in CASES[:20]])
-def test_explanation_is_the_cores_facts_and_rules(stub, policy, case) -> None:  # noqa: ANN001
+def test_explanation_is_the_cores_facts_and_rules(stub, policy, case) -> None:
     """With explain, the decision carries the core's facts and matched rules."""
     from google.protobuf import json_format
 

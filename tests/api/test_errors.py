@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
-from tests.support.api import error_reason, violations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import grpc
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from tests.support.api import error_reason, violations
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +19,7 @@ ORDER = {
     "created_at": "2026-03-09T14:03:12+00:00",
     "status": "received",
     "details": {"type": "walk_in_test"},
-    "events": [
-        {"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}
-    ],
+    "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}],
 }
 
 
@@ -30,13 +28,13 @@ def _json_request(order: object = ORDER, **kw: object) -> pb.DecideRequest:
     return pb.DecideRequest(order_json=json.dumps(order), **kw)
 
 
-def _fail(stub, request: pb.DecideRequest) -> grpc.RpcError:  # noqa: ANN001
+def _fail(stub, request: pb.DecideRequest) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         stub.Decide(request, timeout=10)
     return info.value
 
 
-def test_unspecified_action_names_the_action_field(stub) -> None:  # noqa: ANN001
+def test_unspecified_action_names_the_action_field(stub) -> None:
     """ACTION_UNSPECIFIED is INVALID_ARGUMENT with a violation on `action`."""
     error = _fail(stub, _json_request(action=pb.ACTION_UNSPECIFIED))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -44,14 +42,14 @@ def test_unspecified_action_names_the_action_field(stub) -> None:  # noqa: ANN00
     assert error_reason(error) == "request_invalid"
 
 
-def test_unknown_action_number_is_invalid_not_internal(stub) -> None:  # noqa: ANN001
+def test_unknown_action_number_is_invalid_not_internal(stub) -> None:
     """An enum number this server does not know is a violation on `action`."""
     error = _fail(stub, _json_request(action=42))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in violations(error)] == ["action"]
 
 
-def test_missing_order_names_the_order(stub) -> None:  # noqa: ANN001
+def test_missing_order_names_the_order(stub) -> None:
     """A request without order_json or order is a violation on `order`."""
     error = _fail(stub, pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -59,20 +57,20 @@ def test_missing_order_names_the_order(stub) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("text", ["", "{", "[1, 2]", "null", '"order"', "1e999999"])
-def test_order_json_that_is_not_an_object_names_order_json(stub, text: str) -> None:  # noqa: ANN001
+def test_order_json_that_is_not_an_object_names_order_json(stub, text: str) -> None:
     """Malformed order JSON is a violation on `order_json` itself."""
     error = _fail(stub, pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=text))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in violations(error)] == ["order_json"]
 
 
-def test_appointment_json_that_is_not_an_object_names_appointment_json(stub) -> None:  # noqa: ANN001
+def test_appointment_json_that_is_not_an_object_names_appointment_json(stub) -> None:
     """Malformed appointment JSON is a violation on `appointment_json`."""
     error = _fail(stub, _json_request(appointment_json="[]"))
     assert [f for f, _ in violations(error)] == ["appointment_json"]
 
 
-def test_json_snapshot_error_names_the_path_inside_order_json(stub) -> None:  # noqa: ANN001
+def test_json_snapshot_error_names_the_path_inside_order_json(stub) -> None:
     """A bad event status in JSON names `order_json.events[0].status`."""
     order = {**ORDER, "events": [{**ORDER["events"][0], "status": "Received"}]}
     error = _fail(stub, _json_request(order))
@@ -80,16 +78,15 @@ def test_json_snapshot_error_names_the_path_inside_order_json(stub) -> None:  # 
     assert "`order_json.events[0].status`" in error.details()
 
 
-def test_typed_snapshot_error_names_the_typed_field(stub) -> None:  # noqa: ANN001
+def test_typed_snapshot_error_names_the_typed_field(stub) -> None:
     """Typed input names the typed field (`order.details_type`), not Junction's path."""
-    order = pb.Order(id="ord-1", details_type="walk_in_test", lab_test_method="testkit",
-                     status="received")
+    order = pb.Order(id="ord-1", details_type="walk_in_test", lab_test_method="testkit", status="received")
     error = _fail(stub, pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order=order))
     fields = [f for f, _ in violations(error)]
     assert fields in (["order.lab_test_method"], ["order.details_type"])
 
 
-def test_typed_event_without_id_names_the_event_id(stub) -> None:  # noqa: ANN001
+def test_typed_event_without_id_names_the_event_id(stub) -> None:
     """A typed event with id 0 (absent) is a violation on `order.events[0].id`."""
     order = pb.Order(id="ord-1", details_type="testkit", events=[pb.OrderEvent(status="received.testkit.ordered")])
     order.events[0].created_at.FromSeconds(1_700_000_000)
@@ -97,7 +94,7 @@ def test_typed_event_without_id_names_the_event_id(stub) -> None:  # noqa: ANN00
     assert [f for f, _ in violations(error)] == ["order.events[0].id"]
 
 
-def test_out_of_range_timestamp_names_the_field(stub) -> None:  # noqa: ANN001
+def test_out_of_range_timestamp_names_the_field(stub) -> None:
     """A Timestamp beyond year 9999 is a violation on its field, not INTERNAL."""
     order = pb.Order(id="ord-1", details_type="testkit", status="received")
     order.created_at.seconds = 10**15
@@ -109,20 +106,20 @@ def test_out_of_range_timestamp_names_the_field(stub) -> None:  # noqa: ANN001
     assert [f for f, _ in violations(error)] == ["now"]
 
 
-def test_unloaded_revision_pin_is_failed_precondition(stub) -> None:  # noqa: ANN001
+def test_unloaded_revision_pin_is_failed_precondition(stub) -> None:
     """bundle_revision naming a revision the server does not hold fails the precondition."""
     error = _fail(stub, _json_request(bundle_revision="no-such-revision"))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no-such-revision" in error.details()
 
 
-def test_active_revision_pin_decides(stub, policy) -> None:  # noqa: ANN001
+def test_active_revision_pin_decides(stub, policy) -> None:
     """bundle_revision naming the active revision is decided by it."""
     response = stub.Decide(_json_request(bundle_revision=policy.ref.revision), timeout=10)
     assert response.decision.bundle.revision == policy.ref.revision
 
 
-def test_batch_item_errors_do_not_fail_the_batch(stub) -> None:  # noqa: ANN001
+def test_batch_item_errors_do_not_fail_the_batch(stub) -> None:
     """One invalid item gets its own error; its neighbours get decisions."""
     requests = [
         _json_request(request_id="a"),
@@ -138,7 +135,7 @@ def test_batch_item_errors_do_not_fail_the_batch(stub) -> None:  # noqa: ANN001
     assert response.results[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
-def test_stream_item_errors_do_not_end_the_stream(stub) -> None:  # noqa: ANN001
+def test_stream_item_errors_do_not_end_the_stream(stub) -> None:
     """An invalid stream message is answered with its error and the stream goes on."""
     messages = [
         pb.DecideStreamRequest(request=_json_request(request_id="a")),
@@ -147,16 +144,18 @@ def test_stream_item_errors_do_not_end_the_stream(stub) -> None:  # noqa: ANN001
     ]
     responses = list(stub.DecideStream(iter(messages), timeout=10))
     assert [(r.request_id, r.WhichOneof("result")) for r in responses] == [
-        ("a", "decision"), ("", "error"), ("c", "decision"),
+        ("a", "decision"),
+        ("", "error"),
+        ("c", "decision"),
     ]
 
 
-def test_empty_batch_answers_empty(stub) -> None:  # noqa: ANN001
+def test_empty_batch_answers_empty(stub) -> None:
     """A batch of no requests answers no results."""
     assert list(stub.DecideBatch(pb.DecideBatchRequest(), timeout=10).results) == []
 
 
-def test_oversized_batch_is_refused_naming_requests(bundle_dir) -> None:  # noqa: ANN001
+def test_oversized_batch_is_refused_naming_requests(bundle_dir) -> None:
     """A batch above --max-batch is INVALID_ARGUMENT on `requests`, nothing decided."""
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
     from tests.support.servers import running_server
@@ -170,13 +169,12 @@ def test_oversized_batch_is_refused_naming_requests(bundle_dir) -> None:  # noqa
     assert [f for f, _ in violations(info.value)] == ["requests"]
 
 
-def test_oversized_message_is_refused(bundle_dir) -> None:  # noqa: ANN001
+def test_oversized_message_is_refused(bundle_dir) -> None:
     """A request above --max-message-bytes is RESOURCE_EXHAUSTED before any work."""
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
     from tests.support.servers import running_server
 
-    with running_server(bundle_dir, max_message_bytes=64 * 1024) as address, \
-            grpc.insecure_channel(address) as ch:
+    with running_server(bundle_dir, max_message_bytes=64 * 1024) as address, grpc.insecure_channel(address) as ch:
         stub = pb_grpc.OrderPolicyServiceStub(ch)
         big = {**ORDER, "notes": "x" * 100_000}
         with pytest.raises(grpc.RpcError) as info:
@@ -185,7 +183,7 @@ def test_oversized_message_is_refused(bundle_dir) -> None:  # noqa: ANN001
         assert stub.Decide(_json_request(), timeout=10).decision.order_id == "ord-1"
 
 
-def test_expired_deadline_is_deadline_exceeded(stub) -> None:  # noqa: ANN001
+def test_expired_deadline_is_deadline_exceeded(stub) -> None:
     """A batch whose deadline passes is DEADLINE_EXCEEDED, never a late answer."""
     requests = [_json_request()] * 1000
     with pytest.raises(grpc.RpcError) as info:
@@ -196,21 +194,51 @@ def test_expired_deadline_is_deadline_exceeded(stub) -> None:  # noqa: ANN001
 # -- nothing a client sends produces INTERNAL ------------------------------------------
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
     st.text(max_size=20),
-    st.sampled_from(["received", "received.testkit.ordered", "walk_in_test", "testkit",
-                     "2026-03-09T14:03:12+00:00", "2026-03-09T14:03:12", "pending",
-                     "confirmed", "sonora_quest", "ord-1"]),
+    st.sampled_from(
+        [
+            "received",
+            "received.testkit.ordered",
+            "walk_in_test",
+            "testkit",
+            "2026-03-09T14:03:12+00:00",
+            "2026-03-09T14:03:12",
+            "pending",
+            "confirmed",
+            "sonora_quest",
+            "ord-1",
+        ]
+    ),
 )
 _json = st.recursive(
     _scalars,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
         st.dictionaries(
-            st.sampled_from(["id", "status", "created_at", "details", "type", "lab_test",
-                             "method", "events", "last_event", "order_id", "start_at",
-                             "provider", "diagnostic_lab_test", "x"]),
-            inner, max_size=6,
+            st.sampled_from(
+                [
+                    "id",
+                    "status",
+                    "created_at",
+                    "details",
+                    "type",
+                    "lab_test",
+                    "method",
+                    "events",
+                    "last_event",
+                    "order_id",
+                    "start_at",
+                    "provider",
+                    "diagnostic_lab_test",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=6,
         ),
     ),
     max_leaves=20,
@@ -234,16 +262,20 @@ _typed_order = st.builds(
 _requests = st.one_of(
     st.builds(
         lambda action, order, appt: pb.DecideRequest(
-            action=action, order_json=json.dumps(order),
+            action=action,
+            order_json=json.dumps(order),
             **({"appointment_json": json.dumps(appt)} if appt is not None else {}),
         ),
-        st.integers(0, 3), _json, st.one_of(st.none(), _json),
+        st.integers(0, 3),
+        _json,
+        st.one_of(st.none(), _json),
     ),
     st.builds(
-        lambda action, order, seconds, nanos: _with_now(
-            pb.DecideRequest(action=action, order=order), seconds, nanos
-        ),
-        st.integers(0, 3), _typed_order, st.integers(-(2**62), 2**62), st.integers(-5, 2 * 10**9),
+        lambda action, order, seconds, nanos: _with_now(pb.DecideRequest(action=action, order=order), seconds, nanos),
+        st.integers(0, 3),
+        _typed_order,
+        st.integers(-(2**62), 2**62),
+        st.integers(-5, 2 * 10**9),
     ),
 )
 
@@ -256,7 +288,7 @@ def _with_now(request: pb.DecideRequest, seconds: int, nanos: int) -> pb.DecideR
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=_requests)
-def test_no_client_input_produces_internal(stub, request: pb.DecideRequest) -> None:  # noqa: ANN001
+def test_no_client_input_produces_internal(stub, request: pb.DecideRequest) -> None:
     """Whatever a client sends is a decision or INVALID_ARGUMENT, never INTERNAL/UNKNOWN."""
     try:
         stub.Decide(request, timeout=10)

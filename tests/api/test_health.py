@@ -19,12 +19,10 @@ ORDER = json.dumps({"id": "o-1", "status": "received", "details": {"type": "test
 
 
 def _health(channel: grpc.Channel, service: str = "") -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service=service), timeout=5
-    ).status
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
-def test_health_is_not_serving_before_a_bundle_and_serving_after(bundle_dir) -> None:  # noqa: ANN001
+def test_health_is_not_serving_before_a_bundle_and_serving_after(bundle_dir) -> None:
     """Without a bundle: NOT_SERVING and calls UNAVAILABLE; after loading: SERVING, decisions."""
     with serving(None) as server, grpc.insecure_channel(server.address) as channel:
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -47,12 +45,10 @@ def test_health_is_not_serving_before_a_bundle_and_serving_after(bundle_dir) -> 
         assert stub.Decide(request, timeout=5).decision.outcome == pb.OUTCOME_ALLOW
 
 
-def test_health_turns_not_serving_on_shutdown(bundle_dir) -> None:  # noqa: ANN001
+def test_health_turns_not_serving_on_shutdown(bundle_dir) -> None:
     """Graceful stop reports NOT_SERVING to watchers before the port closes."""
     with serving(bundle_dir) as server, grpc.insecure_channel(server.address) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
-        )
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=10)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         server.stop(2)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -80,7 +76,7 @@ def test_reflection_lists_the_services(server_address: str) -> None:
         assert response.file_descriptor_response.file_descriptor_proto
 
 
-def test_health_port_serves_probes_only(bundle_dir) -> None:  # noqa: ANN001
+def test_health_port_serves_probes_only(bundle_dir) -> None:
     """--health-port: readiness ("") follows the bundle, "liveness" does not; no decisions there."""
     from server.app import LIVENESS_SERVICE
 

@@ -18,8 +18,11 @@ from tests.support.servers import serving, wait_until
 
 pytestmark = pytest.mark.integration
 
-ORDER = {"id": "o-1", "details": {"type": "walk_in_test"},
-         "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}]}
+ORDER = {
+    "id": "o-1",
+    "details": {"type": "walk_in_test"},
+    "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}],
+}
 REQUEST = pb.DecideRequest(action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(ORDER))
 
 
@@ -42,8 +45,11 @@ def test_idle_streams_four_times_the_threads_leave_unary_calls_and_health_answer
             limit = default_stream_limit(threads)
             assert limit < threads
             wait_until(lambda: server.servicer._streams.open_count == limit, 10, message="streams open")
-            refused = wait_until(lambda: [c for c in calls if c.done()] if sum(c.done() for c in calls)
-                                 == len(calls) - limit else None, 10, message="streams refused")
+            refused = wait_until(
+                lambda: [c for c in calls if c.done()] if sum(c.done() for c in calls) == len(calls) - limit else None,
+                10,
+                message="streams refused",
+            )
             assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
             assert f"at most {limit} per worker" in refused[0].details()
             for _ in range(3):
@@ -62,8 +68,10 @@ def test_an_idle_stream_is_cancelled_and_its_slot_freed(fixture_bundle) -> None:
     """With a 0.5 s idle timeout, a stream that sends nothing ends CANCELLED; one that keeps sending
     lives on, and a new stream finds a slot again."""
     stop = threading.Event()
-    with serving(fixture_bundle, threads=4, max_streams=1, stream_idle_timeout=0.5) as server, \
-            grpc.insecure_channel(server.address) as channel:
+    with (
+        serving(fixture_bundle, threads=4, max_streams=1, stream_idle_timeout=0.5) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
         stub = pb_grpc.OrderPolicyServiceStub(channel)
         idle = stub.DecideStream(_idle(stop))
         try:
@@ -80,5 +88,6 @@ def test_an_idle_stream_is_cancelled_and_its_slot_freed(fixture_bundle) -> None:
                 time.sleep(0.2)
 
         replies = list(stub.DecideStream(busy(), timeout=10))
-        assert len(replies) == 8 and all(r.decision.decision_id for r in replies)
+        assert len(replies) == 8
+        assert all(r.decision.decision_id for r in replies)
         assert server.servicer._streams.cancelled == 1

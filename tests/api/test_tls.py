@@ -34,14 +34,14 @@ def _decide(address: str, credentials: grpc.ChannelCredentials) -> pb.DecideResp
         return pb_grpc.OrderPolicyServiceStub(channel).Decide(REQUEST, timeout=10)
 
 
-def test_tls_serves_clients_that_trust_the_ca(bundle_dir, pki: Pki) -> None:  # noqa: ANN001
+def test_tls_serves_clients_that_trust_the_ca(bundle_dir, pki: Pki) -> None:
     """With --tls-cert/--tls-key a client trusting the CA gets decisions over TLS."""
     with running_server(bundle_dir, tls_cert=pki.server_cert, tls_key=pki.server_key) as address:
         creds = grpc.ssl_channel_credentials(pki.ca.read_bytes())
         assert _decide(address, creds).decision.outcome == pb.OUTCOME_ALLOW
 
 
-def test_tls_refuses_plaintext_and_untrusted_clients(bundle_dir, pki: Pki, other_pki: Pki) -> None:  # noqa: ANN001
+def test_tls_refuses_plaintext_and_untrusted_clients(bundle_dir, pki: Pki, other_pki: Pki) -> None:
     """A plaintext client or one trusting another CA cannot call a TLS server."""
     with running_server(bundle_dir, tls_cert=pki.server_cert, tls_key=pki.server_key) as address:
         with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as info:
@@ -52,9 +52,7 @@ def test_tls_refuses_plaintext_and_untrusted_clients(bundle_dir, pki: Pki, other
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_mtls_requires_a_client_certificate_from_the_client_ca(  # noqa: D103
-    bundle_dir, pki: Pki, other_pki: Pki  # noqa: ANN001
-) -> None:
+def test_mtls_requires_a_client_certificate_from_the_client_ca(bundle_dir, pki: Pki, other_pki: Pki) -> None:
     """With --tls-client-ca only clients presenting a certificate of that CA get answers."""
     opts = {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}
     with running_server(bundle_dir, **opts) as address:
@@ -66,7 +64,8 @@ def test_mtls_requires_a_client_certificate_from_the_client_ca(  # noqa: D103
             _decide(address, grpc.ssl_channel_credentials(pki.ca.read_bytes()))
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         foreign = grpc.ssl_channel_credentials(
-            pki.ca.read_bytes(), other_pki.client_key.read_bytes(),
+            pki.ca.read_bytes(),
+            other_pki.client_key.read_bytes(),
             other_pki.client_cert.read_bytes(),
         )
         with pytest.raises(grpc.RpcError) as info:
@@ -74,13 +73,15 @@ def test_mtls_requires_a_client_certificate_from_the_client_ca(  # noqa: D103
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_unreadable_tls_file_is_a_clear_error(bundle_dir, tmp_path: Path, pki: Pki) -> None:  # noqa: ANN001
+def test_unreadable_tls_file_is_a_clear_error(bundle_dir, tmp_path: Path, pki: Pki) -> None:
     """A missing key file fails to start with a message naming the file."""
     from server.app import ServeError
 
     missing = tmp_path / "missing.key"
-    with pytest.raises(ServeError, match="missing.key"), \
-            running_server(bundle_dir, tls_cert=pki.server_cert, tls_key=missing):
+    with (
+        pytest.raises(ServeError, match="missing.key"),
+        running_server(bundle_dir, tls_cert=pki.server_cert, tls_key=missing),
+    ):
         pass
     with pytest.raises(ServeError, match="--tls-key"), running_server(bundle_dir, tls_cert=pki.server_cert):
         pass

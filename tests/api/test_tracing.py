@@ -53,8 +53,7 @@ def _traced_server(bundle_dir: Path, log_path: Path) -> Iterator[tuple[Any, Any]
     registry = Registry()
     registry.load(bundle_dir)
     dlog = DecisionLog(str(log_path))
-    server = Server(registry, ServerOptions(host="127.0.0.1", port=0, workers=1), decision_log=dlog,
-                    tracing=traced)
+    server = Server(registry, ServerOptions(host="127.0.0.1", port=0, workers=1), decision_log=dlog, tracing=traced)
     server.start()
     try:
         yield server, exporter
@@ -71,13 +70,14 @@ def _attrs(span: Any) -> dict[str, Any]:
 def _no_patient_data(spans: Any) -> None:
     for span in spans:
         text = json.dumps({k: str(v) for k, v in _attrs(span).items()}) + span.name
-        assert PATIENT not in text and "Maya" not in text and "1988" not in text
+        assert PATIENT not in text
+        assert "Maya" not in text
+        assert "1988" not in text
 
 
-def test_decide_span_carries_the_decision_and_continues_the_callers_trace(bundle_dir, tmp_path) -> None:  # noqa: ANN001
+def test_decide_span_carries_the_decision_and_continues_the_callers_trace(bundle_dir, tmp_path) -> None:
     log_path = tmp_path / "decisions.jsonl"
-    with _traced_server(bundle_dir, log_path) as (server, exporter), \
-            grpc.insecure_channel(server.address) as channel:
+    with _traced_server(bundle_dir, log_path) as (server, exporter), grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.OrderPolicyServiceStub(channel)
         reply = stub.Decide(REQUEST, timeout=10, metadata=[("traceparent", TRACEPARENT)])
         with pytest.raises(grpc.RpcError) as info:
@@ -103,14 +103,14 @@ def test_decide_span_carries_the_decision_and_continues_the_callers_trace(bundle
     assert entry["trace_id"] == TRACE_ID
 
 
-def test_batch_span_counts_and_stream_messages_get_their_own_spans(bundle_dir, tmp_path) -> None:  # noqa: ANN001
+def test_batch_span_counts_and_stream_messages_get_their_own_spans(bundle_dir, tmp_path) -> None:
     log_path = tmp_path / "decisions.jsonl"
-    with _traced_server(bundle_dir, log_path) as (server, exporter), \
-            grpc.insecure_channel(server.address) as channel:
+    with _traced_server(bundle_dir, log_path) as (server, exporter), grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.OrderPolicyServiceStub(channel)
         batch = stub.DecideBatch(pb.DecideBatchRequest(requests=[REQUEST, INVALID, REQUEST]), timeout=10)
-        streamed = list(stub.DecideStream(iter([pb.DecideStreamRequest(request=r) for r in (REQUEST, INVALID)]),
-                                          timeout=10))
+        streamed = list(
+            stub.DecideStream(iter([pb.DecideStreamRequest(request=r) for r in (REQUEST, INVALID)]), timeout=10)
+        )
         spans = exporter.get_finished_spans()
     by_name: dict[str, list[Any]] = {}
     for span in spans:
@@ -160,7 +160,7 @@ def test_json_log_lines_carry_the_trace_id_of_the_call() -> None:
     assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
 
 
-def test_unknown_exporter_is_refused_clearly(monkeypatch) -> None:  # noqa: ANN001
+def test_unknown_exporter_is_refused_clearly(monkeypatch) -> None:
     from server.rpcserver import _tracing
     from server.settings import ServeError
 
@@ -169,7 +169,7 @@ def test_unknown_exporter_is_refused_clearly(monkeypatch) -> None:  # noqa: ANN0
         _tracing()
 
 
-def test_tracing_off_imports_no_opentelemetry(bundle_dir) -> None:  # noqa: ANN001
+def test_tracing_off_imports_no_opentelemetry(bundle_dir) -> None:
     """Without --otel a server answers decisions and OpenTelemetry is never imported."""
     code = f"""
 import sys, json, grpc
@@ -187,16 +187,17 @@ loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
 print(json.dumps(loaded))
 """
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,  # noqa: S603
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-def test_otel_without_the_extra_is_refused_clearly(monkeypatch) -> None:  # noqa: ANN001
+def test_otel_without_the_extra_is_refused_clearly(monkeypatch) -> None:
     """--otel where OpenTelemetry is not installed (e.g. the runtime-only image): one clear error."""
-    from server.app import ServeError, _tracing
-
     import server.api
+    from server.rpcserver import _tracing
+    from server.settings import ServeError
 
     monkeypatch.delitem(sys.modules, "server.api.tracing", raising=False)
     monkeypatch.delattr(server.api, "tracing", raising=False)

@@ -14,8 +14,11 @@ from tests.support.api import error_reason, violations
 
 pytestmark = pytest.mark.integration
 
-ORDER = {"id": "o-1", "details": {"type": "walk_in_test"},
-         "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}]}
+ORDER = {
+    "id": "o-1",
+    "details": {"type": "walk_in_test"},
+    "events": [{"id": 1, "created_at": "2026-03-09T14:03:12+00:00", "status": "received.walk_in_test.ordered"}],
+}
 SERVICE = "/orderpolicy.v1.OrderPolicyService/"
 MARK = "\u0001" * 12  # stands for the invalid bytes, same length
 BAD = b"\xff\xfe\xc3(\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c"
@@ -33,22 +36,29 @@ def _request(**fields: object) -> pb.DecideRequest:
 
 
 def _invalid_count() -> float:
-    return METRICS.errors.labels("request_invalid")._value.get()  # noqa: SLF001
+    return METRICS.errors.labels("request_invalid")._value.get()
 
 
 def _call(channel: grpc.Channel, method: str, data: bytes, response: object) -> object:
-    return channel.unary_unary(SERVICE + method, request_serializer=None,
-                               response_deserializer=response.FromString)(data, timeout=10)  # type: ignore[attr-defined]
+    return channel.unary_unary(SERVICE + method, request_serializer=None, response_deserializer=response.FromString)(
+        data, timeout=10
+    )  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("request_", "field"), [
-    (_request(order_json=MARK), "order_json"),
-    (_request(order_json=json.dumps(ORDER), appointment_json=MARK), "appointment_json"),
-    (_request(order_json=json.dumps(ORDER), request_id=MARK), "request_id"),
-    (_request(order=pb.Order(id="o-1", events=[pb.OrderEvent(id=1), pb.OrderEvent(id=2, status=MARK)])),
-     "order.events[1].status"),
-], ids=["order_json", "appointment_json", "request_id", "typed_event_status"])
-def test_invalid_utf8_in_a_string_field_is_invalid_argument_naming_it(channel, request_, field) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (_request(order_json=MARK), "order_json"),
+        (_request(order_json=json.dumps(ORDER), appointment_json=MARK), "appointment_json"),
+        (_request(order_json=json.dumps(ORDER), request_id=MARK), "request_id"),
+        (
+            _request(order=pb.Order(id="o-1", events=[pb.OrderEvent(id=1), pb.OrderEvent(id=2, status=MARK)])),
+            "order.events[1].status",
+        ),
+    ],
+    ids=["order_json", "appointment_json", "request_id", "typed_event_status"],
+)
+def test_invalid_utf8_in_a_string_field_is_invalid_argument_naming_it(channel, request_, field) -> None:
     """Decide: INVALID_ARGUMENT, one field violation on the field, reason request_invalid, counted."""
     before = _invalid_count()
     with pytest.raises(grpc.RpcError) as info:
@@ -60,7 +70,7 @@ def test_invalid_utf8_in_a_string_field_is_invalid_argument_naming_it(channel, r
     assert _invalid_count() == before + 1
 
 
-def test_a_batch_names_the_item_and_a_stream_answers_the_item(channel) -> None:  # noqa: ANN001
+def test_a_batch_names_the_item_and_a_stream_answers_the_item(channel) -> None:
     """DecideBatch fails as a whole naming `requests[1].order_json`; in DecideStream only the bad
     message gets an error (naming `order_json`), the others their decisions."""
     good = _request(order_json=json.dumps(ORDER))
@@ -70,11 +80,14 @@ def test_a_batch_names_the_item_and_a_stream_answers_the_item(channel) -> None: 
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(info.value)[0][0] == "requests[1].order_json"
 
-    messages = [pb.DecideStreamRequest(request=good).SerializeToString(),
-                _raw(pb.DecideStreamRequest(request=_request(order_json=MARK))),
-                pb.DecideStreamRequest(request=good).SerializeToString()]
-    stream = channel.stream_stream(SERVICE + "DecideStream", request_serializer=None,
-                                   response_deserializer=pb.DecideStreamResponse.FromString)
+    messages = [
+        pb.DecideStreamRequest(request=good).SerializeToString(),
+        _raw(pb.DecideStreamRequest(request=_request(order_json=MARK))),
+        pb.DecideStreamRequest(request=good).SerializeToString(),
+    ]
+    stream = channel.stream_stream(
+        SERVICE + "DecideStream", request_serializer=None, response_deserializer=pb.DecideStreamResponse.FromString
+    )
     replies = list(stream(iter(messages), timeout=10))
     assert [r.WhichOneof("result") for r in replies] == ["decision", "error", "decision"]
     error = replies[1].error
@@ -82,9 +95,10 @@ def test_a_batch_names_the_item_and_a_stream_answers_the_item(channel) -> None: 
     assert [v.field for v in error.field_violations] == ["order_json"]
 
 
-@pytest.mark.parametrize("data", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\xff\xff\xff\xff\x0f"],
-                         ids=["bad_tag", "truncated", "huge_length"])
-def test_bytes_that_are_no_message_are_invalid_argument_not_internal(channel, data: bytes) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "data", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\xff\xff\xff\xff\x0f"], ids=["bad_tag", "truncated", "huge_length"]
+)
+def test_bytes_that_are_no_message_are_invalid_argument_not_internal(channel, data: bytes) -> None:
     """Garbage that protobuf cannot decode at all: INVALID_ARGUMENT saying so, counted."""
     before = _invalid_count()
     with pytest.raises(grpc.RpcError) as info:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     # The floor: the same answers from a dict keyed by the facts the rulesets test.
     names = {a: decider.compiled[a].fact_names for a in decider.compiled}
     table: dict[tuple[Any, ...], list[str]] = {}
-    for f, matched in zip(facts, expected):
+    for f, matched in zip(facts, expected, strict=False):
         table[(f.action, *(f.values.get(k) for k in names[f.action]))] = matched
 
     def floor(i: int) -> list[str]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if mismatches:
         raise SystemExit(f"the floor disagrees with the engine on {mismatches} inputs")
 
-    engines = {a: decider._engines[a] for a in decider.compiled}  # noqa: SLF001 - the benchmark measures the adapter
+    engines = {a: decider._engines[a] for a in decider.compiled}
 
     def engine_only(i: int) -> list[str]:
         f = facts[i % len(facts)]
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     def memo_miss(i: int) -> list[str]:
         f = facts[i % len(facts)]
         engine = engines[f.action]
-        engine._memo.clear()  # noqa: SLF001 - every call a miss: key, engine, store
+        engine._memo.clear()
         return engine.match(f.values)
 
     def orjson_floor(i: int) -> Any:
@@ -127,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         p50, p99, rate = _measure(fn, args.n)
         variants[key] = {"p50_us": round(p50, 2), "p99_us": round(p99, 2), "per_s": round(rate)}
     sizes = sorted(len(t[0]) for t in texts)
-    print(f"order-policy decision benchmark: {len(snapshots)} distinct snapshots (order JSON "
-          f"{sizes[0]}-{sizes[-1]} bytes), {args.n} decisions per variant, one core, "
-          f"Python {platform.python_version()}, bundle {decider.ref.name}@{decider.ref.revision}")
+    print(
+        f"order-policy decision benchmark: {len(snapshots)} distinct snapshots (order JSON "
+        f"{sizes[0]}-{sizes[-1]} bytes), {args.n} decisions per variant, one core, "
+        f"Python {platform.python_version()}, bundle {decider.ref.name}@{decider.ref.revision}"
+    )
     print(f"{'variant':<22}{'p50 us':>9}{'p99 us':>9}{'per s':>10}   {'ratio to baseline':<32}{'target':<10}")
     for key, label, _fn, base, target in plan:
         r = variants[key]
@@ -145,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<22}{r['p50_us']:>9.1f}{r['p99_us']:>9.1f}{r['per_s']:>10}   {ratio:<32}{verdict:<10}")
     hits = sum(e.memo_hits for e in engines.values())
     misses = sum(e.memo_misses for e in engines.values())
-    print(f"memo: {hits} hits, {misses} misses, {sum(len(e._memo) for e in engines.values())} "  # noqa: SLF001
-          f"situations remembered for {len(snapshots)} snapshots")
+    print(
+        f"memo: {hits} hits, {misses} misses, {sum(len(e._memo) for e in engines.values())} "
+        f"situations remembered for {len(snapshots)} snapshots"
+    )
     out = {"python": platform.python_version(), "snapshots": len(snapshots), "n": args.n, "variants": variants}
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2)

@@ -100,18 +100,28 @@ def main() -> int:
         loop = len(records) / _best(args.repeat, lambda: _decide_all(decider, records))
         decider.close()
         cmd = [sys.executable, "-m", "server"]
-        batch = max(_rate(cmd + ["decide", "--bundle", args.bundle, "--input", str(capture), "--format", "json"])
-                    for _ in range(args.repeat))
-        diff = max(_rate(cmd + ["diff", args.bundle, args.bundle, "--input", str(capture), "--format", "json"])
-                   for _ in range(args.repeat))
+        batch = max(
+            _rate(cmd + ["decide", "--bundle", args.bundle, "--input", str(capture), "--format", "json"])
+            for _ in range(args.repeat)
+        )
+        diff = max(
+            _rate(cmd + ["diff", args.bundle, args.bundle, "--input", str(capture), "--format", "json"])
+            for _ in range(args.repeat)
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"corpus: {args.inputs} capture lines ({distinct} distinct) of bundle {args.bundle}")
-    print(f"matrix: {rows} rows in {matrix_s:.2f} CPU s; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores; best of {args.repeat} runs each")
+    print(
+        f"matrix: {rows} rows in {matrix_s:.2f} CPU s; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores; best of {args.repeat} runs each"
+    )
     print(f"{'variant':34} {'inputs/s':>10} {'/ orjson floor':>15} {'/ decide loop':>14} {'target':>8}")
-    for name, rate in (("orjson.loads (floor)", floor), ("Decider.decide loop (in-process)", loop),
-                       ("decide --input (CLI)", batch), ("diff --input (CLI, per bundle)", diff)):
+    for name, rate in (
+        ("orjson.loads (floor)", floor),
+        ("Decider.decide loop (in-process)", loop),
+        ("decide --input (CLI)", batch),
+        ("diff --input (CLI, per bundle)", diff),
+    ):
         miss = "" if rate >= TARGET or "floor" in name or "loop" in name else "  below target"
         print(f"{name:34} {rate:>10,.0f} {rate / floor:>15.3f} {rate / loop:>14.2f} {TARGET:>8,}{miss}")
     return 0

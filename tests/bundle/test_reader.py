@@ -48,10 +48,13 @@ def test_files_directories_long_and_pax_names_are_read() -> None:
     assert members(tar_gz((long, b"y"), fmt=tarfile.GNU_FORMAT)) == {long: b"y"}
 
 
-@pytest.mark.parametrize("name, why", [("/etc/passwd", "relative"), ("../x", "relative"), ("a/../../x", "relative")])
+@pytest.mark.parametrize(
+    ("name", "why"), [("/etc/passwd", "relative"), ("../x", "relative"), ("a/../../x", "relative")]
+)
 def test_unsafe_names_are_refused(name: str, why: str) -> None:
     err = refused(tar_gz((name, b"x")))
-    assert err.code == "bundle_unsafe_archive" and why in err.message
+    assert err.code == "bundle_unsafe_archive"
+    assert why in err.message
 
 
 def test_links_and_devices_are_refused() -> None:
@@ -61,15 +64,19 @@ def test_links_and_devices_are_refused() -> None:
 
 def test_a_name_that_appears_twice_is_refused() -> None:
     err = refused(tar_gz(("a.yaml", b"1"), ("a.yaml", b"2")))
-    assert err.code == "bundle_unsafe_archive" and "twice" in err.message
+    assert err.code == "bundle_unsafe_archive"
+    assert "twice" in err.message
 
 
-@pytest.mark.parametrize("limit, data", [
-    ("max_files", tar_gz(*[(f"d{i}", None) for i in range(11)])),
-    ("max_file_bytes", tar_gz(("a", b"x" * 101))),
-    ("max_bytes", tar_gz(*[(f"f{i}", b"x" * 90) for i in range(40)])),
-    ("max_name_bytes", tar_gz(("n" * 60, b"x"))),
-])
+@pytest.mark.parametrize(
+    ("limit", "data"),
+    [
+        ("max_files", tar_gz(*[(f"d{i}", None) for i in range(11)])),
+        ("max_file_bytes", tar_gz(("a", b"x" * 101))),
+        ("max_bytes", tar_gz(*[(f"f{i}", b"x" * 90) for i in range(40)])),
+        ("max_name_bytes", tar_gz(("n" * 60, b"x"))),
+    ],
+)
 def test_each_limit_is_enforced(limit: str, data: bytes) -> None:
     """Member count (directories included), file size, total bytes, name length."""
     small = Limits(max_files=10, max_file_bytes=100, max_bytes=8192, max_name_bytes=50)
@@ -104,7 +111,8 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 def test_a_signed_archive_opens_with_its_key(signed) -> None:
     out, _, pub = signed
     archive = open_archive(out.read_bytes(), pub)
-    assert archive.signature is not None and "policies/cancel_order.yaml" in archive.files
+    assert archive.signature is not None
+    assert "policies/cancel_order.yaml" in archive.files
     assert archive.documents["manifest.yaml"]["name"] == archive.manifest["name"]
 
 
@@ -125,8 +133,13 @@ def test_an_unsigned_archive_is_refused_before_its_yaml_is_parsed(signed) -> Non
     """With a key, an archive whose second member is not the signature is refused at once."""
     _, _, pub = signed
     bomb = b"a: &a [1]\nb: *a\n"
-    data = _gz(_manifest_member({"a.yaml": "sha256:" + "0" * 64}) + _header("a.yaml", len(bomb)) + bomb
-               + _pad(len(bomb)) + bytes(1024))
+    data = _gz(
+        _manifest_member({"a.yaml": "sha256:" + "0" * 64})
+        + _header("a.yaml", len(bomb))
+        + bomb
+        + _pad(len(bomb))
+        + bytes(1024)
+    )
     with pytest.raises(BundleError) as err:
         open_archive(data, pub)
     assert err.value.code == "bundle_unsigned"
@@ -135,24 +148,29 @@ def test_an_unsigned_archive_is_refused_before_its_yaml_is_parsed(signed) -> Non
 def test_the_manifest_must_come_first_and_list_every_file(signed) -> None:
     with pytest.raises(BundleError) as err:
         open_archive(tar_gz(("a.yaml", b"x: 1\n"), (".manifest.json", b"{}")))
-    assert err.value.code == "bundle_bad_archive" and "first" in err.value.message
+    assert err.value.code == "bundle_bad_archive"
+    assert "first" in err.value.message
     data = _gz(_manifest_member({}) + _header("extra.yaml", 1) + b"x" + _pad(1) + bytes(1024))
     with pytest.raises(BundleError) as err:
         open_archive(data)
-    assert err.value.code == "bundle_digest_mismatch" and "`extra.yaml`" in err.value.message
+    assert err.value.code == "bundle_digest_mismatch"
+    assert "`extra.yaml`" in err.value.message
 
 
 @pytest.mark.parametrize("text", ["a: &x [1, 2]\nb: *x\n", "base: &b {x: 1}\nuse:\n  <<: *b\n", "a: &x 1\n"])
 def test_yaml_anchors_and_aliases_are_refused_with_their_line(text: str) -> None:
     data, errors = load_yaml(text, "policies/p.yaml")
-    assert data is None and errors[0].code == "bundle_parse_error"
-    assert "aliases" in errors[0].message and errors[0].location.file == "policies/p.yaml"
+    assert data is None
+    assert errors[0].code == "bundle_parse_error"
+    assert "aliases" in errors[0].message
+    assert errors[0].location.file == "policies/p.yaml"
     assert errors[0].location.line in (1, 2, 4)
 
 
 def test_yaml_node_count_is_limited() -> None:
     data, errors = load_yaml("a: [" + ",".join(["1"] * 200) + "]\n", "f.yaml", max_nodes=100)
-    assert data is None and errors[0].code == "bundle_too_large"
+    assert data is None
+    assert errors[0].code == "bundle_too_large"
 
 
 def test_yaml_keys_must_be_text() -> None:
@@ -164,4 +182,5 @@ def test_yaml_keys_must_be_text() -> None:
 
 def test_deeply_nested_yaml_is_a_located_error() -> None:
     data, errors = load_yaml("[" * 900 + "]" * 900, "f.yaml")
-    assert data is None and errors[0].code == "bundle_parse_error"
+    assert data is None
+    assert errors[0].code == "bundle_parse_error"

@@ -34,7 +34,7 @@ def replace_once(path: Path, old: str, new: str) -> None:
 
 def test_yaml_errors_of_every_file_are_reported_with_a_plain_explanation_and_the_line(bundle_copy, capsys):
     """Two broken files: both reported, each with the parser's words explained and the line shown."""
-    replace_once(bundle_copy / "data/catalogue.yaml", "reasons:\n", "reasons:\n  BROKEN: \"unclosed\n")
+    replace_once(bundle_copy / "data/catalogue.yaml", "reasons:\n", 'reasons:\n  BROKEN: "unclosed\n')
     policy = bundle_copy / "policies/cancel_appointment.yaml"
     replace_once(policy, "rules:\n", "rules:\n  - id: x\n   effect: deny\n")
     code, out = check(bundle_copy, capsys)
@@ -52,25 +52,43 @@ def test_schema_errors_name_the_rule_the_line_what_is_allowed_and_the_likely_key
     """A misspelt effect value, operator and key, and a rule key indented into `when`."""
     policy = bundle_copy / "policies/cancel_order.yaml"
     replace_once(policy, "    effect: deny\n", "    effect: denied\n")
-    replace_once(policy, "        - status_low: {in_set: terminal_low}\n", "        - status_low: {inset: terminal_low}\n")
-    replace_once(policy, "  - id: walk_in_cancellable\n    effect: allow\n", "  - id: walk_in_cancellable\n    efect: allow\n")
-    replace_once(policy, "          - collecting_sample.walk_in_test.appointment_pending\n    reasons:",
-                 "          - collecting_sample.walk_in_test.appointment_pending\n      reasons:")
+    replace_once(
+        policy, "        - status_low: {in_set: terminal_low}\n", "        - status_low: {inset: terminal_low}\n"
+    )
+    replace_once(
+        policy, "  - id: walk_in_cancellable\n    effect: allow\n", "  - id: walk_in_cancellable\n    efect: allow\n"
+    )
+    replace_once(
+        policy,
+        "          - collecting_sample.walk_in_test.appointment_pending\n    reasons:",
+        "          - collecting_sample.walk_in_test.appointment_pending\n      reasons:",
+    )
     code, out = check(bundle_copy, capsys)
     assert code == 3
     got = {(e["line"], e["message"], e.get("hint", "")) for e in out["errors"]}
-    assert (line_of(policy, "effect: denied"),
-            "rule `terminal_state`: `effect` is `denied`, which is not allowed here; allowed: `allow`, `deny`, "
-            "`advise`, `invalid`", "did you mean `deny`?") in got
-    assert (line_of(policy, "{inset: terminal_low}"),
-            "rule `terminal_state`: unknown operator `inset` in the condition on `status_low`; allowed: `exists`, "
-            "`gt`, `gte`, `in`, `in_set`, `lt`, `lte`, `not_in`, `not_in_set`", "did you mean `in_set`?") in got
-    assert any(line == line_of(policy, "efect: allow") and msg.startswith(
-        "rule `walk_in_cancellable`: unknown field `efect`; allowed: `id`, `description`, `effect`")
-        and hint == "did you mean `effect`?" for line, msg, hint in got)
-    assert (line_of(policy, "      reasons: [CANCELLABLE_STATE]"),
-            "rule `walk_in_cancellable`: `reasons` is inside `when`, where only conditions go (`fact: value`)",
-            "`reasons` belongs to the rule: indent it like `when`, not under it") in got
+    assert (
+        line_of(policy, "effect: denied"),
+        "rule `terminal_state`: `effect` is `denied`, which is not allowed here; allowed: `allow`, `deny`, "
+        "`advise`, `invalid`",
+        "did you mean `deny`?",
+    ) in got
+    assert (
+        line_of(policy, "{inset: terminal_low}"),
+        "rule `terminal_state`: unknown operator `inset` in the condition on `status_low`; allowed: `exists`, "
+        "`gt`, `gte`, `in`, `in_set`, `lt`, `lte`, `not_in`, `not_in_set`",
+        "did you mean `in_set`?",
+    ) in got
+    assert any(
+        line == line_of(policy, "efect: allow")
+        and msg.startswith("rule `walk_in_cancellable`: unknown field `efect`; allowed: `id`, `description`, `effect`")
+        and hint == "did you mean `effect`?"
+        for line, msg, hint in got
+    )
+    assert (
+        line_of(policy, "      reasons: [CANCELLABLE_STATE]"),
+        "rule `walk_in_cancellable`: `reasons` is inside `when`, where only conditions go (`fact: value`)",
+        "`reasons` belongs to the rule: indent it like `when`, not under it",
+    ) in got
     assert not any("is not valid under any of the given schemas" in msg for _, msg, _ in got)
 
 
@@ -80,7 +98,8 @@ def test_a_wrong_type_says_what_is_expected(bundle_copy, capsys):
     replace_once(policy, "    reasons: [TERMINAL_STATE]\n", "    reasons: TERMINAL_STATE\n")
     _, out = check(bundle_copy, capsys)
     assert [e["message"] for e in out["errors"]] == [
-        "rule `terminal_state`: `reasons` must be a list (`[a, b]` or `- item` lines), not `TERMINAL_STATE`"]
+        "rule `terminal_state`: `reasons` must be a list (`[a, b]` or `- item` lines), not `TERMINAL_STATE`"
+    ]
     assert out["errors"][0]["line"] == line_of(policy, "reasons: TERMINAL_STATE")
 
 
@@ -92,21 +111,28 @@ def test_a_misspelt_vocabulary_status_is_reported_at_the_vocabulary_entry(bundle
     assert code == 3
     suspect = [e for e in out["errors"] if e["code"] == "validation_suspect_status"]
     assert len(suspect) == 1
-    assert (suspect[0]["file"], suspect[0]["line"]) == ("data/vocabulary.yaml",
-                                                        line_of(vocabulary, "requisiton_bypassed"))
-    assert suspect[0]["message"].startswith("status `received.walk_in_test.requisiton_bypassed` may be misspelt: "
-                                            "rules name `received.walk_in_test.requisition_bypassed` (policies/")
+    assert (suspect[0]["file"], suspect[0]["line"]) == (
+        "data/vocabulary.yaml",
+        line_of(vocabulary, "requisiton_bypassed"),
+    )
+    assert suspect[0]["message"].startswith(
+        "status `received.walk_in_test.requisiton_bypassed` may be misspelt: "
+        "rules name `received.walk_in_test.requisition_bypassed` (policies/"
+    )
     at_rule = [e for e in out["errors"] if e["code"] == "validation_unknown_status"]
-    assert at_rule and all(f"data/vocabulary.yaml:{suspect[0]['line']}) is misspelt" in e["hint"]
-                           for e in at_rule)
+    assert at_rule
+    assert all(f"data/vocabulary.yaml:{suspect[0]['line']}) is misspelt" in e["hint"] for e in at_rule)
 
 
 def test_a_misspelt_rule_status_is_not_blamed_on_the_vocabulary(bundle_copy, capsys):
     """The rule misspells a status the vocabulary spells right: only the rule is reported."""
-    replace_once(bundle_copy / "policies/cancel_order.yaml", "- received.walk_in_test.ordered", "- received.walk_in_test.orderd")
+    replace_once(
+        bundle_copy / "policies/cancel_order.yaml", "- received.walk_in_test.ordered", "- received.walk_in_test.orderd"
+    )
     _, out = check(bundle_copy, capsys)
     assert [(e["code"], e["hint"]) for e in out["errors"] if e["code"].startswith("validation_")] == [
-        ("validation_unknown_status", "did you mean `received.walk_in_test.ordered`?")]
+        ("validation_unknown_status", "did you mean `received.walk_in_test.ordered`?")
+    ]
 
 
 def test_case_files_are_checked_outcome_codes_rules_and_fields(bundle_copy, capsys):
@@ -117,8 +143,11 @@ def test_case_files_are_checked_outcome_codes_rules_and_fields(bundle_copy, caps
     assert code == 3
     [error] = out["errors"]
     assert (error["file"], error["line"]) == ("tests/top_status.yaml", line_of(cases, "outcome: ALOW"))
-    assert re.fullmatch(r"case `.+`: `expect\.outcome` is `ALOW`, which is not allowed here; allowed: `ALLOW`, "
-                        r"`DENY`", error["message"])
+    assert re.fullmatch(
+        r"case `.+`: `expect\.outcome` is `ALOW`, which is not allowed here; allowed: `ALLOW`, "
+        r"`DENY`",
+        error["message"],
+    )
     assert error["hint"] == "did you mean `ALLOW`?"
 
     replace_once(cases, "outcome: ALOW", "outcome: ALLOW")
@@ -133,14 +162,17 @@ def test_case_files_are_checked_outcome_codes_rules_and_fields(bundle_copy, caps
     _, out = check(bundle_copy, capsys)
     got = {(e["code"], e.get("hint", "")) for e in out["errors"]}
     assert ("validation_unknown_field", "did you mean `expect`?") in got
+
     def undo(doc: dict[str, Any]) -> None:
         del doc["cases"][2]["expected"]
 
     edit_yaml(other, undo)
     _, out = check(bundle_copy, capsys)
     got = {(e["code"], e.get("hint", "")) for e in out["errors"]}
-    assert got == {("validation_unknown_reason", "did you mean `CANCELLABLE_STATE`?"),
-                   ("validation_unknown_rule", "did you mean `at_home_appointment_full_refund`?")}
+    assert got == {
+        ("validation_unknown_reason", "did you mean `CANCELLABLE_STATE`?"),
+        ("validation_unknown_rule", "did you mean `at_home_appointment_full_refund`?"),
+    }
 
 
 def test_an_allow_rule_shadowed_for_every_status_it_names_is_a_warning(bundle_copy, capsys):
@@ -148,17 +180,26 @@ def test_an_allow_rule_shadowed_for_every_status_it_names_is_a_warning(bundle_co
     policy = bundle_copy / "policies/cancel_order.yaml"
 
     def change(doc: dict[str, Any]) -> None:
-        doc["rules"].append({"id": "allow_completed", "effect": "allow",
-                             "when": {"status": {"in": ["completed.walk_in_test.completed"]}},
-                             "reasons": ["CANCELLABLE_STATE"]})
+        doc["rules"].append(
+            {
+                "id": "allow_completed",
+                "effect": "allow",
+                "when": {"status": {"in": ["completed.walk_in_test.completed"]}},
+                "reasons": ["CANCELLABLE_STATE"],
+            }
+        )
 
     edit_yaml(policy, change)
     code, out = check(bundle_copy, capsys)
-    assert code == 0 and out["valid"] is True
-    assert [(w["code"], w["message"]) for w in out["warnings"]] == [(
-        "warning_shadowed_allow",
-        "allow rule `allow_completed` can never allow: deny rule `terminal_state` also matches every status it "
-        "names, and deny overrides allow")]
+    assert code == 0
+    assert out["valid"] is True
+    assert [(w["code"], w["message"]) for w in out["warnings"]] == [
+        (
+            "warning_shadowed_allow",
+            "allow rule `allow_completed` can never allow: deny rule `terminal_state` also matches every status it "
+            "names, and deny overrides allow",
+        )
+    ]
     assert out["warnings"][0]["line"] == line_of(policy, "id: allow_completed")
     main(["check", str(bundle_copy)])
     assert "warning[warning_shadowed_allow]" in capsys.readouterr().out

@@ -34,8 +34,14 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     changed = bundle_variant(tmp / "changed", revision="changed")
     set_value(changed / "data" / "settings.yaml", ["params", "refund_window"], "48h")
     (changed / "tests" / "refunds.yaml").unlink()  # its cases pin the 24 h window
-    return {"ok": str(FIXTURE_BUNDLE), "invalid": str(invalid), "failing": str(failing), "changed": str(changed),
-            "missing": str(tmp / "does-not-exist"), "archive": str(tmp / "out.tar.gz")}
+    return {
+        "ok": str(FIXTURE_BUNDLE),
+        "invalid": str(invalid),
+        "failing": str(failing),
+        "changed": str(changed),
+        "missing": str(tmp / "does-not-exist"),
+        "archive": str(tmp / "out.tar.gz"),
+    }
 
 
 def run(argv: list[str], bundles: dict[str, str]) -> int:
@@ -69,8 +75,10 @@ CASES = [
     (["test", "{invalid}"], ExitCode.INVALID),
     (["decide", "--bundle", "{invalid}", "--order", ORDER], ExitCode.INVALID),
     (["decide", "--bundle", "{ok}", "--order", ORDER, "--now", "yesterday"], ExitCode.INVALID),
-    (["decide", "--bundle", "{ok}", "--order", ORDER, "--action", "cancel_appointment", "--now", NOW],
-     ExitCode.INVALID),  # cancel_appointment without the appointment: an invalid snapshot
+    (
+        ["decide", "--bundle", "{ok}", "--order", ORDER, "--action", "cancel_appointment", "--now", NOW],
+        ExitCode.INVALID,
+    ),  # cancel_appointment without the appointment: an invalid snapshot
     (["matrix", "{invalid}"], ExitCode.INVALID),
     (["matrix", "{ok}", "--now", "noon"], ExitCode.INVALID),
     (["diff", "{ok}", "{invalid}"], ExitCode.INVALID),
@@ -110,7 +118,23 @@ def test_serve_exits_1_for_a_missing_bundle_and_3_for_an_invalid_one(bundles) ->
     """serve (a real process): a bundle that does not exist is 1, one with errors 3."""
     code = "import sys; from server.cli import main; sys.exit(main(sys.argv[1:]))"
     for bundle, expected in ((bundles["missing"], 1), (bundles["invalid"], 3)):
-        proc = subprocess.run([sys.executable, "-c", code, "serve", "--bundle", bundle, "--host", "127.0.0.1",
-                               "--port", str(free_port())], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "serve",
+                "--bundle",
+                bundle,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         assert proc.returncode == expected, proc.stderr[-2000:]
         assert Path(bundle).name in proc.stderr

@@ -17,12 +17,20 @@ def test_matrix_json_is_the_documented_contract():
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert set(doc) == {"bundle", "now", "rows"}
-    assert doc["bundle"]["name"] == "small" and doc["bundle"]["revision"] == "1" and doc["bundle"]["digest"]
+    assert doc["bundle"]["name"] == "small"
+    assert doc["bundle"]["revision"] == "1"
+    assert doc["bundle"]["digest"]
     assert doc["now"] == "2026-03-10T12:00:00+00:00"
     assert {r["action"] for r in doc["rows"]} == {"cancel_appointment"}
-    row = next(r for r in doc["rows"] if r["status"] == "received.visit.ordered" and r["situation"] == "appointment done")
+    row = next(
+        r for r in doc["rows"] if r["status"] == "received.visit.ordered" and r["situation"] == "appointment done"
+    )
     assert (row["outcome"], row["reasons"], row["follow_ups"], row["rules"]) == (
-        "DENY", ["CLOSED"], [], ["appointment_done"])
+        "DENY",
+        ["CLOSED"],
+        [],
+        ["appointment_done"],
+    )
     assert "rows in" in proc.stderr
 
 
@@ -35,23 +43,31 @@ def test_matrix_text_markdown_csv_and_html_carry_the_same_rows():
     table = list(csv.DictReader(io.StringIO(cli("matrix", SMALL, "--now", NOW, "--format", "csv").stdout)))
     assert len(table) == len(rows)
     assert [(r["section"], r["status"], r["situation"], r["outcome"]) for r in table] == [
-        (r["action"], r["status"], r["situation"], r["outcome"]) for r in rows]
+        (r["action"], r["status"], r["situation"], r["outcome"]) for r in rows
+    ]
     md = cli("matrix", SMALL, "--now", NOW, "--format", "markdown").stdout
     assert md.count("\n| ") == len(rows) + 2  # two header lines
     page = cli("matrix", SMALL, "--now", NOW, "--format", "html").stdout
-    assert page.startswith("<!doctype html>") and page.count("<tr>") == len(rows) + 2
+    assert page.startswith("<!doctype html>")
+    assert page.count("<tr>") == len(rows) + 2
 
 
 def test_matrix_bad_input_exit_codes(tmp_path, small_copy):
     """A missing bundle exits 1, an invalid bundle or `--now` 3, each with one error line."""
     proc = cli("matrix", tmp_path / "nowhere")
-    assert proc.returncode == 1 and "does not exist" in proc.stderr
-    edit(small_copy / "policies/cancel_order.yaml", "effect: deny\n    when:\n      status:", "effect: deny\n    when:\n      statuz:")
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr
+    edit(
+        small_copy / "policies/cancel_order.yaml",
+        "effect: deny\n    when:\n      status:",
+        "effect: deny\n    when:\n      statuz:",
+    )
     proc = cli("matrix", small_copy, "--format", "json")
     assert proc.returncode == 3
     assert json.loads(proc.stdout)["error"]["code"] == "bundle_invalid"
     proc = cli("matrix", SMALL, "--now", "2026-03-10T12:00:00")
-    assert proc.returncode == 3 and "`now`" in proc.stderr
+    assert proc.returncode == 3
+    assert "`now`" in proc.stderr
 
 
 def test_diff_without_input_lists_changed_cells_and_fails_on_change(small_copy):
@@ -63,10 +79,17 @@ def test_diff_without_input_lists_changed_cells_and_fails_on_change(small_copy):
     proc = cli("diff", SMALL, small_copy, "--now", NOW, "--format", "json", "--fail-on-change")
     assert proc.returncode == 4, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["changed"] == 1 and doc["old"]["digest"] != doc["new"]["digest"]
+    assert doc["changed"] == 1
+    assert doc["old"]["digest"] != doc["new"]["digest"]
     (change,) = doc["changes"]
     assert (change["status"], change["before"]["reasons"], change["after"]["reasons"]) == (
-        "collecting_sample.kit.shipped", ["SHIPPED"], ["CLOSED"])
+        "collecting_sample.kit.shipped",
+        ["SHIPPED"],
+        ["CLOSED"],
+    )
     text = cli("diff", SMALL, small_copy, "--now", NOW)
-    assert text.returncode == 0 and "1 of" in text.stdout and "-  kit" in text.stdout and "+  kit" in text.stdout
+    assert text.returncode == 0
+    assert "1 of" in text.stdout
+    assert "-  kit" in text.stdout
+    assert "+  kit" in text.stdout
     assert cli("diff", SMALL, small_copy.parent / "missing").returncode == 1

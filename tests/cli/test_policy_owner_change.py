@@ -28,8 +28,7 @@ DURATION = re.compile(r"^(\d+)([smhd])$")
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     code = "import sys; from server.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 def change_like_a_policy_owner(bundle: Path) -> list[str]:
@@ -68,12 +67,15 @@ def update_own_cases(bundle: Path) -> int:
                 continue
             decision = result.decision
             assert decision is not None, f"{case.name}: {result.differences}"
-            expect: dict[str, Any] = {"outcome": decision.outcome,
-                                      "reasons": [r.code for r in decision.reasons],
-                                      "follow_ups": [f.code for f in decision.follow_ups]}
+            expect: dict[str, Any] = {
+                "outcome": decision.outcome,
+                "reasons": [r.code for r in decision.reasons],
+                "follow_ups": [f.code for f in decision.follow_ups],
+            }
             if "rules" in case.expect:
-                expect["rules"] = sorted({r.rule_id for r in decision.reasons}
-                                         | {f.rule_id for f in decision.follow_ups})
+                expect["rules"] = sorted(
+                    {r.rule_id for r in decision.reasons} | {f.rule_id for f in decision.follow_ups}
+                )
             if "messages" in case.expect:
                 expect["messages"] = [r.message for r in decision.reasons]
             if "paths" in case.expect:
@@ -83,10 +85,12 @@ def update_own_cases(bundle: Path) -> int:
         decider.close()
 
     for file, expectations in updates.items():
+
         def apply(data: dict[str, Any], expectations: dict[str, Any] = expectations) -> None:
             for raw in data["cases"]:
                 if raw["name"] in expectations:
                     raw["expect"] = expectations[raw["name"]]
+
         edit_yaml(bundle / file, apply)
     return sum(len(e) for e in updates.values())
 

@@ -30,8 +30,11 @@ def call(server_address: str) -> Iterator[Any]:
             request_cls = message_factory.GetMessageClass(method.input_type)
             response_cls = message_factory.GetMessageClass(method.output_type)
             request = json_format.Parse((EXAMPLES / example).read_text(), request_cls())
-            stub = channel.unary_unary(f"/{SERVICE}/{method_name}", request_serializer=request_cls.SerializeToString,
-                                       response_deserializer=response_cls.FromString)
+            stub = channel.unary_unary(
+                f"/{SERVICE}/{method_name}",
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=response_cls.FromString,
+            )
             return json.loads(json_format.MessageToJson(stub(request, timeout=10)))
 
         yield invoke
@@ -40,17 +43,22 @@ def call(server_address: str) -> Iterator[Any]:
 def test_every_example_is_used_here() -> None:
     """Each example file is one the tests below send."""
     assert sorted(p.name for p in EXAMPLES.glob("*.json")) == [
-        "decide.json", "decide_batch.json", "decide_order_json.json"]
+        "decide.json",
+        "decide_batch.json",
+        "decide_order_json.json",
+    ]
 
 
 def test_decide_examples_typed_and_as_json_text_get_the_same_decision(call: Any) -> None:
     """decide.json (typed order) and decide_order_json.json (the same order as JSON text) are
     decided alike, with reasons, the request id echoed and the explanation asked for."""
     typed, text = call("Decide", "decide.json"), call("Decide", "decide_order_json.json")
-    assert typed["requestId"] == "example-typed" and text["requestId"] == "example-json"
+    assert typed["requestId"] == "example-typed"
+    assert text["requestId"] == "example-json"
     for reply in (typed, text):
         assert reply["decision"]["outcome"] in {"OUTCOME_ALLOW", "OUTCOME_DENY"}
-        assert reply["decision"]["reasons"] and reply["decision"]["bundle"]["revision"]
+        assert reply["decision"]["reasons"]
+        assert reply["decision"]["bundle"]["revision"]
         assert reply["decision"]["evaluatedAt"] == "2026-03-10T12:00:00Z"
     assert typed["decision"]["explanation"]["matchedRules"]
     assert "explanation" not in text["decision"]
@@ -67,5 +75,6 @@ def test_decide_batch_example_answers_each_item(call: Any) -> None:
     results = call("DecideBatch", "decide_batch.json")["results"]
     assert [r["requestId"] for r in results] == ["batch-1", "batch-2-invalid"]
     assert results[0]["decision"]["outcome"] in {"OUTCOME_ALLOW", "OUTCOME_DENY"}
-    assert results[1]["error"]["code"] == 3 and results[1]["error"]["reason"] == "request_invalid"
+    assert results[1]["error"]["code"] == 3
+    assert results[1]["error"]["reason"] == "request_invalid"
     assert [v["field"] for v in results[1]["error"]["fieldViolations"]] == ["order_json"]

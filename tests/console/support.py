@@ -24,13 +24,22 @@ def candidate_with_refund_window(bundle: Path, dest: Path, window: str = "48h") 
 
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``root``: its sha256 and modification time (to prove nothing was written)."""
-    return {p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @contextlib.contextmanager
-def running_console(bundle: Path | str, candidate: Path | str | None = None, samples: Path | str | None = None,
-                    *, watch: bool = True, **options: Any) -> Iterator[ConsoleServer]:
+def running_console(
+    bundle: Path | str,
+    candidate: Path | str | None = None,
+    samples: Path | str | None = None,
+    *,
+    watch: bool = True,
+    **options: Any,
+) -> Iterator[ConsoleServer]:
     """The console in this process on 127.0.0.1, a free port; stopped on exit."""
     state = ConsoleState(str(bundle), str(candidate) if candidate else None, str(samples) if samples else None)
     server = ConsoleServer(state, "127.0.0.1", 0, **options)
@@ -47,8 +56,13 @@ def running_console(bundle: Path | str, candidate: Path | str | None = None, sam
         state.close()
 
 
-def request(server: ConsoleServer, method: str, path: str, body: bytes | str | None = None,
-            headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+def request(
+    server: ConsoleServer,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], str]:
     """One HTTP request on a new connection: (status, headers, body text)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:

@@ -32,8 +32,16 @@ from tests.support.servers import serve_command
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 OUTPUT = Path(os.environ.get("CONSOLE_TEST_OUTPUT", ROOT / "build" / "test-output" / "console"))
 NOW = "2026-03-10T15:00:00+00:00"
 
@@ -60,7 +68,11 @@ def console_url(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFac
     with open(log, "w") as err:
         process = subprocess.Popen(
             serve_command("console", "--bundle", str(bundles[0]), "--candidate", str(bundles[1]), "--port", "0"),
-            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=err)
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -91,8 +103,9 @@ def page(browser: Any, console_url: str, request: pytest.FixtureRequest) -> Iter
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     tab = context.new_page()
     problems: list[str] = []
-    tab.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-           else None)
+    tab.on(
+        "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+    )
     tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     origin = console_url.rstrip("/")
 
@@ -116,11 +129,14 @@ def _shot(tab: Any, name: str) -> None:
 
 
 def _rows(tab: Any, selector: str = "#matrix tr[data-action]") -> list[dict[str, str]]:
-    return tab.eval_on_selector_all(selector, """rows => rows.map(r => ({
+    return tab.eval_on_selector_all(
+        selector,
+        """rows => rows.map(r => ({
         action: r.dataset.action, method: r.dataset.method, status: r.dataset.status,
         situation: r.dataset.situation, outcome: r.dataset.outcome || "", hidden: r.hidden || r.parentElement.hidden,
         text: r.querySelector('.outcome-cell') ? r.querySelector('.outcome-cell').innerText.trim() : "",
-        changed: r.dataset.changed || "", change: r.dataset.change || ""}))""")
+        changed: r.dataset.changed || "", change: r.dataset.change || ""}))""",
+    )
 
 
 def test_matrix_has_a_row_for_every_status_with_the_engines_outcomes(page: Any, deciders: Any) -> None:
@@ -129,8 +145,9 @@ def test_matrix_has_a_row_for_every_status_with_the_engines_outcomes(page: Any, 
     page.goto(page.base + "matrix?" + urllib.parse.urlencode({"now": NOW}))
     rows = _rows(page)
     _shot(page, "matrix")
-    assert [(r["action"], r["method"], r["status"], r["situation"], r["outcome"]) for r in rows] == \
-        [(*row.key, row.outcome) for row in expected.rows]
+    assert [(r["action"], r["method"], r["status"], r["situation"], r["outcome"]) for r in rows] == [
+        (*row.key, row.outcome) for row in expected.rows
+    ]
     assert all(r["text"] == r["outcome"] for r in rows), "each cell says its outcome in text"
     vocab = decider.bundle.vocabulary
     for action in decider.compiled:
@@ -151,8 +168,15 @@ def test_matrix_filters_by_outcome_and_text(page: Any, deciders: Any) -> None:
     page.select_option("#filter-outcome", "")
     page.fill("#filter-text", code.lower())
     visible = [r for r in _rows(page) if not r["hidden"]]
-    assert len(visible) == sum(1 for row in expected.rows if code in row.reasons or code in row.follow_ups
-                               or any(code.lower() in r.lower() for r in row.rules)) > 0
+    assert (
+        len(visible)
+        == sum(
+            1
+            for row in expected.rows
+            if code in row.reasons or code in row.follow_ups or any(code.lower() in r.lower() for r in row.rules)
+        )
+        > 0
+    )
 
 
 def test_clicking_a_cell_shows_its_messages_follow_ups_and_rule_source(page: Any, deciders: Any) -> None:
@@ -160,8 +184,10 @@ def test_clicking_a_cell_shows_its_messages_follow_ups_and_rule_source(page: Any
     expected = matrix(decider, now=dt.datetime.fromisoformat(NOW))
     row = next(r for r in expected.rows if r.decision is not None and r.follow_ups and r.rules)
     page.goto(page.base + "matrix?" + urllib.parse.urlencode({"now": NOW}))
-    selector = (f'#matrix tr[data-action="{row.action}"][data-method="{row.method}"]'
-                f'[data-status="{row.status}"][data-situation="{row.situation}"] a.cell-link')
+    selector = (
+        f'#matrix tr[data-action="{row.action}"][data-method="{row.method}"]'
+        f'[data-status="{row.status}"][data-situation="{row.situation}"] a.cell-link'
+    )
     page.click(selector)
     panel = page.wait_for_selector("#cell-detail:not([hidden]) h2")
     assert panel is not None
@@ -169,9 +195,11 @@ def test_clicking_a_cell_shows_its_messages_follow_ups_and_rule_source(page: Any
     for reason in row.decision.reasons:
         assert reason.message in text
     for follow_up in row.decision.follow_ups:
-        assert follow_up.message in text and follow_up.code in text
+        assert follow_up.message in text
+        assert follow_up.code in text
         if follow_up.path:
-            assert follow_up.path in text and follow_up.http_method in text
+            assert follow_up.path in text
+            assert follow_up.http_method in text
     for rule_id in row.rules:
         file, line, yaml_text = rule_source(decider, rule_id)
         assert f"{file}:{line}" in text
@@ -204,8 +232,7 @@ def _decided(page: Any) -> tuple[str, str]:
 def test_playground_decides_a_sample(page: Any, deciders: Any, bundles: Any, want: str, follow_ups: bool) -> None:
     case, expected = _first_case(deciders[0], bundles[0], want, follow_ups)
     page.goto(page.base + "playground")
-    value = page.eval_on_selector_all("#sample option", "(os, name) => os.find(o => o.text === name).value",
-                                      case.name)
+    value = page.eval_on_selector_all("#sample option", "(os, name) => os.find(o => o.text === name).value", case.name)
     with page.expect_navigation():
         page.select_option("#sample", value)  # choosing a sample loads it
     assert json.loads(page.input_value("#order")) == case.order
@@ -213,7 +240,8 @@ def test_playground_decides_a_sample(page: Any, deciders: Any, bundles: Any, wan
     outcome, text = _decided(page)
     assert outcome == expected.outcome == want
     for item in (*expected.reasons, *expected.follow_ups):
-        assert item.code in text and item.message in text
+        assert item.code in text
+        assert item.message in text
     for name in expected.matched_rules:
         assert name in page.inner_text("#matched-rules")
     _shot(page, f"playground-sample-{want.lower()}")
@@ -229,7 +257,8 @@ def test_playground_decides_a_pasted_order(page: Any, deciders: Any, bundles: An
     page.click("#decide")
     outcome, text = _decided(page)
     assert outcome == expected.outcome
-    assert [f.code for f in expected.follow_ups] and all(f.code in text for f in expected.follow_ups)
+    assert [f.code for f in expected.follow_ups]
+    assert all(f.code in text for f in expected.follow_ups)
     _shot(page, "playground")
 
 
@@ -254,18 +283,19 @@ def test_candidate_with_a_48h_refund_window_shows_the_changed_cells(page: Any, d
     now = dt.datetime.fromisoformat(NOW)
     old, new = deciders
     changes = diff_matrices(matrix(old, now=now, compare_with=[new]), matrix(new, now=now, compare_with=[old]))
-    assert any(c.before is not None and c.after is not None for c in changes), \
+    assert any(c.before is not None and c.after is not None for c in changes), (
         "a longer refund window changes the answer of some cells"
+    )
     page.goto(page.base + "compare?" + urllib.parse.urlencode({"now": NOW}))
     rows = _rows(page, "#changes tr[data-action]")
     assert [(r["action"], r["method"], r["status"], r["situation"]) for r in rows] == [c.key for c in changes]
     for row, change in zip(rows, changes, strict=True):
         assert row["changed"], row
-        assert row["change"] == ("added" if change.before is None else "removed" if change.after is None
-                                 else "changed")
+        assert row["change"] == ("added" if change.before is None else "removed" if change.after is None else "changed")
         if change.before is not None and change.after is not None:
-            differs = {c for c in ("outcome", "reasons", "follow_ups")
-                       if getattr(change.before, c) != getattr(change.after, c)}
+            differs = {
+                c for c in ("outcome", "reasons", "follow_ups") if getattr(change.before, c) != getattr(change.after, c)
+            }
             assert set(row["changed"].split()) == differs
     highlighted = page.eval_on_selector_all("#changes td.changed", "cells => cells.length")
     assert highlighted >= len(changes)
@@ -285,7 +315,8 @@ def test_bundle_page_shows_the_report_and_the_cases(page: Any, deciders: Any, bu
     page.goto(page.base + "bundle?which=candidate&failed=1")
     assert page.inner_text("#revision") == deciders[1].ref.revision
     failing = page.eval_on_selector_all("#cases tr[data-case]", "rs => rs.map(r => r.dataset.result)")
-    assert failing and set(failing) == {"fail"}
+    assert failing
+    assert set(failing) == {"fail"}
     assert page.is_visible("#candidate-failing")
     _shot(page, "bundle-candidate")
 
@@ -302,12 +333,15 @@ def test_matrix_and_bundle_work_without_javascript(browser: Any, console_url: st
         with tab.expect_navigation():
             tab.click("#matrix-filters button[type=submit]")
         rows = _rows(tab)
-        assert [(r["action"], r["method"], r["status"], r["situation"]) for r in rows] == \
-            [row.key for row in expected.rows if row.outcome == "DENY"]
+        assert [(r["action"], r["method"], r["status"], r["situation"]) for r in rows] == [
+            row.key for row in expected.rows if row.outcome == "DENY"
+        ]
         row = next(r for r in expected.rows if r.outcome == "DENY" and r.rules and r.decision is not None)
         with tab.expect_navigation():
-            tab.click(f'#matrix tr[data-status="{row.status}"][data-situation="{row.situation}"]'
-                      f'[data-method="{row.method}"][data-action="{row.action}"] a.cell-link')
+            tab.click(
+                f'#matrix tr[data-status="{row.status}"][data-situation="{row.situation}"]'
+                f'[data-method="{row.method}"][data-action="{row.action}"] a.cell-link'
+            )
         file, line, _ = rule_source(decider, row.rules[0])
         assert f"{file}:{line}" in tab.inner_text("#cell-detail")
         tab.goto(console_url + "bundle")

@@ -28,8 +28,16 @@ import yaml
 
 __all__ = ["KustomizeError", "render", "render_kubectl", "render_python"]
 
-_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                   "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass"}
+_CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+}
 _KNOWN = {"apiVersion", "kind", "resources", "configMapGenerator", "patches", "namespace", "images"}
 
 
@@ -46,8 +54,9 @@ def render(path: str | Path) -> list[dict[str, Any]]:
 
 def render_kubectl(path: str | Path) -> list[dict[str, Any]]:
     """``kubectl kustomize path``, parsed."""
-    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True,  # noqa: S603,S607
-                         text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -85,8 +94,9 @@ def render_python(path: str | Path) -> list[dict[str, Any]]:
 
 def _config_map(root: Path, generator: dict[str, Any]) -> dict[str, Any]:
     if not (generator.get("options") or {}).get("disableNameSuffixHash"):
-        raise KustomizeError(f"configMapGenerator `{generator.get('name')}`: only "
-                             "`disableNameSuffixHash: true` is implemented")
+        raise KustomizeError(
+            f"configMapGenerator `{generator.get('name')}`: only `disableNameSuffixHash: true` is implemented"
+        )
     data: dict[str, str] = {}
     for item in generator.get("files", []):
         key, _, rel = item.rpartition("=")
@@ -103,9 +113,15 @@ def _apply_patch(root: Path, patch: dict[str, Any], objects: list[dict[str, Any]
     if not isinstance(ops, list):
         raise KustomizeError("only JSON 6902 patches (a list of operations) are implemented")
     target = patch.get("target") or {}
-    matched = [o for o in objects
-               if all(o.get(k) == v if k == "kind" else o.get("metadata", {}).get(k) == v
-                      for k, v in target.items() if k in ("kind", "name", "namespace"))]
+    matched = [
+        o
+        for o in objects
+        if all(
+            o.get(k) == v if k == "kind" else o.get("metadata", {}).get(k) == v
+            for k, v in target.items()
+            if k in ("kind", "name", "namespace")
+        )
+    ]
     if not matched:
         raise KustomizeError(f"patch target {target} matches no object")
     for obj in matched:

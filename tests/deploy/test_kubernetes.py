@@ -10,8 +10,8 @@ selectors agree with what those flags say.
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,8 +43,14 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def serve_help() -> str:
-    out = subprocess.run([sys.executable, "-m", "server", "serve", "--help"], cwd=ROOT, check=True,  # noqa: S603
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--help"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return out.stdout
 
 
@@ -100,7 +106,7 @@ def _admin_on_pod_ip(ns: Any) -> int | None:
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
-def test_admin_api_on_loopback_in_base_and_for_operations_in_production(rendered, tree: str) -> None:  # noqa: ANN001
+def test_admin_api_on_loopback_in_base_and_for_operations_in_production(rendered, tree: str) -> None:
     admin = _admin_on_pod_ip(_serve_args(rendered[tree]))
     assert (admin is None) == (tree == "base")
 
@@ -122,7 +128,8 @@ def test_own_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None
     with pytest.raises(KustomizeError, match="commonLabels"):
         render_python(tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
-        "resources: [cm.yaml]\npatches:\n  - target: {kind: ConfigMap, name: c}\n    patch: 'data: {a: b}'\n")
+        "resources: [cm.yaml]\npatches:\n  - target: {kind: ConfigMap, name: c}\n    patch: 'data: {a: b}'\n"
+    )
     (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
     with pytest.raises(KustomizeError, match="JSON 6902"):
         render_python(tmp_path)
@@ -130,7 +137,7 @@ def test_own_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("tree", TREES)
-def test_manifests_are_valid_kubernetes_objects(rendered, tree: str, version: str) -> None:  # noqa: ANN001
+def test_manifests_are_valid_kubernetes_objects(rendered, tree: str, version: str) -> None:
     """Strict validation: unknown fields and wrong types fail, as the API server would refuse them."""
     import kubernetes_validate
 
@@ -139,7 +146,7 @@ def test_manifests_are_valid_kubernetes_objects(rendered, tree: str, version: st
         kubernetes_validate.validate(obj, version, strict=True)
 
 
-def test_validation_refuses_a_broken_deployment(rendered) -> None:  # noqa: ANN001
+def test_validation_refuses_a_broken_deployment(rendered) -> None:
     """The check itself fails on a misspelt field and on a port that is not a number."""
     import kubernetes_validate
 
@@ -159,20 +166,23 @@ def test_validation_refuses_a_broken_deployment(rendered) -> None:  # noqa: ANN0
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
-def test_every_flag_exists_in_serve_help_and_parses(rendered, serve_help: str, tree: str) -> None:  # noqa: ANN001
+def test_every_flag_exists_in_serve_help_and_parses(rendered, serve_help: str, tree: str) -> None:
     args = _expanded_args(rendered[tree])
     assert args[0] == "serve"
     offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", serve_help))
     used = {a.split("=", 1)[0] for a in args[1:] if a.startswith("--")}
-    assert used and not used - offered, f"flags not in `serve --help`: {sorted(used - offered)}"
+    assert used
+    assert not used - offered, f"flags not in `serve --help`: {sorted(used - offered)}"
     ns = _serve_args(rendered[tree])
-    assert ns.bundle.startswith(("http://", "https://")) and ns.poll_interval > 0
+    assert ns.bundle.startswith(("http://", "https://"))
+    assert ns.poll_interval > 0
     assert ns.workers == 1, "one worker per pod: the HorizontalPodAutoscaler adds pods, not workers"
-    assert ns.state_dir is not None and ns.verification_key is not None
+    assert ns.state_dir is not None
+    assert ns.verification_key is not None
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
-def test_ports_and_probes_match_the_flags(rendered, tree: str) -> None:  # noqa: ANN001
+def test_ports_and_probes_match_the_flags(rendered, tree: str) -> None:
     from server.app import LIVENESS_SERVICE
 
     objects = rendered[tree]
@@ -197,12 +207,13 @@ def test_ports_and_probes_match_the_flags(rendered, tree: str) -> None:  # noqa:
     assert int(annotations["prometheus.io/port"]) == ns.metrics_port
     for name in ("order-policy", "order-policy-headless"):
         [port] = _one(objects, "Service", name)["spec"]["ports"]
-        assert port["port"] == ns.port and port["targetPort"] == "grpc"
+        assert port["port"] == ns.port
+        assert port["targetPort"] == "grpc"
     assert _one(objects, "Service", "order-policy-headless")["spec"]["clusterIP"] == "None"
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
-def test_termination_outlasts_prestop_and_drain(rendered, tree: str) -> None:  # noqa: ANN001
+def test_termination_outlasts_prestop_and_drain(rendered, tree: str) -> None:
     ns = _serve_args(rendered[tree])
     spec = _one(rendered[tree], "Deployment", "order-policy")["spec"]["template"]["spec"]
     pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
@@ -211,7 +222,7 @@ def test_termination_outlasts_prestop_and_drain(rendered, tree: str) -> None:  #
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
-def test_pod_is_locked_down_and_files_come_from_the_right_volumes(rendered, tree: str) -> None:  # noqa: ANN001
+def test_pod_is_locked_down_and_files_come_from_the_right_volumes(rendered, tree: str) -> None:
     objects = rendered[tree]
     ns = _serve_args(objects)
     spec = _one(objects, "Deployment", "order-policy")["spec"]["template"]["spec"]
@@ -233,16 +244,19 @@ def test_pod_is_locked_down_and_files_come_from_the_right_volumes(rendered, tree
         return mounts[max(holders, key=len)]
 
     assert "emptyDir" in volume_of(ns.state_dir)
-    assert "emptyDir" in volume_of(Path("/tmp"))  # noqa: S108 - candidate bundles, metrics files
+    assert "emptyDir" in volume_of(Path("/tmp"))
     secret_files = [ns.verification_key, ns.admin_token_file, ns.tls_cert, ns.tls_key, ns.tls_client_ca]
     for path in filter(None, secret_files):
         assert "secret" in volume_of(path), path
     if tree == "overlays/production":
-        assert ns.tls_cert and ns.tls_key and ns.tls_client_ca, "production serves TLS with client certificates"
+        # production serves TLS with client certificates
+        assert ns.tls_cert
+        assert ns.tls_key
+        assert ns.tls_client_ca
 
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
-def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree: str) -> None:  # noqa: ANN001
+def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree: str) -> None:
     objects = rendered[tree]
     ns = _serve_args(objects)
     deployment = _one(objects, "Deployment", "order-policy")
@@ -258,9 +272,11 @@ def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree
     assert selects(_one(objects, "PodDisruptionBudget", "order-policy")["spec"]["selector"]["matchLabels"])
     hpa = _one(objects, "HorizontalPodAutoscaler", "order-policy")["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "order-policy"}
-    assert hpa["minReplicas"] >= 2 and hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert hpa["minReplicas"] >= 2
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     policy = _one(objects, "NetworkPolicy", "order-policy")["spec"]
-    assert selects(policy["podSelector"]["matchLabels"]) and policy["policyTypes"] == ["Ingress"]
+    assert selects(policy["podSelector"]["matchLabels"])
+    assert policy["policyTypes"] == ["Ingress"]
     rules = {port["port"]: rule["from"] for rule in policy["ingress"] for port in rule["ports"]}
     admin = _admin_on_pod_ip(ns)
     assert set(rules) == {ns.port, ns.metrics_port} | ({admin} if admin is not None else set())
@@ -270,7 +286,7 @@ def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree
         assert rules[admin] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "operations"}}}]
 
 
-def test_client_service_config_round_robins_and_retries_unavailable(rendered) -> None:  # noqa: ANN001
+def test_client_service_config_round_robins_and_retries_unavailable(rendered) -> None:
     """The callers' service config (also used by `make fleet`) as published in the ConfigMap."""
     from server.app import SERVICE_NAME
 
@@ -284,14 +300,15 @@ def test_client_service_config_round_robins_and_retries_unavailable(rendered) ->
     assert method["retryPolicy"]["maxAttempts"] >= 3
 
 
-def test_bundle_server_serves_the_url_of_the_config_map(rendered) -> None:  # noqa: ANN001
+def test_bundle_server_serves_the_url_of_the_config_map(rendered) -> None:
     objects = rendered["overlays/production"]
     url = _one(objects, "ConfigMap", "order-policy-bundle")["data"]["BUNDLE_URL"]
     host, port = re.match(r"https?://([^:/]+):(\d+)/", url).groups()
     service = _one(objects, "Service", host.split(".")[0])
     assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
     conf = _one(objects, "ConfigMap", "order-policy-bundles-nginx")["data"]["nginx.conf"]
-    assert f"listen {port};" in conf and "etag on;" in conf
+    assert f"listen {port};" in conf
+    assert "etag on;" in conf
 
 
 # -- the Deployment's command line, run for real on loopback ------------------------------------
@@ -299,7 +316,7 @@ def test_bundle_server_serves_the_url_of_the_config_map(rendered) -> None:  # no
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Path) -> None:
     """`serve` with the base Deployment's args (paths and ports moved to loopback and a temp dir).
 
     Probes on the health port (liveness, readiness once the URL's bundle is loaded), no
@@ -332,30 +349,44 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
     bundles = BundleServer()
     bundles.publish(revision.archive)
     bundles.start()
-    moved = {"bundle": bundles.url, "verification-key": str(tmp_path / "signing.pub"),
-             "state-dir": str(tmp_path / "state"), "admin-token-file": str(tmp_path / "tokens"),
-             "host": "127.0.0.1", **{k: str(v) for k, v in ports.items()}}
+    moved = {
+        "bundle": bundles.url,
+        "verification-key": str(tmp_path / "signing.pub"),
+        "state-dir": str(tmp_path / "state"),
+        "admin-token-file": str(tmp_path / "tokens"),
+        "host": "127.0.0.1",
+        **{k: str(v) for k, v in ports.items()},
+    }
     argv = []
     for arg in _expanded_args(objects):
         name, eq, value = arg.partition("=")
         argv.append(f"{name}={moved.get(name[2:], value)}" if eq else arg)
-    assert argv[0] == "serve" and {a.split("=")[0][2:] for a in argv[1:]} >= set(moved)
+    assert argv[0] == "serve"
+    assert {a.split("=")[0][2:] for a in argv[1:]} >= set(moved)
     assert not any(a.startswith("--admin-address") for a in argv), "the base serves admin on the default"
     argv.append(f"--admin-address={admin_address}")
     out_path = tmp_path / "stdout"
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     with open(out_path, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "server", *argv], cwd=ROOT, stdout=out,  # noqa: S603
-                                   stderr=subprocess.DEVNULL, env={**env, "PYTHONPATH": str(ROOT)},
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", *argv],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            start_new_session=True,
+        )
     try:
         health = f"127.0.0.1:{ports['health-port']}"
 
         def health_status(service: str) -> int | None:
             with grpc.insecure_channel(health) as channel:
                 try:
-                    return health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=service), timeout=1).status
+                    return (
+                        health_pb2_grpc.HealthStub(channel)
+                        .Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                        .status
+                    )
                 except grpc.RpcError:
                     return None
 
@@ -373,7 +404,7 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
         with grpc.insecure_channel(f"127.0.0.1:{ports['port']}") as channel:
             decision = pb_grpc.OrderPolicyServiceStub(channel).Decide(request, timeout=5).decision
         assert decision.bundle.revision == "deploy-1"
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics-port']}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics-port']}/metrics", timeout=5) as resp:
             assert 'revision="deploy-1"' in resp.read().decode()
         # The admin API with the token whose hash is in the Secret's file (loopback: no TLS needed).
         from server._gen.orderpolicy.v1 import bundle_admin_pb2 as apb
@@ -382,7 +413,8 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
         with grpc.insecure_channel(admin_address) as channel:
             admin = apb_grpc.BundleAdminServiceStub(channel)
             status = admin.GetStatus(apb.GetStatusRequest(), timeout=5, metadata=[("authorization", "Bearer secret")])
-            assert status.active.revision == "deploy-1" and status.source == bundles.url
+            assert status.active.revision == "deploy-1"
+            assert status.source == bundles.url
             with pytest.raises(grpc.RpcError) as info:
                 admin.GetStatus(apb.GetStatusRequest(), timeout=5, metadata=[("authorization", "Bearer wrong")])
             assert info.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from tests.support.bundles import copy_bundle, edit_yaml, set_revision
 from tests.support.servers import free_port
 
@@ -66,6 +65,7 @@ def make_revision(source: Path, work: Path, label: str, signing_key: Path, *, go
     for path in [directory / "data" / "catalogue.yaml", *sorted((directory / "tests").glob("*.yaml"))]:
         edit_yaml(path, lambda data: _tag_messages(data, f" [{label}]"))
     if not good:  # a message naming a fact that does not exist: refused at validation
+
         def unknown_fact(data: Any) -> Any:
             first = next(iter(data["reasons"].values()))
             first["message"] = "{no_such_fact} " + first["message"]
@@ -94,7 +94,7 @@ def make_revision(source: Path, work: Path, label: str, signing_key: Path, *, go
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _HTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         owner = self.server.owner
         if not owner.answering.is_set():  # stalled: hold the request until it answers again
             owner.count("held")
@@ -118,7 +118,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -168,8 +168,9 @@ class BundleServer:
             return
         httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
         httpd.owner = self
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="bundle-server", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="bundle-server", daemon=True
+        )
         self._httpd = httpd
         self._thread.start()
 

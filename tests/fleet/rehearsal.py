@@ -120,19 +120,39 @@ class Instance:
         self.address = f"127.0.0.1:{self.port}"
         self.state = work / f"state-{index}"
         self.log_path = work / f"serve-{index}.log"
-        self.argv = [sys.executable, "-m", "server", "serve", "--bundle", url,
-                     "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                     "--state-dir", str(self.state), "--verification-key", str(key),
-                     "--poll-interval", str(settings.poll_interval), "--grace", "5",
-                     "--admin-address", "none"]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--bundle",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--state-dir",
+            str(self.state),
+            "--verification-key",
+            str(key),
+            "--poll-interval",
+            str(settings.poll_interval),
+            "--grace",
+            "5",
+            "--admin-address",
+            "none",
+        ]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(self.argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
-                                            env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
 
     def kill9(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -187,8 +207,12 @@ class Probe:
 
         from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
 
-        options = [("grpc.enable_retries", 0), ("grpc.initial_reconnect_backoff_ms", 50),
-                   ("grpc.max_reconnect_backoff_ms", 200), ("grpc.use_local_subchannel_pool", 1)]
+        options = [
+            ("grpc.enable_retries", 0),
+            ("grpc.initial_reconnect_backoff_ms", 50),
+            ("grpc.max_reconnect_backoff_ms", 200),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
         with grpc.insecure_channel(self.instance.address, options=options) as channel:
             stub = pb_grpc.OrderPolicyServiceStub(channel)
             while not self._stop.wait(0.05):
@@ -230,14 +254,19 @@ class Probe:
 class Load:
     """Threads calling Decide through one round_robin channel over every instance, checking each answer."""
 
-    def __init__(self, addresses: list[str], corpora: dict[str, list[Any]], settings: Settings,
-                 outcome: Outcome, start: float) -> None:
+    def __init__(
+        self, addresses: list[str], corpora: dict[str, list[Any]], settings: Settings, outcome: Outcome, start: float
+    ) -> None:
         import grpc
 
         config = service_config(settings.deadline)
         target = "ipv4:" + ",".join(addresses)
-        options = [("grpc.service_config", config), ("grpc.enable_retries", 1),
-                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+        options = [
+            ("grpc.service_config", config),
+            ("grpc.enable_retries", 1),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
         self._channel = grpc.insecure_channel(target, options=options)
         self._corpora = corpora
         self._entries = len(next(iter(corpora.values())))
@@ -246,8 +275,10 @@ class Load:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._period = settings.threads / settings.rate
-        self._threads = [threading.Thread(target=self._run, args=(i, settings.threads), name=f"load-{i}",
-                                          daemon=True) for i in range(settings.threads)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(i, settings.threads), name=f"load-{i}", daemon=True)
+            for i in range(settings.threads)
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -396,17 +427,24 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
             try:
                 ok = _wait(lambda: all(p.revision == "fleet-1" for p in probes), 180)
                 serving_at = now()
-                row(f"{len(instances)} instances started on {server.url.rsplit('/', 1)[-1]}",
-                    "all serve fleet-1" if ok else f"serving: {[p.revision for p in probes]}")
+                row(
+                    f"{len(instances)} instances started on {server.url.rsplit('/', 1)[-1]}",
+                    "all serve fleet-1" if ok else f"serving: {[p.revision for p in probes]}",
+                )
                 if not check(ok, "the instances did not all start on fleet-1"):
-                    outcome.problems += [f"instance {p.instance.index} (exit {p.instance.process.poll()}) log ends: "
-                                         f"{p.instance.log_tail()}" for p in probes if p.revision != "fleet-1"
-                                         and p.instance.process is not None]
+                    outcome.problems += [
+                        f"instance {p.instance.index} (exit {p.instance.process.poll()}) log ends: "
+                        f"{p.instance.log_tail()}"
+                        for p in probes
+                        if p.revision != "fleet-1" and p.instance.process is not None
+                    ]
                     return outcome
                 load = Load([i.address for i in instances], corpora, settings, outcome, start)
                 load.start()
-                row("load started", f"{settings.rate:.0f} calls/s, round_robin over {len(instances)}, "
-                    "retry on UNAVAILABLE")
+                row(
+                    "load started",
+                    f"{settings.rate:.0f} calls/s, round_robin over {len(instances)}, retry on UNAVAILABLE",
+                )
                 time.sleep(settings.steady)
 
                 # 1. a new revision converges everywhere
@@ -421,14 +459,16 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                 refused_before = [refusals(i) for i in instances]
                 t0 = now()
                 server.publish(broken.archive)
-                ok = _wait(lambda: all(refusals(i) > n for i, n in zip(instances, refused_before, strict=True)),
-                           bound)
+                ok = _wait(lambda: all(refusals(i) > n for i, n in zip(instances, refused_before, strict=True)), bound)
                 kept = [p.revision for p in probes]
                 check(ok, "not every instance refused fleet-3-broken")
                 check(kept == ["fleet-2"] * len(probes), f"after fleet-3-broken the instances serve {kept}")
-                row("published fleet-3-broken (signed, invalid)",
+                row(
+                    "published fleet-3-broken (signed, invalid)",
                     f"{'all' if ok else 'NOT all'} refused it within {now() - t0:.1f} s; "
-                    f"serving {', '.join(sorted(set(kept)))}", at=t0)
+                    f"serving {', '.join(sorted(set(kept)))}",
+                    at=t0,
+                )
                 time.sleep(settings.steady)
 
                 # 3. bundle server down; kill -9 one instance and restart it meanwhile
@@ -448,8 +488,12 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                     outcome.problems.append(f"its log ends: {victim.log_tail()}; probe saw {probe.history[-4:]}")
                 check(not server.up, "the bundle server came back before the restarted instance served")
                 outcome.restored_before_url_s = restored if ok else None
-                row(f"instance {victim.index} restarted", f"serves fleet-2 after {restored:.1f} s, "
-                    "restored from its state directory; URL still down" if ok else "did NOT serve fleet-2")
+                row(
+                    f"instance {victim.index} restarted",
+                    f"serves fleet-2 after {restored:.1f} s, restored from its state directory; URL still down"
+                    if ok
+                    else "did NOT serve fleet-2",
+                )
                 time.sleep(max(0.0, settings.outage - (now() - down_at)))
                 server.start()
                 up_at = now()
@@ -457,9 +501,12 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                 gaps = [(p.instance.index, e) for p in others for e in p.errors_between(down_at, up_at)]
                 gaps += [(victim.index, e) for e in probe.errors_between(killed_at + restored, up_at)]
                 check(not gaps, f"instances stopped serving while the bundle server was down: {gaps[:5]}")
-                row("bundle server back (still fleet-3-broken)",
-                    f"down {up_at - down_at:.1f} s; every instance kept serving" if not gaps
-                    else f"answers failed meanwhile: {gaps[:3]}")
+                row(
+                    "bundle server back (still fleet-3-broken)",
+                    f"down {up_at - down_at:.1f} s; every instance kept serving"
+                    if not gaps
+                    else f"answers failed meanwhile: {gaps[:3]}",
+                )
                 time.sleep(settings.steady)
 
                 # 4. a good revision after the outage converges everywhere again
@@ -472,8 +519,13 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                 for p in probes:
                     p.stop()
             for p in probes:  # errors seen by the direct probes (3 s deadline), outside the restart
-                stalls = [f"{t:.1f} {seen[1:]}" for t, seen in p.history if seen.startswith("!")
-                          and t >= serving_at and not (p.instance is victim and killed_at <= t <= killed_at + restored)]
+                stalls = [
+                    f"{t:.1f} {seen[1:]}"
+                    for t, seen in p.history
+                    if seen.startswith("!")
+                    and t >= serving_at
+                    and not (p.instance is victim and killed_at <= t <= killed_at + restored)
+                ]
                 if stalls:
                     outcome.rows.append((now(), f"probe of instance {p.instance.index} saw", ", ".join(stalls[:6])))
             codes = [i.terminate() for i in instances]
@@ -487,8 +539,16 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
     return outcome
 
 
-def _converge(revision: Any, server: Any, probes: list[Probe], bound: float, outcome: Outcome,
-              row: Callable[..., None], check: Callable[[bool, str], bool], now: Callable[[], float]) -> None:
+def _converge(
+    revision: Any,
+    server: Any,
+    probes: list[Probe],
+    bound: float,
+    outcome: Outcome,
+    row: Callable[..., None],
+    check: Callable[[bool, str], bool],
+    now: Callable[[], float],
+) -> None:
     """Publish ``revision`` and wait until every instance answers with it (at most ``bound`` s)."""
     t0 = now()
     server.publish(revision.archive)
@@ -501,8 +561,11 @@ def _converge(revision: Any, server: Any, probes: list[Probe], bound: float, out
     detail = ", ".join("-" if t is None else f"{t:.1f}" for t in times)
     if ok:
         outcome.converge_s.append(max(t for t in times if t is not None))
-        row(f"published {revision.label}", f"all on it after {outcome.converge_s[-1]:.1f} s (each: {detail}; "
-            f"allowed {bound:.0f} s)", at=t0)
+        row(
+            f"published {revision.label}",
+            f"all on it after {outcome.converge_s[-1]:.1f} s (each: {detail}; allowed {bound:.0f} s)",
+            at=t0,
+        )
     else:
         row(f"published {revision.label}", f"NOT all on it within {bound:.0f} s (each: {detail})", at=t0)
 

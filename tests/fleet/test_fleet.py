@@ -16,7 +16,7 @@ from tests.fleet.rehearsal import CI, FIXTURE, rehearse
 def _get(url: str, etag: str = "", timeout: float = 5) -> tuple[int, bytes, str]:
     request = urllib.request.Request(url, headers={"If-None-Match": etag} if etag else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read(), resp.headers.get("ETag", "")
     except urllib.error.HTTPError as exc:
         return exc.code, b"", exc.headers.get("ETag", "")
@@ -61,7 +61,8 @@ def test_revisions_differ_in_their_answers_and_the_broken_one_is_refused(tmp_pat
 
         decision = decider.decide(load_cases(good.directory)[0].snapshot)
         messages = [r.message for r in decision.reasons] + [f.message for f in decision.follow_ups]
-        assert messages and all(m.endswith(" [r-7]") for m in messages)
+        assert messages
+        assert all(m.endswith(" [r-7]") for m in messages)
     finally:
         decider.close()
     # make_revision itself refuses to return a broken revision that would load.
@@ -81,7 +82,9 @@ def test_fleet_rehearsal() -> None:
     assert outcome.wrong == 0, outcome.table()
     assert outcome.calls > 1000
     assert set(outcome.by_revision) <= {"fleet-1", "fleet-2", "fleet-4"}
-    assert outcome.by_revision["fleet-2"] > 0 and outcome.by_revision["fleet-4"] > 0
+    assert outcome.by_revision["fleet-2"] > 0
+    assert outcome.by_revision["fleet-4"] > 0
     assert len(outcome.converge_s) == 2
     assert outcome.restored_before_url_s is not None
-    assert "t (s)" in out.getvalue() and "PASS" in out.getvalue()
+    assert "t (s)" in out.getvalue()
+    assert "PASS" in out.getvalue()

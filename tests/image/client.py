@@ -78,9 +78,7 @@ def _cases() -> list[Case]:
             pb.DecideRequest(
                 request_id="walk-in-ordered",
                 action=cancel,
-                order_json=_order_json(
-                    "walk_in_test", "received", "received.walk_in_test.ordered"
-                ),
+                order_json=_order_json("walk_in_test", "received", "received.walk_in_test.ordered"),
                 now=_ts(NOW),
             ),
         ),
@@ -162,9 +160,7 @@ def _cases() -> list[Case]:
             "unspecified action",
             pb.DecideRequest(
                 request_id="no-action",
-                order_json=_order_json(
-                    "walk_in_test", "received", "received.walk_in_test.ordered"
-                ),
+                order_json=_order_json("walk_in_test", "received", "received.walk_in_test.ordered"),
                 now=_ts(NOW),
             ),
             error=grpc.StatusCode.INVALID_ARGUMENT,
@@ -197,9 +193,7 @@ def _check_decision(case: Case, resp: pb.DecideResponse, want: pb.Decision) -> l
         if g != w:
             problems.append(f"{what} {g}, the core says {w}")
     if resp.request_id != case.request.request_id:
-        problems.append(
-            f"request_id {resp.request_id!r}, want {case.request.request_id!r}"
-        )
+        problems.append(f"request_id {resp.request_id!r}, want {case.request.request_id!r}")
     return problems
 
 
@@ -214,9 +208,7 @@ def _check_error(case: Case, err: grpc.RpcError) -> list[str]:
             detail.Unpack(bad)
             fields += [v.field for v in bad.field_violations]
     if not any(f == case.violation or f.startswith(case.violation) for f in fields):
-        return [
-            f"no BadRequest field violation naming {case.violation!r} (got {fields})"
-        ]
+        return [f"no BadRequest field violation naming {case.violation!r} (got {fields})"]
     return []
 
 
@@ -234,9 +226,7 @@ def main(argv: list[str]) -> int:
         except grpc.FutureTimeoutError:
             print(f"client: cannot connect to {argv[0]}", file=sys.stderr)
             return 2
-        health = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S
-        )
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)
         serving = health.status == health_pb2.HealthCheckResponse.SERVING
         print(
             f"client: {'ok  ' if serving else 'FAIL'} health: "
@@ -248,20 +238,13 @@ def main(argv: list[str]) -> int:
             try:
                 resp = stub.Decide(case.request, timeout=TIMEOUT_S)
             except grpc.RpcError as err:
-                problems = (
-                    _check_error(case, err)
-                    if case.error
-                    else [f"status {err.code().name}: {err.details()}"]
-                )
+                problems = _check_error(case, err) if case.error else [f"status {err.code().name}: {err.details()}"]
                 got = err.code().name
             else:
                 problems = (
                     _check_decision(case, resp, _expected(decider, case.request))
                     if case.error is None
-                    else [
-                        f"decision {pb.Outcome.Name(resp.decision.outcome)}, "
-                        f"want {case.error.name}"
-                    ]
+                    else [f"decision {pb.Outcome.Name(resp.decision.outcome)}, want {case.error.name}"]
                 )
                 got = " ".join(
                     [pb.Outcome.Name(resp.decision.outcome)]

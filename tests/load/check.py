@@ -44,8 +44,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decision_problems(got: Any, want: Any, explain: bool,
-                      revisions: Collection[str] | None = None) -> list[str]:
+def decision_problems(got: Any, want: Any, explain: bool, revisions: Collection[str] | None = None) -> list[str]:
     """Differences between a ``pb.Decision`` and the core's ``Decision`` (none: equal).
 
     ``revisions``: during hot swaps, any of these revisions (and its digest) is right.
@@ -57,13 +56,22 @@ def decision_problems(got: Any, want: Any, explain: bool,
             problems.append(f"{what}: got {g!r}, want {w!r}")
 
     same("outcome", pb.Outcome.Name(got.outcome), f"OUTCOME_{want.outcome}")
-    same("reasons", [(r.code, r.message, r.rule_id) for r in got.reasons],
-         [(r.code, r.message, r.rule_id) for r in want.reasons])
-    same("follow_ups", [(f.code, f.message, f.http_method, f.path, f.rule_id) for f in got.follow_ups],
-         [(f.code, f.message, f.http_method, f.path, f.rule_id) for f in want.follow_ups])
+    same(
+        "reasons",
+        [(r.code, r.message, r.rule_id) for r in got.reasons],
+        [(r.code, r.message, r.rule_id) for r in want.reasons],
+    )
+    same(
+        "follow_ups",
+        [(f.code, f.message, f.http_method, f.path, f.rule_id) for f in got.follow_ups],
+        [(f.code, f.message, f.http_method, f.path, f.rule_id) for f in want.follow_ups],
+    )
     if revisions is None:
-        same("bundle", (got.bundle.name, got.bundle.revision, got.bundle.digest),
-             (want.bundle.name, want.bundle.revision, want.bundle.digest))
+        same(
+            "bundle",
+            (got.bundle.name, got.bundle.revision, got.bundle.digest),
+            (want.bundle.name, want.bundle.revision, want.bundle.digest),
+        )
     else:
         same("bundle.name", got.bundle.name, want.bundle.name)
         if got.bundle.revision not in revisions or not got.bundle.digest:
@@ -82,8 +90,7 @@ def decision_problems(got: Any, want: Any, explain: bool,
     return problems
 
 
-def error_problems(code: int, reason: str, violations: Sequence[tuple[str, str]],
-                   want: Expected) -> list[str]:
+def error_problems(code: int, reason: str, violations: Sequence[tuple[str, str]], want: Expected) -> list[str]:
     """Differences between an error answer and the expected INVALID_ARGUMENT."""
     problems = []
     if code != grpc.StatusCode.INVALID_ARGUMENT.value[0]:
@@ -105,14 +112,13 @@ def result_problems(result: Any, entry: Entry, revisions: Collection[str] | None
         if which != "error":
             return [*problems, f"got a {which}, want an error"]
         err = result.error
-        problems += error_problems(err.code, err.reason,
-                                   [(v.field, v.description) for v in err.field_violations],
-                                   entry.expect)
+        problems += error_problems(
+            err.code, err.reason, [(v.field, v.description) for v in err.field_violations], entry.expect
+        )
     elif which != "decision":
         problems.append(f"got {which} {result.error.reason if which == 'error' else ''}, want a decision")
     else:
-        problems += decision_problems(result.decision, entry.expect.decision, entry.request.explain,
-                                      revisions)
+        problems += decision_problems(result.decision, entry.expect.decision, entry.request.explain, revisions)
     return problems
 
 
@@ -144,14 +150,14 @@ class RawClient:
         self.channel = grpc.insecure_channel(address)
         base = f"/{SERVICE}/"
         self.decide = self.channel.unary_unary(
-            base + "Decide", request_serializer=None,
-            response_deserializer=pb.DecideResponse.FromString)
+            base + "Decide", request_serializer=None, response_deserializer=pb.DecideResponse.FromString
+        )
         self.batch = self.channel.unary_unary(
-            base + "DecideBatch", request_serializer=None,
-            response_deserializer=pb.DecideBatchResponse.FromString)
+            base + "DecideBatch", request_serializer=None, response_deserializer=pb.DecideBatchResponse.FromString
+        )
         self.stream = self.channel.stream_stream(
-            base + "DecideStream", request_serializer=None,
-            response_deserializer=pb.DecideStreamResponse.FromString)
+            base + "DecideStream", request_serializer=None, response_deserializer=pb.DecideStreamResponse.FromString
+        )
 
     def close(self) -> None:
         self.channel.close()
@@ -163,8 +169,7 @@ class RawClient:
             return rpc_error_problems(exc, entry)
         if entry.expect.invalid:
             return ["got a decision, want INVALID_ARGUMENT"]
-        problems = decision_problems(response.decision, entry.expect.decision, entry.request.explain,
-                                     self.revisions)
+        problems = decision_problems(response.decision, entry.expect.decision, entry.request.explain, self.revisions)
         if response.request_id != entry.request_id:
             problems.append(f"request_id: got {response.request_id!r}")
         return problems
@@ -178,8 +183,11 @@ class RawClient:
             return [f"batch failed with {exc.code()}: {exc.details()}"]
         if len(response.results) != len(entries):
             return [f"batch: {len(response.results)} results for {len(entries)} requests"]
-        return [f"[{i}] {p}" for i, (r, e) in enumerate(zip(response.results, entries, strict=True))
-                for p in result_problems(r, e, self.revisions)]
+        return [
+            f"[{i}] {p}"
+            for i, (r, e) in enumerate(zip(response.results, entries, strict=True))
+            for p in result_problems(r, e, self.revisions)
+        ]
 
     def check_stream(self, entries: Sequence[Entry], messages: Iterable[bytes] | None = None) -> list[str]:
         if messages is None:
@@ -190,17 +198,20 @@ class RawClient:
             return [f"stream failed with {exc.code()}: {exc.details()}"]
         if len(responses) != len(entries):
             return [f"stream: {len(responses)} responses for {len(entries)} requests"]
-        return [f"[{i}] {p}" for i, (r, e) in enumerate(zip(responses, entries, strict=True))
-                for p in result_problems(r, e, self.revisions)]
+        return [
+            f"[{i}] {p}"
+            for i, (r, e) in enumerate(zip(responses, entries, strict=True))
+            for p in result_problems(r, e, self.revisions)
+        ]
 
 
 def _unframe(data: bytes) -> Iterator[bytes]:
     """The messages of an h2load data file (length-prefixed gRPC messages)."""
     offset = 0
     while offset < len(data):
-        flag, size = data[offset], int.from_bytes(data[offset + 1:offset + 5], "big")
+        flag, size = data[offset], int.from_bytes(data[offset + 1 : offset + 5], "big")
         assert flag == 0, "compressed frame in a data file"
-        yield data[offset + 5: offset + 5 + size]
+        yield data[offset + 5 : offset + 5 + size]
         offset += 5 + size
 
 
@@ -214,14 +225,13 @@ def precheck(address: str, entries: Sequence[Entry], bodies: dict[str, list[Body
                 problems += [f"Decide {entry.request_id} ({entry.case}): {p}" for p in found]
         for body in bodies["Decide"]:
             assert frame(body.entries[0].payload) == body.data
-            problems += [f"{body.path.name}: {p}" for p in
-                         client.check_unary(body.entries[0], next(_unframe(body.data)))]
+            problems += [
+                f"{body.path.name}: {p}" for p in client.check_unary(body.entries[0], next(_unframe(body.data)))
+            ]
         for body in bodies["DecideBatch"]:
-            problems += [f"{body.path.name}: {p}" for p in
-                         client.check_batch(body.entries, next(_unframe(body.data)))]
+            problems += [f"{body.path.name}: {p}" for p in client.check_batch(body.entries, next(_unframe(body.data)))]
         for body in bodies["DecideStream"]:
-            problems += [f"{body.path.name}: {p}" for p in
-                         client.check_stream(body.entries, _unframe(body.data))]
+            problems += [f"{body.path.name}: {p}" for p in client.check_stream(body.entries, _unframe(body.data))]
     finally:
         client.close()
     return problems
@@ -237,8 +247,11 @@ def cli_sample(entries: Sequence[Entry], count: int) -> list[Entry]:
         if e.kind != "json" or e.action not in ("cancel_order", "cancel_appointment"):
             continue
         d = e.expect.decision
-        key = (e.action, e.has_appointment,
-               e.expect.field.split("[")[0] if d is None else (d.outcome, tuple(r.code for r in d.reasons)))
+        key = (
+            e.action,
+            e.has_appointment,
+            e.expect.field.split("[")[0] if d is None else (d.outcome, tuple(r.code for r in d.reasons)),
+        )
         seen.setdefault(key, e)
     picked = list(seen.values())
     step = max(1, len(picked) // count)
@@ -258,28 +271,40 @@ def cli_problems(entry: Entry, bundle: Path) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="order-policy-cli-") as tmp:
         order = Path(tmp) / "order.json"
         order.write_text(req.order_json, encoding="utf-8")
-        argv = [*_cli_command(), "decide", "--bundle", str(bundle), "--order", str(order),
-                "--action", entry.action, "--format", "json",
-                "--now", req.now.ToDatetime(tzinfo=dt.UTC).isoformat()]
+        argv = [
+            *_cli_command(),
+            "decide",
+            "--bundle",
+            str(bundle),
+            "--order",
+            str(order),
+            "--action",
+            entry.action,
+            "--format",
+            "json",
+            "--now",
+            req.now.ToDatetime(tzinfo=dt.UTC).isoformat(),
+        ]
         if req.WhichOneof("appointment_input") == "appointment_json":
             appt = Path(tmp) / "appointment.json"
             appt.write_text(req.appointment_json, encoding="utf-8")
             argv += ["--appointment", str(appt)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO, env=env,  # noqa: S603
-                              check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO, env=env, check=False)
     try:
         got = json.loads(done.stdout)
     except ValueError:
         return [f"CLI exit {done.returncode}, not JSON: {done.stdout[:200]!r} {done.stderr[:200]!r}"]
     if entry.expect.invalid:
         # The CLI names the snapshot's field (`order.x`), the API the request's (`order_json.x`).
-        want_field = entry.expect.field.replace("order_json", "order", 1).replace(
-            "appointment_json", "appointment", 1)
+        want_field = entry.expect.field.replace("order_json", "order", 1).replace("appointment_json", "appointment", 1)
         error = got.get("error", {})
         want_message = f"invalid snapshot: `{want_field}`: {entry.expect.message}"
         if done.returncode != 3 or (error.get("code"), error.get("field"), error.get("message")) != (
-                "request_invalid", want_field, want_message):
+            "request_invalid",
+            want_field,
+            want_message,
+        ):
             return [f"CLI exit {done.returncode} {got}, want request_invalid on `{want_field}`"]
         return []
     want = entry.expect.decision.to_dict()
@@ -290,8 +315,9 @@ def cli_check(entries: Sequence[Entry], bundle: Path, count: int) -> tuple[int, 
     """Cross-check ``count`` entries with the CLI (two at a time); (checked, problems)."""
     sample = cli_sample(entries, count)
     with ThreadPoolExecutor(2) as pool:
-        found = list(pool.map(lambda e: [f"CLI {e.request_id} ({e.case}): {p}"
-                                         for p in cli_problems(e, bundle)], sample))
+        found = list(
+            pool.map(lambda e: [f"CLI {e.request_id} ({e.case}): {p}" for p in cli_problems(e, bundle)], sample)
+        )
     return len(sample), [p for f in found for p in f]
 
 
@@ -306,9 +332,17 @@ class Checker(threading.Thread):
     ``start``. ``counters`` is what its calls add to the server's counters.
     """
 
-    def __init__(self, address: str, rpc: str, entries: Sequence[Entry], *, start: int = 0,
-                 interval: float = 0.02, per_call: int = 10,
-                 revisions: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        rpc: str,
+        entries: Sequence[Entry],
+        *,
+        start: int = 0,
+        interval: float = 0.02,
+        per_call: int = 10,
+        revisions: Collection[str] | None = None,
+    ) -> None:
         super().__init__(name=f"checker-{rpc}", daemon=True)
         self.address, self.rpc, self.entries = address, rpc, list(entries)
         self.next = start % len(self.entries)
@@ -344,7 +378,7 @@ class Checker(threading.Thread):
                     self.counters.update(e.expect.counters())
                 self.problems += [f"checker {self.rpc}: {p}" for p in found[:5]]
                 self.stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
-        except Exception as exc:  # noqa: BLE001 (reported as a failure of the run)
+        except Exception as exc:
             self.problems.append(f"checker {self.rpc} crashed: {type(exc).__name__}: {exc}")
         finally:
             client.close()

@@ -41,8 +41,8 @@ def ensure_generated() -> None:
 
 ensure_generated()
 
-from server._gen.orderpolicy.v1 import order_policy_pb2 as pb  # noqa: E402
-from tests.support.snapshots import aware_datetime, case_request  # noqa: E402
+from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
+from tests.support.snapshots import aware_datetime, case_request
 
 ACTIONS = {"cancel_order": pb.ACTION_CANCEL_ORDER, "cancel_appointment": pb.ACTION_CANCEL_APPOINTMENT}
 
@@ -121,11 +121,13 @@ def request_field(core_field: str, request: Any) -> str:
     for head in ("order", "appointment"):
         if core_field == head or core_field.startswith((head + ".", head + "[")):
             if request.WhichOneof(f"{head}_input") == f"{head}_json":
-                return f"{head}_json{core_field[len(head):]}"
-            for core, typed in (("order.details.type", "order.details_type"),
-                                ("order.lab_test.method", "order.lab_test_method")):
+                return f"{head}_json{core_field[len(head) :]}"
+            for core, typed in (
+                ("order.details.type", "order.details_type"),
+                ("order.lab_test.method", "order.lab_test_method"),
+            ):
                 if core_field == core or core_field.startswith((core + ".", core + "[")):
-                    return typed + core_field[len(core):]
+                    return typed + core_field[len(core) :]
     return core_field
 
 
@@ -146,8 +148,7 @@ class Corpus:
             count["with appointment" if e.has_appointment else "without appointment"] += 1
             count["invalid" if e.expect.invalid else e.expect.decision.outcome] += 1
             count["explain"] += e.request.explain
-        return {"requests": len(self.entries), **dict(sorted(count.items())),
-                "skipped": len(self.skipped)}
+        return {"requests": len(self.entries), **dict(sorted(count.items())), "skipped": len(self.skipped)}
 
 
 def build_corpus(bundle: Path = BUNDLE) -> Corpus:
@@ -178,11 +179,11 @@ def build_corpus(bundle: Path = BUNDLE) -> Corpus:
                 request.explain = len(entries) % EXPLAIN_EVERY == EXPLAIN_EVERY - 1
                 expect = reference
                 if core_error is not None:
-                    expect = Expected(field=request_field(core_error.field, request),
-                                      message=core_error.message)
+                    expect = Expected(field=request_field(core_error.field, request), message=core_error.message)
                 has_appointment = request.WhichOneof("appointment_input") is not None
-                entries.append(Entry(request.request_id, case.name, kind, case.action,
-                                     has_appointment, request, expect))
+                entries.append(
+                    Entry(request.request_id, case.name, kind, case.action, has_appointment, request, expect)
+                )
     finally:
         decider.close()
     # ACTION_UNSPECIFIED cannot come from a case: add one JSON and one typed request.
@@ -191,10 +192,20 @@ def build_corpus(bundle: Path = BUNDLE) -> Corpus:
         request.CopyFrom(base.request)
         request.action = pb.ACTION_UNSPECIFIED
         request.request_id = base.request_id + "-noaction"
-        entries.append(Entry(request.request_id, base.case, base.kind, "unspecified",
-                             base.has_appointment, request,
-                             Expected(field="action", message="an action is required: "
-                                      "`ACTION_CANCEL_ORDER` or `ACTION_CANCEL_APPOINTMENT`")))
+        entries.append(
+            Entry(
+                request.request_id,
+                base.case,
+                base.kind,
+                "unspecified",
+                base.has_appointment,
+                request,
+                Expected(
+                    field="action",
+                    message="an action is required: `ACTION_CANCEL_ORDER` or `ACTION_CANCEL_APPOINTMENT`",
+                ),
+            )
+        )
     return Corpus(entries, bundle, skipped)
 
 
@@ -221,14 +232,15 @@ def unary_selection(entries: Sequence[Entry], count: int, seed: int = 5) -> list
         return picked
 
     invalid = max(1, count // 8)
-    return (round_robin((e for e in entries if not e.expect.invalid), count - invalid)
-            + round_robin((e for e in entries if e.expect.invalid), invalid))
+    return round_robin((e for e in entries if not e.expect.invalid), count - invalid) + round_robin(
+        (e for e in entries if e.expect.invalid), invalid
+    )
 
 
 def _chunks(entries: Sequence[Entry], size: int, seed: int) -> list[list[Entry]]:
     shuffled = list(entries)
     random.Random(seed).shuffle(shuffled)
-    chunks = [shuffled[i:i + size] for i in range(0, len(shuffled), size)]
+    chunks = [shuffled[i : i + size] for i in range(0, len(shuffled), size)]
     if len(chunks[-1]) < size:  # top the last chunk up so every call holds `size`
         chunks[-1] += shuffled[: size - len(chunks[-1])]
     return chunks
@@ -239,17 +251,15 @@ def write_bodies(corpus: Corpus, directory: Path, unary_count: int = 16) -> dict
     directory.mkdir(parents=True, exist_ok=True)
     bodies: dict[str, list[Body]] = {"Decide": [], "DecideBatch": [], "DecideStream": []}
     for i, entry in enumerate(unary_selection(corpus.entries, unary_count)):
-        bodies["Decide"].append(Body("Decide", directory / f"unary-{i:02d}.bin", [entry],
-                                     frame(entry.payload)))
+        bodies["Decide"].append(Body("Decide", directory / f"unary-{i:02d}.bin", [entry], frame(entry.payload)))
     for i, chunk in enumerate(_chunks(corpus.entries, PER_CALL, seed=1)):
         batch = pb.DecideBatchRequest(requests=[e.request for e in chunk])
-        bodies["DecideBatch"].append(Body("DecideBatch", directory / f"batch-{i:02d}.bin",
-                                          chunk, frame(batch.SerializeToString())))
+        bodies["DecideBatch"].append(
+            Body("DecideBatch", directory / f"batch-{i:02d}.bin", chunk, frame(batch.SerializeToString()))
+        )
     for i, chunk in enumerate(_chunks(corpus.entries, PER_CALL, seed=2)):
-        data = b"".join(frame(pb.DecideStreamRequest(request=e.request).SerializeToString())
-                        for e in chunk)
-        bodies["DecideStream"].append(Body("DecideStream", directory / f"stream-{i:02d}.bin",
-                                           chunk, data))
+        data = b"".join(frame(pb.DecideStreamRequest(request=e.request).SerializeToString()) for e in chunk)
+        bodies["DecideStream"].append(Body("DecideStream", directory / f"stream-{i:02d}.bin", chunk, data))
     for body in (b for group in bodies.values() for b in group):
         body.path.write_bytes(body.data)
     return bodies

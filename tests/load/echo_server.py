@@ -40,22 +40,28 @@ def _handlers(decision: Any) -> grpc.GenericRpcHandler:
         return pb.DecideResponse(decision=decision, request_id=request.request_id)
 
     def batch(request: Any, _context: Any) -> Any:
-        return pb.DecideBatchResponse(results=[
-            pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests
-        ])
+        return pb.DecideBatchResponse(
+            results=[pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests]
+        )
 
     def stream(requests: Iterator[Any], _context: Any) -> Iterator[Any]:
         for message in requests:
             yield pb.DecideStreamResponse(request_id=message.request.request_id, decision=decision)
 
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "Decide": grpc.unary_unary_rpc_method_handler(
-            decide, pb.DecideRequest.FromString, pb.DecideResponse.SerializeToString),
-        "DecideBatch": grpc.unary_unary_rpc_method_handler(
-            batch, pb.DecideBatchRequest.FromString, pb.DecideBatchResponse.SerializeToString),
-        "DecideStream": grpc.stream_stream_rpc_method_handler(
-            stream, pb.DecideStreamRequest.FromString, pb.DecideStreamResponse.SerializeToString),
-    })
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Decide": grpc.unary_unary_rpc_method_handler(
+                decide, pb.DecideRequest.FromString, pb.DecideResponse.SerializeToString
+            ),
+            "DecideBatch": grpc.unary_unary_rpc_method_handler(
+                batch, pb.DecideBatchRequest.FromString, pb.DecideBatchResponse.SerializeToString
+            ),
+            "DecideStream": grpc.stream_stream_rpc_method_handler(
+                stream, pb.DecideStreamRequest.FromString, pb.DecideStreamResponse.SerializeToString
+            ),
+        },
+    )
 
 
 def build(host: str, port: int, decision: Any, *, reuse_port: bool) -> tuple[grpc.Server, int]:
@@ -81,9 +87,9 @@ def _serve_aio(host: str, port: int, decision: Any) -> int:
         return pb.DecideResponse(decision=decision, request_id=request.request_id)
 
     async def batch(request: Any, _context: Any) -> Any:
-        return pb.DecideBatchResponse(results=[
-            pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests
-        ])
+        return pb.DecideBatchResponse(
+            results=[pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests]
+        )
 
     async def stream(requests: Any, _context: Any) -> Any:
         async for message in requests:
@@ -93,24 +99,40 @@ def _serve_aio(host: str, port: int, decision: Any) -> int:
         from server.app import ServerOptions
 
         options = ServerOptions(host=host, port=port)
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
-                                          ("grpc.max_receive_message_length", options.max_message_bytes)])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
-            "Decide": grpc.unary_unary_rpc_method_handler(
-                decide, pb.DecideRequest.FromString, pb.DecideResponse.SerializeToString),
-            "DecideBatch": grpc.unary_unary_rpc_method_handler(
-                batch, pb.DecideBatchRequest.FromString, pb.DecideBatchResponse.SerializeToString),
-            "DecideStream": grpc.stream_stream_rpc_method_handler(
-                stream, pb.DecideStreamRequest.FromString, pb.DecideStreamResponse.SerializeToString),
-        }),))
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", options.max_message_bytes)]
+        )
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE,
+                    {
+                        "Decide": grpc.unary_unary_rpc_method_handler(
+                            decide, pb.DecideRequest.FromString, pb.DecideResponse.SerializeToString
+                        ),
+                        "DecideBatch": grpc.unary_unary_rpc_method_handler(
+                            batch, pb.DecideBatchRequest.FromString, pb.DecideBatchResponse.SerializeToString
+                        ),
+                        "DecideStream": grpc.stream_stream_rpc_method_handler(
+                            stream, pb.DecideStreamRequest.FromString, pb.DecideStreamResponse.SerializeToString
+                        ),
+                    },
+                ),
+            )
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         bound = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        os.write(sys.stdout.fileno(), (f'{{"event":"server_started","echo":true,"aio":true,"worker_index":0,'
-                                       f'"port":{bound},"pid":{os.getpid()}}}\n').encode())
+        os.write(
+            sys.stdout.fileno(),
+            (
+                f'{{"event":"server_started","echo":true,"aio":true,"worker_index":0,'
+                f'"port":{bound},"pid":{os.getpid()}}}\n'
+            ).encode(),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,8 +152,7 @@ def _serve_one(host: str, port: int, decision: Any, reuse_port: bool, index: int
     server.start()
     # One write per line: workers share stdout, and with unbuffered output print()
     # writes the text and the newline separately, so lines could interleave.
-    line = (f'{{"event":"server_started","echo":true,"worker_index":{index},"port":{bound},'
-            f'"pid":{os.getpid()}}}\n')
+    line = f'{{"event":"server_started","echo":true,"worker_index":{index},"port":{bound},"pid":{os.getpid()}}}\n'
     sys.stdout.flush()
     os.write(sys.stdout.fileno(), line.encode())
     while not stop.wait(0.5):

@@ -32,8 +32,7 @@ def ensure_h2load() -> str:
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nghttp2-client"]):
-        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, env=env,  # noqa: S603
-                              timeout=600, check=False)
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, env=env, timeout=600, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"h2load is missing and `{' '.join(argv)}` failed: {done.stderr[-500:]}")
     found = shutil.which("h2load")
@@ -60,16 +59,19 @@ class Result:
     def problems(self) -> list[str]:
         bad = []
         if self.failed or self.errored or self.timeout:
-            bad.append(f"{self.body.path.name}: {self.failed} failed, {self.errored} errored, "
-                       f"{self.timeout} timeout")
+            bad.append(f"{self.body.path.name}: {self.failed} failed, {self.errored} errored, {self.timeout} timeout")
         if not self.done == self.succeeded == self.status_2xx == len(self.latencies_us):
-            bad.append(f"{self.body.path.name}: {self.done} done, {self.succeeded} succeeded, "
-                       f"{self.status_2xx} 2xx, {len(self.latencies_us)} logged")
+            bad.append(
+                f"{self.body.path.name}: {self.done} done, {self.succeeded} succeeded, "
+                f"{self.status_2xx} 2xx, {len(self.latencies_us)} logged"
+            )
         return bad
 
 
-_REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
-                       r"(\d+) failed, (\d+) errored, (\d+) timeout")
+_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+    r"(\d+) failed, (\d+) errored, (\d+) timeout"
+)
 _STATUS = re.compile(r"status codes: (\d+) 2xx")
 
 
@@ -77,8 +79,9 @@ def _parse(result: Result, output: str, log_file: Path) -> None:
     result.output = output
     match = _REQUESTS.search(output)
     if match:
-        (result.total, _started, result.done, result.succeeded, result.failed, result.errored,
-         result.timeout) = map(int, match.groups())
+        (result.total, _started, result.done, result.succeeded, result.failed, result.errored, result.timeout) = map(
+            int, match.groups()
+        )
     match = _STATUS.search(output)
     if match:
         result.status_2xx = int(match.group(1))
@@ -111,9 +114,18 @@ class Run:
         return [p for r in self.results for p in r.problems()]
 
 
-def run(port: int, bodies: Sequence[Body], *, core: int, log_dir: Path, connections: int = 1,
-        count: Sequence[int] | None = None, duration_s: float | None = None,
-        rps: float | None = None, timeout_s: float = 120.0) -> Run:
+def run(
+    port: int,
+    bodies: Sequence[Body],
+    *,
+    core: int,
+    log_dir: Path,
+    connections: int = 1,
+    count: Sequence[int] | None = None,
+    duration_s: float | None = None,
+    rps: float | None = None,
+    timeout_s: float = 120.0,
+) -> Run:
     """Run one h2load per body at once (``connections`` each), pinned to ``core``.
 
     Either ``count`` (requests per body: exact counts to compare with the server's
@@ -126,8 +138,21 @@ def run(port: int, bodies: Sequence[Body], *, core: int, log_dir: Path, connecti
     for i, body in enumerate(bodies):
         log_file = log_dir / f"{body.path.stem}.log"
         log_file.unlink(missing_ok=True)
-        argv = ["taskset", "-c", str(core), "h2load", "-c", str(connections), "-m", "1",
-                "-d", str(body.path), *GRPC_HEADERS, "--log-file", str(log_file)]
+        argv = [
+            "taskset",
+            "-c",
+            str(core),
+            "h2load",
+            "-c",
+            str(connections),
+            "-m",
+            "1",
+            "-d",
+            str(body.path),
+            *GRPC_HEADERS,
+            "--log-file",
+            str(log_file),
+        ]
         if duration_s is not None:
             argv += ["-D", f"{duration_s:g}"]
         else:
@@ -136,8 +161,9 @@ def run(port: int, bodies: Sequence[Body], *, core: int, log_dir: Path, connecti
         if rps is not None:
             argv += [f"--rps={rps:g}"]
         argv.append(f"http://127.0.0.1:{port}/{SERVICE}/{body.rpc}")
-        procs.append((body, log_file, subprocess.Popen(argv, stdout=subprocess.PIPE,  # noqa: S603
-                                                       stderr=subprocess.STDOUT, text=True)))
+        procs.append(
+            (body, log_file, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        )
     results = []
     for body, log_file, proc in procs:
         try:

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.load import check, h2load, procs
-from tests.support.bundles import read_yaml, write_yaml
 from tests.load.corpus import BUNDLE, Body, Corpus, build_corpus, pb, write_bodies
+from tests.support.bundles import read_yaml, write_yaml
 
 RPCS = ("Decide", "DecideBatch", "DecideStream")
 MIN_CONNECTIONS = 16
@@ -59,8 +59,16 @@ class Mode:
 
 
 CI = Mode("ci", warmup_s=1.0, measure_s=3.0, paced_s=4.0, unloaded_calls=1000, cli_sample=6)
-FULL = Mode("full", warmup_s=3.0, measure_s=15.0, paced_s=20.0, unloaded_calls=5000,
-            cli_sample=24, paced_workers=(1, 2), swap_workers=(1, 2))
+FULL = Mode(
+    "full",
+    warmup_s=3.0,
+    measure_s=15.0,
+    paced_s=20.0,
+    unloaded_calls=5000,
+    cli_sample=24,
+    paced_workers=(1, 2),
+    swap_workers=(1, 2),
+)
 
 
 @dataclass
@@ -109,16 +117,21 @@ def machine() -> dict[str, Any]:
         pass
     import grpc
 
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model,
-            "python": platform.python_version(), "grpcio": grpc.__version__,
-            "kernel": platform.release()}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "kernel": platform.release(),
+    }
 
 
 def hot_swap_support() -> str:
     """How the running server reloads a bundle, or "" when it cannot (yet)."""
     argv = [*procs.order_policy_argv(), "serve", "--help"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,  # noqa: S603
-                          env={**os.environ, "PYTHONPATH": str(procs.REPO)})
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(procs.REPO)}
+    )
     if done.returncode != 0 or "--bundle" not in done.stdout:
         raise RuntimeError(f"`order-policy serve --help` failed: {done.stderr[-500:]}")
     found = re.findall(r"--[\w-]*(?:reload|watch)[\w-]*", done.stdout)
@@ -137,8 +150,9 @@ def _connections(bodies: Sequence[Body]) -> int:
     return math.ceil(MIN_CONNECTIONS / len(bodies))
 
 
-def _counts_problems(delta: collections.Counter[tuple[str, ...]],
-                     expected: collections.Counter[tuple[str, ...]]) -> list[str]:
+def _counts_problems(
+    delta: collections.Counter[tuple[str, ...]], expected: collections.Counter[tuple[str, ...]]
+) -> list[str]:
     problems = []
     for key in sorted(set(delta) | set(expected)):
         if delta[key] != expected[key]:
@@ -149,11 +163,23 @@ def _counts_problems(delta: collections.Counter[tuple[str, ...]],
     return problems
 
 
-def measure(report: Report, srv: procs.Running, rpc: str, bodies: Sequence[Body], *,
-            counts: Sequence[int], load: str, load_core: int, log_dir: Path,
-            corpus: Corpus, rps: float | None = None, connections: int | None = None,
-            checker_start: int = 0, timeout_s: float = 120.0,
-            swapper: Swapper | None = None) -> Row:
+def measure(
+    report: Report,
+    srv: procs.Running,
+    rpc: str,
+    bodies: Sequence[Body],
+    *,
+    counts: Sequence[int],
+    load: str,
+    load_core: int,
+    log_dir: Path,
+    corpus: Corpus,
+    rps: float | None = None,
+    connections: int | None = None,
+    checker_start: int = 0,
+    timeout_s: float = 120.0,
+    swapper: Swapper | None = None,
+) -> Row:
     """Load ``srv`` with a fixed number of calls per body; check everything; one row.
 
     With a ``swapper``, rounds of ``counts`` calls repeat until its swaps are done
@@ -165,17 +191,29 @@ def measure(report: Report, srv: procs.Running, rpc: str, bodies: Sequence[Body]
     cpu0 = srv.cpu()
     checker = None
     if service:
-        checker = check.Checker(srv.address, rpc, corpus.entries, start=checker_start,
-                                revisions=swapper.revisions if swapper else None)
+        checker = check.Checker(
+            srv.address, rpc, corpus.entries, start=checker_start, revisions=swapper.revisions if swapper else None
+        )
         checker.start()
     if swapper is not None:
         swapper.start()
-    run = h2load.run(srv.port, bodies, core=load_core, log_dir=log_dir, connections=conns,
-                     count=counts, rps=rps, timeout_s=timeout_s)
+    run = h2load.run(
+        srv.port, bodies, core=load_core, log_dir=log_dir, connections=conns, count=counts, rps=rps, timeout_s=timeout_s
+    )
     rounds = [run]
     while swapper is not None and swapper.is_alive() and len(rounds) < 40:
-        rounds.append(h2load.run(srv.port, bodies, core=load_core, log_dir=log_dir,
-                                 connections=conns, count=counts, rps=rps, timeout_s=timeout_s))
+        rounds.append(
+            h2load.run(
+                srv.port,
+                bodies,
+                core=load_core,
+                log_dir=log_dir,
+                connections=conns,
+                count=counts,
+                rps=rps,
+                timeout_s=timeout_s,
+            )
+        )
     if swapper is not None:
         swapper.join(120)
         report.failures += [f"hot swap: {p}" for p in swapper.problems]
@@ -216,12 +254,20 @@ def measure(report: Report, srv: procs.Running, rpc: str, bodies: Sequence[Body]
     report.checks["h2load calls"] += calls
     if not srv.alive():
         report.failures.append(f"{label}: a server process died:\n{srv.log()[-2000:]}")
-    return Row(rpc=rpc, server=srv.kind, workers=srv.workers, load=load, calls=calls,
-               decisions=decisions, wall_s=round(run.wall_s, 3),
-               decisions_per_s=round(decisions / run.wall_s, 1),
-               p50_ms=round(run.percentile_ms(0.50), 3), p99_ms=round(run.percentile_ms(0.99), 3),
-               cpu_us_per_decision=round((cpu1 - cpu0) / max(1, decisions + extra) * 1e6, 1),
-               checked=checked)
+    return Row(
+        rpc=rpc,
+        server=srv.kind,
+        workers=srv.workers,
+        load=load,
+        calls=calls,
+        decisions=decisions,
+        wall_s=round(run.wall_s, 3),
+        decisions_per_s=round(decisions / run.wall_s, 1),
+        p50_ms=round(run.percentile_ms(0.50), 3),
+        p99_ms=round(run.percentile_ms(0.99), 3),
+        cpu_us_per_decision=round((cpu1 - cpu0) / max(1, decisions + extra) * 1e6, 1),
+        checked=checked,
+    )
 
 
 def _expected(bodies: Sequence[Body], sent: Sequence[int]) -> collections.Counter[tuple[str, ...]]:
@@ -291,30 +337,44 @@ class RssSampler(threading.Thread):
 # -- one server: warm-up, runs, memory ---------------------------------------------------
 
 
-def load_server(report: Report, mode: Mode, kind: str, workers: int, cores: list[int],
-                corpus: Corpus, bodies: dict[str, list[Body]], work: Path,
-                decision_file: Path, swap: bool = False) -> None:
+def load_server(
+    report: Report,
+    mode: Mode,
+    kind: str,
+    workers: int,
+    cores: list[int],
+    corpus: Corpus,
+    bodies: dict[str, list[Body]],
+    work: Path,
+    decision_file: Path,
+    swap: bool = False,
+) -> None:
     server_cores = cores[:workers]
     shared = len(cores) <= workers
     load_core = cores[-1] if shared else cores[workers]
     # A private copy of the bundle: the hot-swap run edits it.
     bundle = work / f"bundle-{kind}-{workers}w" / corpus.bundle.name
     shutil.copytree(corpus.bundle, bundle)
-    with procs.start(kind, workers, server_cores, bundle=bundle,
-                     decision_file=decision_file) as srv:
+    with procs.start(kind, workers, server_cores, bundle=bundle, decision_file=decision_file) as srv:
         if kind == "service" and workers == 1:
             problems = check.precheck(srv.address, corpus.entries, bodies)
             report.failures += [f"pre-check: {p}" for p in problems]
             report.checks["pre-check requests"] += len(corpus.entries) + sum(
-                len(b.entries) for group in bodies.values() for b in group)
+                len(b.entries) for group in bodies.values() for b in group
+            )
         if kind == "echo":
             _echo_check(report, srv.address, bodies)
         rates: dict[str, list[float]] = {}
         for rpc in RPCS:
-            warm = h2load.run(srv.port, bodies[rpc], core=load_core,
-                              log_dir=work / f"{kind}-{workers}w-warmup",
-                              connections=_connections(bodies[rpc]), duration_s=mode.warmup_s,
-                              timeout_s=60 + 4 * mode.warmup_s)
+            warm = h2load.run(
+                srv.port,
+                bodies[rpc],
+                core=load_core,
+                log_dir=work / f"{kind}-{workers}w-warmup",
+                connections=_connections(bodies[rpc]),
+                duration_s=mode.warmup_s,
+                timeout_s=60 + 4 * mode.warmup_s,
+            )
             rates[rpc] = [max(r.done, 1) / warm.wall_s for r in warm.results]
         if kind == "service":
             srv.settled_scrape()
@@ -323,26 +383,53 @@ def load_server(report: Report, mode: Mode, kind: str, workers: int, cores: list
         sampler.start()
         for i, rpc in enumerate(RPCS):
             counts = [max(1, round(rate * mode.measure_s)) for rate in rates[rpc]]
-            row = measure(report, srv, rpc, bodies[rpc], counts=counts, load="max",
-                          load_core=load_core, log_dir=work / f"{kind}-{workers}w-{rpc}",
-                          corpus=corpus, checker_start=i * 97 + workers * 31,
-                          timeout_s=60 + 4 * mode.measure_s)
+            row = measure(
+                report,
+                srv,
+                rpc,
+                bodies[rpc],
+                counts=counts,
+                load="max",
+                load_core=load_core,
+                log_dir=work / f"{kind}-{workers}w-{rpc}",
+                corpus=corpus,
+                checker_start=i * 97 + workers * 31,
+                timeout_s=60 + 4 * mode.measure_s,
+            )
             row.loadgen_shares_core = shared
             report.rows.append(row)
         if workers == 1:
             typical = _typical(bodies["Decide"])
-            row = measure(report, srv, "Decide", [typical], counts=[mode.unloaded_calls],
-                          load="unloaded (1 connection)", load_core=load_core,
-                          log_dir=work / f"{kind}-{workers}w-unloaded", corpus=corpus,
-                          connections=1)
+            row = measure(
+                report,
+                srv,
+                "Decide",
+                [typical],
+                counts=[mode.unloaded_calls],
+                load="unloaded (1 connection)",
+                load_core=load_core,
+                log_dir=work / f"{kind}-{workers}w-unloaded",
+                corpus=corpus,
+                connections=1,
+            )
             report.rows.append(row)
         if kind == "service" and workers in mode.paced_workers:
             per_connection = mode.paced_rps / len(bodies["Decide"])
             n = round(per_connection * mode.paced_s)
-            row = measure(report, srv, "Decide", bodies["Decide"], counts=[n] * len(bodies["Decide"]),
-                          load=f"paced {mode.paced_rps}/s", load_core=load_core,
-                          log_dir=work / f"{kind}-{workers}w-paced", corpus=corpus,
-                          rps=per_connection, connections=1, timeout_s=60 + 2 * mode.paced_s)
+            row = measure(
+                report,
+                srv,
+                "Decide",
+                bodies["Decide"],
+                counts=[n] * len(bodies["Decide"]),
+                load=f"paced {mode.paced_rps}/s",
+                load_core=load_core,
+                log_dir=work / f"{kind}-{workers}w-paced",
+                corpus=corpus,
+                rps=per_connection,
+                connections=1,
+                timeout_s=60 + 2 * mode.paced_s,
+            )
             row.loadgen_shares_core = shared
             report.rows.append(row)
         sampler.stop.set()
@@ -351,27 +438,44 @@ def load_server(report: Report, mode: Mode, kind: str, workers: int, cores: list
         if kind == "service" and swap and workers in mode.swap_workers:
             swapper = Swapper(srv, bundle, mode.swaps, f"{workers}w")
             counts = [max(1, round(rate * 3)) for rate in rates["Decide"]]
-            row = measure(report, srv, "Decide", bodies["Decide"], counts=counts,
-                          load=f"{mode.swaps} hot swaps", load_core=load_core,
-                          log_dir=work / f"{kind}-{workers}w-swap", corpus=corpus,
-                          timeout_s=60 + 4 * mode.measure_s, swapper=swapper)
+            row = measure(
+                report,
+                srv,
+                "Decide",
+                bodies["Decide"],
+                counts=counts,
+                load=f"{mode.swaps} hot swaps",
+                load_core=load_core,
+                log_dir=work / f"{kind}-{workers}w-swap",
+                corpus=corpus,
+                timeout_s=60 + 4 * mode.measure_s,
+                swapper=swapper,
+            )
             row.loadgen_shares_core = shared
             report.rows.append(row)
             report.notes.append(
                 f"hot swap {workers}w: {swapper.done} swaps under Decide load, each active on every "
                 f"worker after {min(swapper.seconds, default=0):.1f}-{max(swapper.seconds, default=0):.1f} s; "
                 f"RSS {sum(srv.rss().values())} KiB after them (not in the growth check: "
-                "old revisions stay loaded for pinning)")
+                "old revisions stay loaded for pinning)"
+            )
         start_total, end_total = sum(rss_start.values()), sum(rss_end.values())
         growth = (end_total - start_total) / max(1, start_total)
-        report.memory.append({"server": kind, "workers": workers,
-                              "rss_after_warmup_kib": start_total, "rss_end_kib": end_total,
-                              "rss_max_kib": max(sampler.samples, default=end_total),
-                              "growth": round(growth, 4),
-                              "per_worker_kib": {str(p): [rss_start.get(p), rss_end.get(p)] for p in rss_end}})
+        report.memory.append(
+            {
+                "server": kind,
+                "workers": workers,
+                "rss_after_warmup_kib": start_total,
+                "rss_end_kib": end_total,
+                "rss_max_kib": max(sampler.samples, default=end_total),
+                "growth": round(growth, 4),
+                "per_worker_kib": {str(p): [rss_start.get(p), rss_end.get(p)] for p in rss_end},
+            }
+        )
         if kind == "service" and growth > RSS_GROWTH:
-            report.failures.append(f"{kind} {workers}w: RSS grew {growth:.1%} after the warm-up "
-                                   f"({start_total} -> {end_total} KiB)")
+            report.failures.append(
+                f"{kind} {workers}w: RSS grew {growth:.1%} after the warm-up ({start_total} -> {end_total} KiB)"
+            )
 
 
 def _typical(bodies: Sequence[Body]) -> Body:
@@ -406,13 +510,13 @@ def _echo_check(report: Report, address: str, bodies: dict[str, list[Body]]) -> 
 # -- the whole test ----------------------------------------------------------------------
 
 
-def run(mode: Mode, *, bundle: Path = BUNDLE, workers: Sequence[int] = (1, 2),
-        work: Path | None = None) -> Report:
+def run(mode: Mode, *, bundle: Path = BUNDLE, workers: Sequence[int] = (1, 2), work: Path | None = None) -> Report:
     """Everything, in order; the report holds the rows and every failure."""
     began = time.monotonic()
     h2load.ensure_h2load()
-    report = Report(mode=mode.name, started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    machine=machine(), corpus={})
+    report = Report(
+        mode=mode.name, started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), machine=machine(), corpus={}
+    )
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         report.failures.append("the load test needs 2 cores: server and load generator apart")
@@ -433,11 +537,12 @@ def run(mode: Mode, *, bundle: Path = BUNDLE, workers: Sequence[int] = (1, 2),
             report.notes.append("hot swap under load: not run, the server has no bundle reload")
         for w in workers:
             if len(cores) <= w:
-                report.notes.append(f"{w} workers: only {len(cores)} cores, h2load shares core "
-                                    f"{cores[-1]} with a worker (ratios understate the service)")
+                report.notes.append(
+                    f"{w} workers: only {len(cores)} cores, h2load shares core "
+                    f"{cores[-1]} with a worker (ratios understate the service)"
+                )
             for kind in ("echo", "service"):
-                load_server(report, mode, kind, w, cores, corpus, bodies, work, decision_file,
-                            swap=bool(swap))
+                load_server(report, mode, kind, w, cores, corpus, bodies, work, decision_file, swap=bool(swap))
     _ratios(report)
     _targets(report)
     report.duration_s = round(time.monotonic() - began, 1)
@@ -472,8 +577,9 @@ def _targets(report: Report) -> None:
         if measured is None:
             return
         met = measured >= limit if higher_is_better else measured <= limit
-        report.targets.append({"target": name, "measured": round(measured, 3), "limit": limit,
-                               "unit": unit, "met": met})
+        report.targets.append(
+            {"target": name, "measured": round(measured, 3), "limit": limit, "unit": unit, "met": met}
+        )
 
     def echo_of(row: Row | None) -> Row | None:
         return _find(report, "echo", row.rpc, row.workers, row.load) if row else None
@@ -489,16 +595,26 @@ def _targets(report: Report) -> None:
     target("DecideStream, 1 worker, vs echo's stream", stream1.vs_echo if stream1 else None, 0.5, True, "x echo")
     echo1 = echo_of(unary1)
     if unary1 and echo1 and echo1.cpu_us_per_decision:
-        target("server CPU per unary decision vs echo's (1 worker)",
-               unary1.cpu_us_per_decision / echo1.cpu_us_per_decision, 1.35, False, "x echo")
+        target(
+            "server CPU per unary decision vs echo's (1 worker)",
+            unary1.cpu_us_per_decision / echo1.cpu_us_per_decision,
+            1.35,
+            False,
+            "x echo",
+        )
     echo_unloaded = echo_of(unloaded)
     if unloaded and echo_unloaded and echo_unloaded.p99_ms:
         target("unloaded Decide p99 vs echo's", unloaded.p99_ms / echo_unloaded.p99_ms, 1.5, False, "x echo")
     if unary1 and unary2 and unary1.cpu_us_per_decision:
         # Two cores cannot show 2 workers' throughput while h2load needs one of them:
         # the fair check is that a second worker costs no more CPU per decision.
-        target("server CPU per unary decision, 2 workers vs 1",
-               unary2.cpu_us_per_decision / unary1.cpu_us_per_decision, 1.10, False, "x")
+        target(
+            "server CPU per unary decision, 2 workers vs 1",
+            unary2.cpu_us_per_decision / unary1.cpu_us_per_decision,
+            1.10,
+            False,
+            "x",
+        )
     for row in paced:
         target(f"Decide p99 under {row.load}, {row.workers} worker(s)", row.p99_ms, 10.0, False, "ms")
 
@@ -508,32 +624,50 @@ def _targets(report: Report) -> None:
 
 def table(report: Report) -> str:
     m = report.machine
-    lines = [f"order-policy load test ({report.mode}), {report.started}, {m['nproc']} cores "
-             f"{m['cpu_model']}, Python {m['python']}, grpcio {m['grpcio']}",
-             f"corpus: {report.corpus}", ""]
-    head = ("RPC", "server", "workers", "load", "decisions/s", "p50 ms", "p99 ms",
-            "CPU us/decision", "vs echo")
-    rows = [head] + [(r.rpc, r.server, str(r.workers) + ("*" if r.loadgen_shares_core else ""), r.load,
-                      f"{r.decisions_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-                      f"{r.cpu_us_per_decision:.0f}", f"{r.vs_echo:.2f}" if r.vs_echo else "")
-                     for r in report.rows]
+    lines = [
+        f"order-policy load test ({report.mode}), {report.started}, {m['nproc']} cores "
+        f"{m['cpu_model']}, Python {m['python']}, grpcio {m['grpcio']}",
+        f"corpus: {report.corpus}",
+        "",
+    ]
+    head = ("RPC", "server", "workers", "load", "decisions/s", "p50 ms", "p99 ms", "CPU us/decision", "vs echo")
+    rows = [head] + [
+        (
+            r.rpc,
+            r.server,
+            str(r.workers) + ("*" if r.loadgen_shares_core else ""),
+            r.load,
+            f"{r.decisions_per_s:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.cpu_us_per_decision:.0f}",
+            f"{r.vs_echo:.2f}" if r.vs_echo else "",
+        )
+        for r in report.rows
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for i, row in enumerate(rows):
         cells = zip(row, widths, strict=True)
         lines.append("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(cells)))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("p50/p99 are per call (a DecideBatch or DecideStream call carries 100 requests); "
-                 "* = h2load shares a core with a worker")
+    lines.append(
+        "p50/p99 are per call (a DecideBatch or DecideStream call carries 100 requests); "
+        "* = h2load shares a core with a worker"
+    )
     lines.append("")
     for mem in report.memory:
-        lines.append(f"RSS {mem['server']} {mem['workers']}w: {mem['rss_after_warmup_kib']} KiB after "
-                     f"warm-up, {mem['rss_end_kib']} KiB at the end ({mem['growth']:+.1%}), "
-                     f"max {mem['rss_max_kib']} KiB")
+        lines.append(
+            f"RSS {mem['server']} {mem['workers']}w: {mem['rss_after_warmup_kib']} KiB after "
+            f"warm-up, {mem['rss_end_kib']} KiB at the end ({mem['growth']:+.1%}), "
+            f"max {mem['rss_max_kib']} KiB"
+        )
     lines.append("")
     for t in report.targets:
-        lines.append(f"target {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['measured']} {t['unit']} "
-                     f"(limit {t['limit']})")
+        lines.append(
+            f"target {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['measured']} {t['unit']} "
+            f"(limit {t['limit']})"
+        )
     lines += [f"note: {n}" for n in report.notes]
     lines.append(f"checks: {dict(report.checks)}")
     lines.append(f"{len(report.failures)} failure(s) in {report.duration_s} s")
@@ -544,17 +678,24 @@ def table(report: Report) -> str:
 def compare(report: Report, previous: dict[str, Any]) -> str:
     """Each row next to the same row of a previous run (ratios travel between machines)."""
     old = {(r["rpc"], r["server"], r["workers"], r["load"]): r for r in previous.get("rows", [])}
-    lines = [f"compared with the run of {previous.get('started')} on "
-             f"{previous.get('machine', {}).get('cpu_model')} ({previous.get('mode')} mode):"]
+    lines = [
+        f"compared with the run of {previous.get('started')} on "
+        f"{previous.get('machine', {}).get('cpu_model')} ({previous.get('mode')} mode):"
+    ]
     for row in report.rows:
         before = old.get((row.rpc, row.server, row.workers, row.load))
         if before is None:
             continue
-        ratio = "" if row.vs_echo is None or before.get("vs_echo") is None else (
-            f", vs echo {before['vs_echo']:.2f} -> {row.vs_echo:.2f}")
-        lines.append(f"  {row.rpc} {row.server} {row.workers}w {row.load}: decisions/s "
-                     f"{row.decisions_per_s / max(before['decisions_per_s'], 1e-9):.2f}x, CPU/decision "
-                     f"{before['cpu_us_per_decision']:.0f} -> {row.cpu_us_per_decision:.0f} us{ratio}")
+        ratio = (
+            ""
+            if row.vs_echo is None or before.get("vs_echo") is None
+            else (f", vs echo {before['vs_echo']:.2f} -> {row.vs_echo:.2f}")
+        )
+        lines.append(
+            f"  {row.rpc} {row.server} {row.workers}w {row.load}: decisions/s "
+            f"{row.decisions_per_s / max(before['decisions_per_s'], 1e-9):.2f}x, CPU/decision "
+            f"{before['cpu_us_per_decision']:.0f} -> {row.cpu_us_per_decision:.0f} us{ratio}"
+        )
     return "\n".join(lines)
 
 
@@ -573,14 +714,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tests.load", description="order-policy load test")
     parser.add_argument("--ci", action="store_true", help="the short CI run (at most 3 minutes)")
-    parser.add_argument("--json", type=Path, default=Path("loadtest-results.json"),
-                        help="write the figures here (default loadtest-results.json)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("loadtest-results.json"),
+        help="write the figures here (default loadtest-results.json)",
+    )
     parser.add_argument("--bundle", type=Path, default=BUNDLE)
     parser.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
     parser.add_argument("--compare", type=Path, help="a previous JSON file to compare with")
     args = parser.parse_args(argv)
-    report = run(CI if args.ci else FULL, bundle=args.bundle,
-                 workers=[int(w) for w in args.workers.split(",")])
+    report = run(CI if args.ci else FULL, bundle=args.bundle, workers=[int(w) for w in args.workers.split(",")])
     print(table(report))
     if args.compare:
         print(compare(report, json.loads(args.compare.read_text())))

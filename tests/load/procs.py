@@ -39,14 +39,38 @@ def order_policy_argv() -> list[str]:
 def serve_argv(bundle: Path, port: int, workers: int, metrics_port: int) -> list[str]:
     """``order-policy serve`` as ``make serve`` runs it, plus the load test's flags (the admin
     listener on a free loopback port, so runs side by side never collide on its default)."""
-    return [*order_policy_argv(), "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers), "--metrics-port", str(metrics_port),
-            "--admin-address", "127.0.0.1:0"]
+    return [
+        *order_policy_argv(),
+        "serve",
+        "--bundle",
+        str(bundle),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--metrics-port",
+        str(metrics_port),
+        "--admin-address",
+        "127.0.0.1:0",
+    ]
 
 
 def echo_argv(port: int, workers: int, decision_file: Path) -> list[str]:
-    return [sys.executable, "-m", "tests.load.echo_server", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers), "--decision", str(decision_file)]
+    return [
+        sys.executable,
+        "-m",
+        "tests.load.echo_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--decision",
+        str(decision_file),
+    ]
 
 
 def children(pid: int) -> list[int]:
@@ -118,7 +142,7 @@ class Running:
     def scrape(self) -> collections.Counter[tuple[str, ...]]:
         """The counters the checks compare: decisions, errors and RPC counts, by label."""
         assert self.metrics_port is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         out: collections.Counter[tuple[str, ...]] = collections.Counter()
         for family in text_string_to_metric_families(text):
@@ -152,13 +176,17 @@ def _pin(pid: int, cores: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_file: Path,
-          timeout: float = 60.0) -> Iterator[Running]:
+def start(
+    kind: str, workers: int, cores: list[int], *, bundle: Path, decision_file: Path, timeout: float = 60.0
+) -> Iterator[Running]:
     """Start the real service or the echo, pinned to ``cores``; stop it on exit."""
     port = free_port()
     metrics_port = free_port() if kind == "service" else None
-    argv = (serve_argv(bundle, port, workers, metrics_port) if kind == "service"
-            else echo_argv(port, workers, decision_file))
+    argv = (
+        serve_argv(bundle, port, workers, metrics_port)
+        if kind == "service"
+        else echo_argv(port, workers, decision_file)
+    )
     if kind == "echo-aio":
         argv.append("--aio")
     argv = ["taskset", "-c", ",".join(map(str, cores)), *argv]
@@ -167,8 +195,9 @@ def start(kind: str, workers: int, cores: list[int], *, bundle: Path, decision_f
     with tempfile.TemporaryDirectory(prefix=f"order-policy-load-{kind}-") as tmp:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "ab") as out:  # O_APPEND: workers' lines never overwrite
-            process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out,  # noqa: S603
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         running = Running(kind, workers, cores, process, port, metrics_port, log_path)
         try:
             _wait_started(running, timeout)

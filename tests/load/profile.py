@@ -37,8 +37,13 @@ def summarise(collapsed: str, top: int = 25) -> str:
         count = int(count_text)
         frames = [f for f in stack.split(";") if f]
         # Only RPC threads: the idle poller and metrics threads are not request work.
-        if not any("_call_behavior" in f or "_stream_response_in_pool" in f
-                   or "_unary_response_in_pool" in f or "_handle_call" in f for f in frames):
+        if not any(
+            "_call_behavior" in f
+            or "_stream_response_in_pool" in f
+            or "_unary_response_in_pool" in f
+            or "_handle_call" in f
+            for f in frames
+        ):
             continue
         total += count
         for name in {_short(f) for f in frames}:
@@ -78,16 +83,42 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or work / "stacks.txt"
         with procs.start("service", 1, [cores[0]], bundle=BUNDLE, decision_file=work / "x") as srv:
             conns = -(-16 // len(bodies))
-            h2load.run(srv.port, bodies, core=cores[-1], log_dir=work / "warm", connections=conns,
-                       duration_s=2)
-            load = threading.Thread(target=h2load.run, args=(srv.port, bodies), kwargs={
-                "core": cores[-1], "log_dir": work / "load", "connections": conns,
-                "duration_s": args.seconds + 2})
+            h2load.run(srv.port, bodies, core=cores[-1], log_dir=work / "warm", connections=conns, duration_s=2)
+            load = threading.Thread(
+                target=h2load.run,
+                args=(srv.port, bodies),
+                kwargs={
+                    "core": cores[-1],
+                    "log_dir": work / "load",
+                    "connections": conns,
+                    "duration_s": args.seconds + 2,
+                },
+            )
             load.start()
-            subprocess.run(["taskset", "-c", str(cores[-1]), spy, "record", "--nonblocking", "--gil",  # noqa: S603
-                            "--format", "raw", "-r", "250", "-d", str(int(args.seconds)),
-                            "-o", str(out), "-p", str(srv.worker_pids[0])],
-                           check=True, capture_output=True, timeout=args.seconds + 60)
+            subprocess.run(
+                [
+                    "taskset",
+                    "-c",
+                    str(cores[-1]),
+                    spy,
+                    "record",
+                    "--nonblocking",
+                    "--gil",
+                    "--format",
+                    "raw",
+                    "-r",
+                    "250",
+                    "-d",
+                    str(int(args.seconds)),
+                    "-o",
+                    str(out),
+                    "-p",
+                    str(srv.worker_pids[0]),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=args.seconds + 60,
+            )
             load.join(args.seconds + 60)
         print(f"{args.rpc}, 1 worker pinned, {args.seconds:g} s")
         print(summarise(out.read_text()))

@@ -41,11 +41,18 @@ def main(argv: list[str] | None = None) -> int:
                 for rpc, per_call in (("Decide", 1), ("DecideBatch", 100)):
                     selected = bodies[rpc][:16] if rpc == "Decide" else bodies[rpc][:4]
                     connections = max(1, 16 // len(selected))
-                    h2load.run(srv.port, selected, core=load_core, log_dir=work / "warm",
-                               connections=connections, duration_s=2)
+                    h2load.run(
+                        srv.port, selected, core=load_core, log_dir=work / "warm", connections=connections, duration_s=2
+                    )
                     cpu0 = srv.cpu()
-                    run = h2load.run(srv.port, selected, core=load_core, log_dir=work / "run",
-                                     connections=connections, duration_s=args.seconds)
+                    run = h2load.run(
+                        srv.port,
+                        selected,
+                        core=load_core,
+                        log_dir=work / "run",
+                        connections=connections,
+                        duration_s=args.seconds,
+                    )
                     cpu = srv.cpu() - cpu0
                     problems = run.problems()
                     if problems:

@@ -34,8 +34,7 @@ def test_ci_load_run_has_no_error_wrong_decision_count_mismatch_or_memory_growth
 def test_corpus_covers_both_inputs_actions_appointments_and_invalid_snapshots() -> None:
     """Every kind of request the issue asks for is in the corpus, and the files hold 100 each."""
     corpus = build_corpus(BUNDLE)
-    kinds = collections.Counter((e.kind, e.action, e.has_appointment, e.expect.invalid)
-                                for e in corpus.entries)
+    kinds = collections.Counter((e.kind, e.action, e.has_appointment, e.expect.invalid) for e in corpus.entries)
     for kind in ("json", "typed"):
         for action in ("cancel_order", "cancel_appointment"):
             for appointment in (True, False):
@@ -50,8 +49,8 @@ def test_data_files_are_length_prefixed_requests(tmp_path: Path) -> None:
     """Every h2load data file is the corpus requests, 5-byte prefixed, 100 per batch/stream call."""
     bodies = write_bodies(build_corpus(BUNDLE), tmp_path)
     for body in bodies["DecideStream"]:
-        messages = list(check._unframe(body.path.read_bytes()))  # noqa: SLF001
+        messages = list(check._unframe(body.path.read_bytes()))
         assert len(messages) == len(body.entries) == 100
     for body in bodies["DecideBatch"]:
-        (payload,) = check._unframe(body.path.read_bytes())  # noqa: SLF001
+        (payload,) = check._unframe(body.path.read_bytes())
         assert len(check.pb.DecideBatchRequest.FromString(payload).requests) == 100

@@ -78,7 +78,7 @@ def expected_field(field: str, request: pb.DecideRequest) -> str:
     head = match.group(1)
     which = request.WhichOneof(f"{head}_input")
     if which == f"{head}_json":
-        return f"{head}_json{field[len(head):]}"
+        return f"{head}_json{field[len(head) :]}"
     if which == head:
         field = re.sub(r"^order\.details\.type", "order.details_type", field)
         return re.sub(r"^order\.lab_test\.method", "order.lab_test_method", field)

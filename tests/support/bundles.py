@@ -90,8 +90,9 @@ def set_revision(bundle: Path, revision: str) -> None:
     set_value(bundle / "manifest.yaml", ["revision"], revision)
 
 
-def bundle_variant(dest: Path, *, revision: str | None = None,
-                   settings: dict[str, Any] | None = None, source: Path = FIXTURE_BUNDLE) -> Path:
+def bundle_variant(
+    dest: Path, *, revision: str | None = None, settings: dict[str, Any] | None = None, source: Path = FIXTURE_BUNDLE
+) -> Path:
     """A copy of ``source`` with another revision and/or settings values, edited as data."""
     copy_bundle(dest, source)
     if revision is not None:

@@ -23,11 +23,16 @@ from typing import Any
 
 MiB = 1024 * 1024
 
-ALIAS_BOMB = "\n".join(
-    ["a: &a [x, x, x, x, x, x, x, x, x]"]
-    + [f"{chr(ord('a') + i)}: &{chr(ord('a') + i)} [{', '.join(['*' + chr(ord('a') + i - 1)] * 9)}]"
-       for i in range(1, 9)]
-) + "\n"
+ALIAS_BOMB = (
+    "\n".join(
+        ["a: &a [x, x, x, x, x, x, x, x, x]"]
+        + [
+            f"{chr(ord('a') + i)}: &{chr(ord('a') + i)} [{', '.join(['*' + chr(ord('a') + i - 1)] * 9)}]"
+            for i in range(1, 9)
+        ]
+    )
+    + "\n"
+)
 
 
 def _gz(data: bytes) -> bytes:
@@ -47,8 +52,9 @@ def _pad(size: int) -> bytes:
 
 
 def _manifest_member(files: dict[str, str]) -> bytes:
-    body = json.dumps({"format_version": 1, "name": "x", "revision": "evil", "files": files,
-                       "digest": "0" * 64}).encode()
+    body = json.dumps(
+        {"format_version": 1, "name": "x", "revision": "evil", "files": files, "digest": "0" * 64}
+    ).encode()
     return _header(".manifest.json", len(body)) + body + _pad(len(body))
 
 
@@ -168,10 +174,17 @@ def _one(manager: Any, attack: str, keyed: bool) -> dict[str, object]:
     seconds = time.perf_counter() - start
     growth = max(0, _peak_kib() - before)
     decision = manager.registry.decide(Snapshot("cancel_order", ORDER, APPT, NOW))
-    return {"attack": attack, "keyed": keyed, "seconds": round(seconds, 3), "rss_growth_kib": growth,
-            "code": code, "serving": manager.registry.active().ref.revision,
-            "good_revision": good_revision, "decided": bool(decision.outcome),
-            "compressed_bytes": len(data)}
+    return {
+        "attack": attack,
+        "keyed": keyed,
+        "seconds": round(seconds, 3),
+        "rss_growth_kib": growth,
+        "code": code,
+        "serving": manager.registry.active().ref.revision,
+        "good_revision": good_revision,
+        "decided": bool(decision.outcome),
+        "compressed_bytes": len(data),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

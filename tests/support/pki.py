@@ -23,7 +23,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool, usage=None):  # noqa: ANN001, ANN202
+def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool, usage=None):
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -37,20 +37,29 @@ def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool, usage=None): 
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
     else:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if usage == ExtendedKeyUsageOID.SERVER_AUTH:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]),
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
                 critical=False,
             )
     return builder.sign(issuer_key or key, hashes.SHA256())
@@ -64,12 +73,10 @@ class Pki:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _cert(name, ca_key, None, None, ca=True)
         self.ca = self._write("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
-        for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH),
-                            ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
+        for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
             key = ec.generate_private_key(ec.SECP256R1())
             cert = _cert(f"{role}.test", key, ca.subject, ca_key, ca=False, usage=usage)
-            setattr(self, f"{role}_cert", self._write(f"{role}.pem",
-                                                      cert.public_bytes(serialization.Encoding.PEM)))
+            setattr(self, f"{role}_cert", self._write(f"{role}.pem", cert.public_bytes(serialization.Encoding.PEM)))
             setattr(self, f"{role}_key", self._write(f"{role}.key", _pem_key(key)))
 
     def _write(self, name: str, data: bytes) -> Path:

@@ -38,8 +38,13 @@ __all__ = [
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
-               message: str = "condition", raising: bool = True) -> Any:
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    message: str = "condition",
+    raising: bool = True,
+) -> Any:
     """Poll ``condition`` until it returns a true value, and return that value.
 
     After ``timeout`` seconds: TimeoutError naming ``message`` (or the last value when
@@ -117,9 +122,7 @@ def wait_serving(
         )
         with channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1.0
-                )
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 last = reply.status
@@ -178,16 +181,29 @@ def serve_process(
         admin_address = f"127.0.0.1:{free_port()}"
         admin = ["--admin-address", admin_address]
     argv = serve_command(
-        "serve", "--bundle", str(bundle_dir), "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), *admin, *args,
+        "serve",
+        "--bundle",
+        str(bundle_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        *admin,
+        *args,
     )
     with tempfile.TemporaryDirectory(prefix="order-policy-serve-") as tmp:
         log_path = Path(tmp) / "server.log"
         full_env = {**os.environ, "PYTHONPATH": str(_REPO), **(env or {})}
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with open(log_path, "wb") as out:
-            process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                argv, cwd=_REPO, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+            process = subprocess.Popen(
+                argv,
+                cwd=_REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full_env,
                 start_new_session=True,  # its own process group: cleanup reaches every worker
             )
         handle = ServeProcess(process, f"127.0.0.1:{port}", port, log_path, argv, admin_address)

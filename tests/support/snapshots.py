@@ -28,8 +28,7 @@ def _event(raw: Any) -> Any:
         return None
     ev_id, created, status = raw.get("id"), aware_datetime(raw.get("created_at")), raw.get("status")
     # Typed zero values mean "absent": an empty status or id 0 cannot be said typed.
-    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str) \
-            or not status:
+    if type(ev_id) is not int or ev_id <= 0 or created is None or not isinstance(status, str) or not status:
         return None
     event = pb.OrderEvent(id=ev_id, status=status)
     event.created_at.FromDatetime(created.astimezone(dt.UTC))
@@ -128,8 +127,9 @@ def case_request(case: Any, *, typed: bool) -> Any:
     request = pb.DecideRequest(action=actions[case.action])
     request.now.FromDatetime(now.astimezone(dt.UTC))
     if not typed:
-        request.order_json = (case.order_json if case.order_json is not None
-                              else json.dumps(case.order, ensure_ascii=False))
+        request.order_json = (
+            case.order_json if case.order_json is not None else json.dumps(case.order, ensure_ascii=False)
+        )
         if case.appointment_json is not None:
             request.appointment_json = case.appointment_json
         elif case.appointment is not None:

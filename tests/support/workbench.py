@@ -26,8 +26,11 @@ def small_copy(tmp_path: Path) -> Path:
 
 
 def visit(start_at: str | None = "2026-03-10T14:00:01Z", status: str = "received.visit.ordered") -> dict:
-    order = {"id": "o-1", "details": {"type": "visit"},
-             "events": [{"id": 1, "created_at": "2026-03-10T08:00:00Z", "status": status}]}
+    order = {
+        "id": "o-1",
+        "details": {"type": "visit"},
+        "events": [{"id": 1, "created_at": "2026-03-10T08:00:00Z", "status": status}],
+    }
     appt = {"status": "booked", "provider": "alpha"}
     if start_at:
         appt["start_at"] = start_at
@@ -41,7 +44,6 @@ def line(request_id: str, action: str = "cancel_order", now: str | None = NOW, *
     return json.dumps(doc)
 
 
-
 def edit(path: Path, old: str, new: str) -> None:
     """Replace one exact piece of a bundle file (fails when it is not there exactly once)."""
     text = path.read_text()
@@ -50,5 +52,11 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, input=stdin, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "server", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        input=stdin,
+        timeout=timeout,
+    )

@@ -24,8 +24,13 @@ from tests.support.servers import serve_process
 from tests.support.workbench import SMALL, cli
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
-PATIENT = {"first_name": "Ada", "last_name": "Lovelace", "dob": "1815-12-10", "email": "ada@example.com",
-           "phone_number": "+15555550100"}
+PATIENT = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "dob": "1815-12-10",
+    "email": "ada@example.com",
+    "phone_number": "+15555550100",
+}
 ADDRESS = {"first_line": "12 St James's Square", "city": "London", "zip": "SW1Y"}
 
 
@@ -53,7 +58,7 @@ def _decides(decider, snapshot):
     return True
 
 
-class _fake:  # noqa: N801 - stands in for a decision where there is none (the projection is still checked)
+class _fake:
     def __init__(self, snapshot):
         self.decision_id = "none"
         self.now = snapshot.now
@@ -110,34 +115,86 @@ def test_the_capture_holds_only_the_fields_facts_read(rich):
             assert secret not in text
 
 
-_stamps = st.sampled_from(["2026-03-09T14:03:12+00:00", "2026-03-09T17:59:59-05:00", "2026-03-10T12:00:00Z",
-                           "2026-03-10", "2026-03-11T09:00:00", "soon", None, 7])
-_statuses = st.sampled_from(["received.visit.ordered", "collecting_sample.kit.shipped", "completed.visit.completed",
-                             "received.kit.placed", "received.kit.ordered", "received.other.ordered", "bad", "", 3])
-_events = st.fixed_dictionaries({}, optional={
-    "id": st.integers(-2, 3) | st.sampled_from([2**70, "1", None, True]), "created_at": _stamps,
-    "status": _statuses, "note": st.text(max_size=5), "actor": st.sampled_from([{"name": "Ada"}, None])})
-_junk = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
-                     max_leaves=6)
-_orders = st.fixed_dictionaries({}, optional={
-    "id": st.sampled_from(["o-1", "", None, 5]),
-    "status": st.sampled_from(["received", "completed", "collecting_sample", "Bad", None, 2]),
-    "created_at": _stamps,
-    "details": st.none() | st.sampled_from(["visit", 3]) | st.fixed_dictionaries({}, optional={
-        "type": st.sampled_from(["kit", "visit", "other", None, 4]), "data": _junk}),
-    "lab_test": st.none() | st.fixed_dictionaries({}, optional={
-        "method": st.sampled_from(["kit", "visit", None]), "name": st.text(max_size=5)}),
-    "diagnostic_lab_test": st.none() | st.fixed_dictionaries({}, optional={"method": st.sampled_from(["kit", "x"])}),
-    "events": st.lists(_events | _junk, max_size=3) | _junk,
-    "last_event": st.none() | _events | _junk,
-    "patient_details": st.just(PATIENT), "patient_address": st.just(ADDRESS), "extra": _junk,
-})
-_appointments = st.none() | _junk | st.fixed_dictionaries({}, optional={
-    "id": st.text(max_size=3), "order_id": st.sampled_from(["o-1", "o-2", None, 1]),
-    "status": st.sampled_from(["booked", "started", "done", "bogus", None]),
-    "provider": st.sampled_from(["alpha", "beta", "", None, 4]), "start_at": _stamps,
-    "address": st.just(ADDRESS), "notes": st.text(max_size=5)})
+_stamps = st.sampled_from(
+    [
+        "2026-03-09T14:03:12+00:00",
+        "2026-03-09T17:59:59-05:00",
+        "2026-03-10T12:00:00Z",
+        "2026-03-10",
+        "2026-03-11T09:00:00",
+        "soon",
+        None,
+        7,
+    ]
+)
+_statuses = st.sampled_from(
+    [
+        "received.visit.ordered",
+        "collecting_sample.kit.shipped",
+        "completed.visit.completed",
+        "received.kit.placed",
+        "received.kit.ordered",
+        "received.other.ordered",
+        "bad",
+        "",
+        3,
+    ]
+)
+_events = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.integers(-2, 3) | st.sampled_from([2**70, "1", None, True]),
+        "created_at": _stamps,
+        "status": _statuses,
+        "note": st.text(max_size=5),
+        "actor": st.sampled_from([{"name": "Ada"}, None]),
+    },
+)
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+    max_leaves=6,
+)
+_orders = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["o-1", "", None, 5]),
+        "status": st.sampled_from(["received", "completed", "collecting_sample", "Bad", None, 2]),
+        "created_at": _stamps,
+        "details": st.none()
+        | st.sampled_from(["visit", 3])
+        | st.fixed_dictionaries(
+            {}, optional={"type": st.sampled_from(["kit", "visit", "other", None, 4]), "data": _junk}
+        ),
+        "lab_test": st.none()
+        | st.fixed_dictionaries(
+            {}, optional={"method": st.sampled_from(["kit", "visit", None]), "name": st.text(max_size=5)}
+        ),
+        "diagnostic_lab_test": st.none()
+        | st.fixed_dictionaries({}, optional={"method": st.sampled_from(["kit", "x"])}),
+        "events": st.lists(_events | _junk, max_size=3) | _junk,
+        "last_event": st.none() | _events | _junk,
+        "patient_details": st.just(PATIENT),
+        "patient_address": st.just(ADDRESS),
+        "extra": _junk,
+    },
+)
+_appointments = (
+    st.none()
+    | _junk
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.text(max_size=3),
+            "order_id": st.sampled_from(["o-1", "o-2", None, 1]),
+            "status": st.sampled_from(["booked", "started", "done", "bogus", None]),
+            "provider": st.sampled_from(["alpha", "beta", "", None, 4]),
+            "start_at": _stamps,
+            "address": st.just(ADDRESS),
+            "notes": st.text(max_size=5),
+        },
+    )
+)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -145,12 +202,17 @@ _appointments = st.none() | _junk | st.fixed_dictionaries({}, optional={
 def test_generated_snapshots_decide_the_same_from_their_projection(small, order, appointment, action):
     """Hypothesis: any order/appointment (valid or not) decides, or fails on the same field, once projected."""
     snapshot = Snapshot(action, order, appointment, NOW)
-    projected = Snapshot(action, project(order, READ_FIELDS["order"]),
-                         None if appointment is None else project(appointment, READ_FIELDS["appointment"]), NOW)
+    projected = Snapshot(
+        action,
+        project(order, READ_FIELDS["order"]),
+        None if appointment is None else project(appointment, READ_FIELDS["appointment"]),
+        NOW,
+    )
     assert _outcome(small, projected) == _outcome(small, snapshot)
     if _decides(small, snapshot):
         record, replayed = _replayed(small, snapshot)
-        assert isinstance(record.request_id, str) and replayed == _outcome(small, snapshot)
+        assert isinstance(record.request_id, str)
+        assert replayed == _outcome(small, snapshot)
 
 
 def test_capture_writer_samples_rotates_and_refuses_a_bad_rate(small, tmp_path):
@@ -163,16 +225,19 @@ def test_capture_writer_samples_rotates_and_refuses_a_bad_rate(small, tmp_path):
         cap.record(decision, snapshot)
     cap.close()
     files = sorted(tmp_path.iterdir())
-    assert len(files) > 2 and all(f.stat().st_size <= 2000 for f in files)
+    assert len(files) > 2
+    assert all(f.stat().st_size <= 2000 for f in files)
     records = list(read_inputs(tmp_path))
-    assert len(records) == 60 and all(r.order == snapshot.order for r in records)
+    assert len(records) == 60
+    assert all(r.order == snapshot.order for r in records)
     rare = Capture(str(tmp_path / "rare.jsonl"), sample=1e-9)
     for _ in range(200):
         rare.record(decision, snapshot)
     rare.close()
-    assert rare.written == 0 and (tmp_path / "rare.jsonl").read_text() == ""
+    assert rare.written == 0
+    assert (tmp_path / "rare.jsonl").read_text() == ""
     for rate in (0.0, 1.5, -1):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="sample rate must be in"):
             Capture(str(tmp_path / "x.jsonl"), sample=rate)
 
 
@@ -180,8 +245,12 @@ def test_serve_capture_replays_to_the_same_decisions(tmp_path):
     """`serve --capture`: one line per decided request (errors not captured); `diff --input` against the
     same bundle finds every one and no change; `decide --input` gives the live outcomes."""
     target = tmp_path / "capture.jsonl"
-    order = {"id": "o-1", "details": {"type": "visit"}, "patient_details": PATIENT,
-             "events": [{"id": 1, "created_at": "2026-03-10T08:00:00Z", "status": "received.visit.ordered"}]}
+    order = {
+        "id": "o-1",
+        "details": {"type": "visit"},
+        "patient_details": PATIENT,
+        "events": [{"id": 1, "created_at": "2026-03-10T08:00:00Z", "status": "received.visit.ordered"}],
+    }
     appointment = {"status": "booked", "provider": "beta", "start_at": "2099-01-01T00:00:00Z", "address": ADDRESS}
     outcomes = []
     with serve_process(SMALL, "--capture", str(target)) as proc:
@@ -189,16 +258,22 @@ def test_serve_capture_replays_to_the_same_decisions(tmp_path):
             stub = pb_grpc.OrderPolicyServiceStub(channel)
             for i, appt in enumerate([appointment, None, appointment]):
                 extra = {"appointment_json": json.dumps(appt)} if appt else {}
-                reply = stub.Decide(pb.DecideRequest(
-                    request_id=f"r-{i}", action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(order), **extra),
-                    timeout=10)
+                reply = stub.Decide(
+                    pb.DecideRequest(
+                        request_id=f"r-{i}", action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(order), **extra
+                    ),
+                    timeout=10,
+                )
                 outcomes.append([f.code for f in reply.decision.follow_ups])
             with pytest.raises(grpc.RpcError):
-                stub.Decide(pb.DecideRequest(action=pb.ACTION_CANCEL_APPOINTMENT, order_json=json.dumps(order)),
-                            timeout=10)
+                stub.Decide(
+                    pb.DecideRequest(action=pb.ACTION_CANCEL_APPOINTMENT, order_json=json.dumps(order)), timeout=10
+                )
         assert proc.terminate() == 0
     text = target.read_text()
-    assert text.count("\n") == 3 and "Ada" not in text and "James" not in text
+    assert text.count("\n") == 3
+    assert "Ada" not in text
+    assert "James" not in text
     proc = cli("diff", SMALL, SMALL, "--input", target, "--format", "json", "--fail-on-change")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -211,18 +286,42 @@ def test_serve_capture_replays_to_the_same_decisions(tmp_path):
 def test_decide_capture_writes_the_request_it_decided(tmp_path):
     """`decide --capture` appends the decided request; deciding the capture again gives the same answer."""
     order = tmp_path / "order.json"
-    order.write_text(json.dumps({"id": "o-9", "status": "received", "details": {"type": "kit"},
-                                 "patient_details": PATIENT, "created_at": "2026-03-01T08:00:00Z"}))
+    order.write_text(
+        json.dumps(
+            {
+                "id": "o-9",
+                "status": "received",
+                "details": {"type": "kit"},
+                "patient_details": PATIENT,
+                "created_at": "2026-03-01T08:00:00Z",
+            }
+        )
+    )
     target = tmp_path / "cap.jsonl"
-    first = cli("decide", "--bundle", SMALL, "--order", order, "--now", "2026-03-10T12:00:00Z",
-                "--capture", target, "--format", "json")
+    first = cli(
+        "decide",
+        "--bundle",
+        SMALL,
+        "--order",
+        order,
+        "--now",
+        "2026-03-10T12:00:00Z",
+        "--capture",
+        target,
+        "--format",
+        "json",
+    )
     assert first.returncode == 0, first.stderr
     assert "Ada" not in target.read_text()
     again = cli("decide", "--bundle", SMALL, "--input", target, "--format", "json")
     assert again.returncode == 0, again.stderr
     a, b = json.loads(first.stdout), json.loads(again.stdout)
-    assert (b["outcome"], b["reasons"], b["follow_ups"], b["now"]) == (a["outcome"], a["reasons"], a["follow_ups"],
-                                                                        a["now"])
+    assert (b["outcome"], b["reasons"], b["follow_ups"], b["now"]) == (
+        a["outcome"],
+        a["reasons"],
+        a["follow_ups"],
+        a["now"],
+    )
 
 
 def test_serve_capture_with_workers_writes_one_file_each_and_replays_as_a_directory(tmp_path):
@@ -232,8 +331,10 @@ def test_serve_capture_with_workers_writes_one_file_each_and_replays_as_a_direct
     with serve_process(SMALL, "--capture", str(folder / "capture.jsonl"), workers=2) as proc:
         for i in range(6):  # a channel each: connections spread over the workers
             with grpc.insecure_channel(proc.address) as channel:
-                pb_grpc.OrderPolicyServiceStub(channel).Decide(pb.DecideRequest(
-                    request_id=f"r-{i}", action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(order)), timeout=10)
+                pb_grpc.OrderPolicyServiceStub(channel).Decide(
+                    pb.DecideRequest(request_id=f"r-{i}", action=pb.ACTION_CANCEL_ORDER, order_json=json.dumps(order)),
+                    timeout=10,
+                )
         assert proc.terminate() == 0
     assert sorted(p.name for p in folder.iterdir()) == ["capture.jsonl.w0", "capture.jsonl.w1"]
     doc = json.loads(cli("diff", SMALL, SMALL, "--input", folder, "--format", "json").stdout)

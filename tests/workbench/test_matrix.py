@@ -48,8 +48,12 @@ def test_rows_cover_every_action_method_detailed_and_top_status(small):
     """One or more rows for each action x method x (detailed status, then each top status alone)."""
     m = matrix(small, now=NOW)
     vocab = small.bundle.vocabulary
-    want = {(a, meth, s) for a in ("cancel_order", "cancel_appointment") for meth, statuses in vocab.methods.items()
-            for s in [*statuses, *vocab.top_statuses]}
+    want = {
+        (a, meth, s)
+        for a in ("cancel_order", "cancel_appointment")
+        for meth, statuses in vocab.methods.items()
+        for s in [*statuses, *vocab.top_statuses]
+    }
     assert {(r.action, r.method, r.status) for r in m.rows} == want
     assert len({r.key for r in m.rows}) == len(m.rows), "row keys are unique"
     top_only = [r for r in m.rows if r.status in vocab.top_statuses]
@@ -60,7 +64,9 @@ def test_a_status_whose_decision_depends_on_nothing_else_has_one_row(small):
     """A terminal status is one row, situation `any`."""
     rows = _rows(matrix(small, now=NOW), "cancel_order", "completed.visit.completed")
     assert list(rows) == [ANY]
-    assert rows[ANY].outcome == "DENY" and rows[ANY].reasons == ("CLOSED",) and rows[ANY].rules == ("closed",)
+    assert rows[ANY].outcome == "DENY"
+    assert rows[ANY].reasons == ("CLOSED",)
+    assert rows[ANY].rules == ("closed",)
 
 
 def test_situations_follow_the_thresholds_sets_and_providers_the_rules_name(small):
@@ -68,10 +74,13 @@ def test_situations_follow_the_thresholds_sets_and_providers_the_rules_name(smal
     rows = _rows(matrix(small, now=NOW), "cancel_order", "received.visit.ordered")
     assert set(rows) == {
         "no appointment",
-        *(f"appointment open_appointment, {band}, {prov}"
-          for band in ("notice <= fee_window (2h)", "notice > fee_window (2h)", "no start time")
-          for prov in ("other provider", "provider beta")),
-        "appointment done, other provider", "appointment done, provider beta",
+        *(
+            f"appointment open_appointment, {band}, {prov}"
+            for band in ("notice <= fee_window (2h)", "notice > fee_window (2h)", "no start time")
+            for prov in ("other provider", "provider beta")
+        ),
+        "appointment done, other provider",
+        "appointment done, provider beta",
     }
     at = rows["appointment open_appointment, notice <= fee_window (2h), other provider"]
     past = rows["appointment open_appointment, notice > fee_window (2h), other provider"]
@@ -80,7 +89,9 @@ def test_situations_follow_the_thresholds_sets_and_providers_the_rules_name(smal
     assert past.snapshot.appointment["start_at"] == (NOW + dt.timedelta(hours=2, seconds=1)).isoformat()
     assert (at.follow_ups, past.follow_ups) == (("FEE",), ("REFUND",))
     assert rows["appointment open_appointment, notice > fee_window (2h), provider beta"].follow_ups == (
-        "REFUND", "CALL_BETA")
+        "REFUND",
+        "CALL_BETA",
+    )
 
 
 def test_strict_comparisons_and_first_match_errors_show_as_such(small):
@@ -111,8 +122,11 @@ def test_situations_come_from_the_bundle_not_from_known_names(small_copy):
     edit(small_copy / "data/settings.yaml", "fee_window: 2h", "notice_limit: 3h")
     for f in ("policies/cancel_order.yaml", "data/catalogue.yaml"):
         (small_copy / f).write_text((small_copy / f).read_text().replace("fee_window", "notice_limit"))
-    edit(small_copy / "policies/cancel_appointment.yaml", "appointment_notice_seconds: {lt: {param: late_window}}",
-         "appointment_notice_seconds: {lt: {param: late_window}}\n      appointment_provider: gamma")
+    edit(
+        small_copy / "policies/cancel_appointment.yaml",
+        "appointment_notice_seconds: {lt: {param: late_window}}",
+        "appointment_notice_seconds: {lt: {param: late_window}}\n      appointment_provider: gamma",
+    )
     m = _matrix_of(small_copy)
     order_rows = _rows(m, "cancel_order", "received.visit.ordered")
     assert "appointment open_appointment, notice <= notice_limit (3h), other provider" in order_rows
@@ -127,7 +141,8 @@ def test_actions_filter_and_bad_arguments(small):
     assert {r.action for r in m.rows} == {"cancel_appointment"}
     with pytest.raises(SnapshotError) as exc:
         matrix(small, now=NOW, actions=["cancel_everything"])
-    assert exc.value.field == "action" and "`cancel_everything`" in str(exc.value)
+    assert exc.value.field == "action"
+    assert "`cancel_everything`" in str(exc.value)
     with pytest.raises(SnapshotError) as exc:
         matrix(small, now=dt.datetime(2026, 3, 10, 12))
     assert exc.value.field == "now"
@@ -155,7 +170,8 @@ def test_diff_shows_rows_present_on_one_side_only(small, small_copy):
     """A moved threshold renames the band rows: old rows only before, new rows only after."""
     edit(small_copy / "data/settings.yaml", "fee_window: 2h", "fee_window: 3h")
     changes = diff_matrices(matrix(small, now=NOW), _matrix_of(small_copy))
-    assert changes and all((c.before is None) != (c.after is None) for c in changes)
+    assert changes
+    assert all((c.before is None) != (c.after is None) for c in changes)
     assert any("(3h)" in c.key[3] and c.before is None for c in changes)
     assert any("(2h)" in c.key[3] and c.after is None for c in changes)
 
@@ -166,7 +182,9 @@ def test_rule_source_gives_the_rule_as_written(small, small_copy):
     assert file == "policies/cancel_order.yaml"
     lines = (small.bundle.root / file).read_text().splitlines()
     assert lines[line - 1].strip() == "- id: open_top"
-    assert text.startswith("- id: open_top\n") and "# Follow-ups" not in text and "visit_refund" not in text
+    assert text.startswith("- id: open_top\n")
+    assert "# Follow-ups" not in text
+    assert "visit_refund" not in text
     assert "top_status: {in: [received, collecting_sample]}" in text
     copy = build_decider(small_copy)
     try:
@@ -174,7 +192,9 @@ def test_rule_source_gives_the_rule_as_written(small, small_copy):
         _, _, fallback = rule_source(copy, "open_top")
     finally:
         copy.close()
-    assert "completed" not in fallback and "collecting_sample" in fallback and "id: open_top" in fallback
+    assert "completed" not in fallback
+    assert "collecting_sample" in fallback
+    assert "id: open_top" in fallback
     with pytest.raises(KeyError):
         rule_source(small, "no_such_rule")
 
@@ -190,6 +210,7 @@ def test_matrices_built_to_compare_show_a_moved_threshold_as_the_cells_between(s
         changed.close()
     assert [r.key for r in before.rows] == [r.key for r in after.rows]
     changes = diff_matrices(before, after)
-    assert changes and all(c.before is not None and c.after is not None for c in changes)
+    assert changes
+    assert all(c.before is not None and c.after is not None for c in changes)
     assert {c.key[3].split(", ")[1] for c in changes} == {"notice > fee_window (2h) and <= fee_window (3h)"}
     assert all((c.before.follow_ups[0], c.after.follow_ups[0]) == ("REFUND", "FEE") for c in changes)

@@ -12,30 +12,40 @@ from server.workbench import InputError, InputRecord, read_inputs, replay
 from server.workbench import inputs as inputs_module
 from tests.support.workbench import edit, line, visit
 
+
 def test_read_inputs_names_each_bad_line_by_number(tmp_path):
     """Good lines become records; blank lines are skipped; each bad envelope is an error at its line."""
     path = tmp_path / "capture.jsonl"
-    path.write_text("\n".join([
-        line("r-1"),
-        "",
-        "{not json",
-        "[1, 2]",
-        json.dumps({"action": "cancel_order"}),
-        json.dumps({"action": 7, "order": {}}),
-        json.dumps({"action": "cancel_order", "order": {}, "appointment": "soon"}),
-        json.dumps({"action": "cancel_order", "order": {}, "now": "2026-03-10T12:00:00"}),
-        json.dumps({"action": "cancel_order", "order": {}, "request_id": 5}),
-        json.dumps({"action": "cancel_order", "order": {"id": "x"}, "extra": "ignored"}),
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                line("r-1"),
+                "",
+                "{not json",
+                "[1, 2]",
+                json.dumps({"action": "cancel_order"}),
+                json.dumps({"action": 7, "order": {}}),
+                json.dumps({"action": "cancel_order", "order": {}, "appointment": "soon"}),
+                json.dumps({"action": "cancel_order", "order": {}, "now": "2026-03-10T12:00:00"}),
+                json.dumps({"action": "cancel_order", "order": {}, "request_id": 5}),
+                json.dumps({"action": "cancel_order", "order": {"id": "x"}, "extra": "ignored"}),
+            ]
+        )
+        + "\n"
+    )
     got = list(read_inputs(path))
     assert [type(r).__name__ for r in got] == ["InputRecord"] + ["InputError"] * 7 + ["InputRecord"]
-    assert got[0].request_id == "r-1" and got[0].now == dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+    assert got[0].request_id == "r-1"
+    assert got[0].now == dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
     errors = got[1:8]
     assert [e.line for e in errors] == [3, 4, 5, 6, 7, 8, 9]
     assert [e.field for e in errors] == ["", "", "order", "action", "appointment", "now", "request_id"]
     assert str(errors[0]).startswith(f"{path}:3: not valid JSON")
-    assert "got an array" in errors[1].message and "no time-zone offset" in errors[5].message
-    assert got[-1].request_id == f"{path}:10" and got[-1].now is None and got[-1].line == 10
+    assert "got an array" in errors[1].message
+    assert "no time-zone offset" in errors[5].message
+    assert got[-1].request_id == f"{path}:10"
+    assert got[-1].now is None
+    assert got[-1].line == 10
 
 
 def test_an_oversized_line_is_one_error_and_reading_goes_on(tmp_path, monkeypatch):
@@ -44,8 +54,12 @@ def test_an_oversized_line_is_one_error_and_reading_goes_on(tmp_path, monkeypatc
     path = tmp_path / "capture.jsonl"
     path.write_text(line("big", order={"id": "x" * 2000}) + "\n" + line("after") + "\n")
     big, after = list(read_inputs(path))
-    assert isinstance(big, InputError) and big.line == 1 and "longer than 500 bytes" in big.message
-    assert isinstance(after, InputRecord) and after.request_id == "after" and after.line == 2
+    assert isinstance(big, InputError)
+    assert big.line == 1
+    assert "longer than 500 bytes" in big.message
+    assert isinstance(after, InputRecord)
+    assert after.request_id == "after"
+    assert after.line == 2
 
 
 def test_a_directory_holds_request_files_and_rotated_captures(tmp_path):
@@ -59,10 +73,10 @@ def test_a_directory_holds_request_files_and_rotated_captures(tmp_path):
 
 def test_a_missing_or_unreadable_input_raises(tmp_path):
     """Reading fails with OSError (the command exits 1), not with a silent empty input."""
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         list(read_inputs(tmp_path / "missing.jsonl"))
     (tmp_path / "broken.jsonl").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         list(read_inputs(tmp_path))
 
 
@@ -78,14 +92,19 @@ def changed(small_copy):
 def test_replay_groups_changed_requests_by_transition(small, changed, tmp_path):
     """Unchanged requests are counted, changed ones grouped with every id; input errors counted apart."""
     path = tmp_path / "capture.jsonl"
-    path.write_text("\n".join([
-        line("far-1", **visit("2026-03-10T15:00:01Z")),       # 3 h + 1 s: refunded under both
-        line("edge-1", **visit("2026-03-10T14:00:01Z")),      # 2 h + 1 s: REFUND -> FEE
-        line("edge-2", **visit("2026-03-10T14:30:00Z")),      # 2.5 h: REFUND -> FEE
-        line("near-1", **visit("2026-03-10T13:00:00Z")),      # 1 h: FEE under both
-        line("bad-1", **visit(status="received")),            # an invalid status under both
-        "oops",
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                line("far-1", **visit("2026-03-10T15:00:01Z")),  # 3 h + 1 s: refunded under both
+                line("edge-1", **visit("2026-03-10T14:00:01Z")),  # 2 h + 1 s: REFUND -> FEE
+                line("edge-2", **visit("2026-03-10T14:30:00Z")),  # 2.5 h: REFUND -> FEE
+                line("near-1", **visit("2026-03-10T13:00:00Z")),  # 1 h: FEE under both
+                line("bad-1", **visit(status="received")),  # an invalid status under both
+                "oops",
+            ]
+        )
+        + "\n"
+    )
     impact = replay(small, changed, read_inputs(path))
     assert (impact.inputs, impact.errors, impact.changed) == (5, 1, 2)
     (group,) = impact.groups
@@ -112,16 +131,31 @@ def test_an_error_under_one_bundle_and_a_decision_under_the_other_is_a_change(sm
         relaxed.close()
     (group,) = impact.groups
     assert group.before == {"error": "request_invalid", "field": "appointment"}
-    assert group.after["outcome"] == "ALLOW" and group.request_ids == ["r-1"]
+    assert group.after["outcome"] == "ALLOW"
+    assert group.request_ids == ["r-1"]
 
 
 def test_each_request_is_decided_at_its_own_now(small, changed):
     """The same request recorded at two instants lands on both sides of the threshold."""
     order_appt = visit("2026-03-10T14:00:01Z")
-    early = InputRecord("early", "cancel_order", dt.datetime(2026, 3, 10, 11, tzinfo=dt.UTC),
-                        order_appt["order"], order_appt["appointment"], "mem", 1)
-    late = InputRecord("late", "cancel_order", dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC),
-                       order_appt["order"], order_appt["appointment"], "mem", 2)
+    early = InputRecord(
+        "early",
+        "cancel_order",
+        dt.datetime(2026, 3, 10, 11, tzinfo=dt.UTC),
+        order_appt["order"],
+        order_appt["appointment"],
+        "mem",
+        1,
+    )
+    late = InputRecord(
+        "late",
+        "cancel_order",
+        dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC),
+        order_appt["order"],
+        order_appt["appointment"],
+        "mem",
+        2,
+    )
     impact = replay(small, changed, [early, late])
     assert [g.request_ids for g in impact.groups] == [["late"]]
 
@@ -132,11 +166,20 @@ def test_replay_answers_are_those_of_decide_when_facts_are_shared(small, changed
 
     assert _same_facts(small, changed)
     stamps = ["2026-03-10T13:00:00Z", "2026-03-10T14:00:00Z", "2026-03-10T14:00:01Z", "2026-03-10T15:00:01Z", None]
-    records = [InputRecord(f"r-{i}-{j}", action, dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC), v["order"],
-                           v["appointment"] if action == "cancel_order" or j % 2 else None, "mem", i)
-               for i, stamp in enumerate(stamps)
-               for j, action in enumerate(["cancel_order", "cancel_appointment", "cancel_appointment"])
-               for v in [visit(stamp), visit(stamp, status="completed.visit.completed"), visit(stamp, status="x")]]
+    records = [
+        InputRecord(
+            f"r-{i}-{j}",
+            action,
+            dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC),
+            v["order"],
+            v["appointment"] if action == "cancel_order" or j % 2 else None,
+            "mem",
+            i,
+        )
+        for i, stamp in enumerate(stamps)
+        for j, action in enumerate(["cancel_order", "cancel_appointment", "cancel_appointment"])
+        for v in [visit(stamp), visit(stamp, status="completed.visit.completed"), visit(stamp, status="x")]
+    ]
     now = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
     for record in records:
         assert answers(small, changed, record, now, True) == (answer(small, record, now), answer(changed, record, now))

@@ -146,23 +146,32 @@ class Client:
             raise error_from_rpc(exc) from None
         return decision_from(reply.decision, reply.request_id)
 
-    def decide_batch(self, requests: Iterable[Request | Mapping[str, Any]], *, timeout: float | None = None,
-                     ) -> list[Result]:
+    def decide_batch(
+        self,
+        requests: Iterable[Request | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> list[Result]:
         """Decide many requests in one call: one result per request, in order. An item that is
         invalid (found by the client or the service) is its :class:`OrderPolicyError`, returned
         in its place, not raised."""
         slots: list[OrderPolicyError | None] = []
         messages = list(_messages(requests, slots))
         try:
-            reply = self._stub.DecideBatch(pb.DecideBatchRequest(requests=messages),
-                                           timeout=self._timeout(timeout), metadata=self._metadata)
+            reply = self._stub.DecideBatch(
+                pb.DecideBatchRequest(requests=messages), timeout=self._timeout(timeout), metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         answers = iter(reply.results)
         return [_result(next(answers)) if slot is None else slot for slot in slots]
 
-    def decide_stream(self, requests: Iterable[Request | Mapping[str, Any]], *, timeout: float | None = None,
-                      ) -> Iterator[Result]:
+    def decide_stream(
+        self,
+        requests: Iterable[Request | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> Iterator[Result]:
         """Decide requests over one ``DecideStream`` as they come: one result per request, in
         order, invalid ones as their :class:`OrderPolicyError`. The deadline covers the whole stream."""
         # One slot per request in order: None for a request sent, or the error found before
@@ -186,16 +195,16 @@ class Client:
     def health(self, *, timeout: float | None = None) -> str:
         """The server's ``grpc.health.v1`` status: ``SERVING`` once it has a bundle, else ``NOT_SERVING``."""
         try:
-            reply = self._health(wrappers_pb2.StringValue(), timeout=self._timeout(timeout),
-                                 metadata=self._metadata)
+            reply = self._health(wrappers_pb2.StringValue(), timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(reply.value, "UNKNOWN")
 
 
-def _messages(requests: Iterable[Request | Mapping[str, Any]],
-              slots: collections.deque[OrderPolicyError | None] | list[OrderPolicyError | None],
-              ) -> Iterator[pb.DecideRequest]:
+def _messages(
+    requests: Iterable[Request | Mapping[str, Any]],
+    slots: collections.deque[OrderPolicyError | None] | list[OrderPolicyError | None],
+) -> Iterator[pb.DecideRequest]:
     """The messages of the requests that can be sent; a slot per request (None: sent, else its error)."""
     for raw in requests:
         try:

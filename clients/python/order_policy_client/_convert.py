@@ -44,8 +44,12 @@ class Request:
 
 
 def _invalid(field: str, description: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid request: {description}", code="INVALID_ARGUMENT", reason="request_invalid",
-                           field_violations=(FieldViolation(field, description),))
+    return InvalidArgument(
+        f"invalid request: {description}",
+        code="INVALID_ARGUMENT",
+        reason="request_invalid",
+        field_violations=(FieldViolation(field, description),),
+    )
 
 
 def _json_text(value: Any, field: str) -> str:
@@ -81,8 +85,11 @@ def request_message(request: Request) -> pb.DecideRequest:
         tip = f", did you mean `{hint[0]}`" if hint else ", expected `cancel_order` or `cancel_appointment`"
         raise _invalid("action", f"unknown action `{request.action}`{tip}") from None
     out = pb.DecideRequest(
-        request_id=request.request_id, action=action, explain=request.explain,
-        bundle_revision=request.bundle_revision, order_json=_json_text(request.order, "order"),
+        request_id=request.request_id,
+        action=action,
+        explain=request.explain,
+        bundle_revision=request.bundle_revision,
+        order_json=_json_text(request.order, "order"),
     )
     if request.appointment is not None:
         out.appointment_json = _json_text(request.appointment, "appointment")
@@ -144,14 +151,19 @@ def _rpc_messages() -> dict[str, Any]:
         pool.FindFileByName(name)
     except KeyError:
         fdp = descriptor_pb2.FileDescriptorProto(
-            name=name, package="order_policy_client.rpc", syntax="proto3",
+            name=name,
+            package="order_policy_client.rpc",
+            syntax="proto3",
             dependency=[any_pb2.DESCRIPTOR.name],
         )
         f = descriptor_pb2.FieldDescriptorProto
         one, many, text = f.LABEL_OPTIONAL, f.LABEL_REPEATED, f.TYPE_STRING
         layout = {
-            "Status": [("code", 1, one, f.TYPE_INT32, ""), ("message", 2, one, text, ""),
-                       ("details", 3, many, f.TYPE_MESSAGE, ".google.protobuf.Any")],
+            "Status": [
+                ("code", 1, one, f.TYPE_INT32, ""),
+                ("message", 2, one, text, ""),
+                ("details", 3, many, f.TYPE_MESSAGE, ".google.protobuf.Any"),
+            ],
             "FieldViolation": [("field", 1, one, text, ""), ("description", 2, one, text, "")],
             "BadRequest": [("field_violations", 1, many, f.TYPE_MESSAGE, ".order_policy_client.rpc.FieldViolation")],
             "ErrorInfo": [("reason", 1, one, text, ""), ("domain", 2, one, text, "")],
@@ -163,8 +175,10 @@ def _rpc_messages() -> dict[str, Any]:
                 if type_name:
                     field.type_name = type_name
         pool.AddSerializedFile(fdp.SerializeToString())
-    return {m: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"order_policy_client.rpc.{m}"))
-            for m in ("Status", "BadRequest", "ErrorInfo")}
+    return {
+        m: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"order_policy_client.rpc.{m}"))
+        for m in ("Status", "BadRequest", "ErrorInfo")
+    }
 
 
 _RPC = _rpc_messages()

@@ -32,7 +32,11 @@ class OrderPolicyError(Exception):
     """A call or an item the service did not decide."""
 
     def __init__(
-        self, message: str, *, code: str = "UNKNOWN", reason: str = "",
+        self,
+        message: str,
+        *,
+        code: str = "UNKNOWN",
+        reason: str = "",
         field_violations: tuple[FieldViolation, ...] = (),
     ) -> None:
         super().__init__(message)

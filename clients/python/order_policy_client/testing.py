@@ -56,9 +56,17 @@ def server_command() -> list[str]:
 class ServerProcess:
     """A running ``order-policy serve`` on ``127.0.0.1:port``; restartable on the same port."""
 
-    def __init__(self, bundle: str | Path, *, args: Sequence[str] = (), command: Sequence[str] | None = None,
-                 port: int | None = None, log_dir: Path | None = None, timeout: float = 60.0,
-                 tls: grpc.ChannelCredentials | None = None) -> None:
+    def __init__(
+        self,
+        bundle: str | Path,
+        *,
+        args: Sequence[str] = (),
+        command: Sequence[str] | None = None,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        timeout: float = 60.0,
+        tls: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.bundle = str(bundle)
         self.args = list(args)
         self.command = list(command) if command is not None else server_command()
@@ -72,13 +80,27 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it is SERVING; RuntimeError with its log otherwise."""
-        argv = [*self.command, "serve", "--bundle", self.bundle, "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", "1",
-                "--admin-address", "127.0.0.1:0",  # never collide on the admin port's default
-                *self.args]
+        argv = [
+            *self.command,
+            "serve",
+            "--bundle",
+            self.bundle,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--admin-address",
+            "127.0.0.1:0",  # never collide on the admin port's default
+            *self.args,
+        ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 (the caller's configured command)
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_serving()
         return self
@@ -139,8 +161,14 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(bundle: str | Path, *, args: Sequence[str] = (), command: Sequence[str] | None = None,
-                   timeout: float = 60.0, tls: grpc.ChannelCredentials | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    bundle: str | Path,
+    *,
+    args: Sequence[str] = (),
+    command: Sequence[str] | None = None,
+    timeout: float = 60.0,
+    tls: grpc.ChannelCredentials | None = None,
+) -> Iterator[ServerProcess]:
     """A real ``order-policy serve`` of ``bundle`` on a free loopback port, killed on exit.
 
     For a TLS server pass its flags in ``args`` and the credentials to reach it in ``tls``.

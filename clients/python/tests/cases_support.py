@@ -11,8 +11,7 @@ def case_request(case: dict[str, Any], request_id: str = "") -> Request:
     """What a caller sends for ``case``: raw JSON text where the case has it, else the JSON data."""
     order = case["order_json"] if case["order_json"] is not None else case["order"]
     appointment = case["appointment_json"] if case["appointment_json"] is not None else case["appointment"]
-    return Request(order=order, appointment=appointment, action=case["action"], now=case["now"],
-                   request_id=request_id)
+    return Request(order=order, appointment=appointment, action=case["action"], now=case["now"], request_id=request_id)
 
 
 def differences(case: dict[str, Any], got: Decision | OrderPolicyError) -> list[str]:
@@ -33,8 +32,10 @@ def differences(case: dict[str, Any], got: Decision | OrderPolicyError) -> list[
         "follow_ups": (sorted(exp["follow_ups"]), sorted(f.code for f in got.follow_ups)),
     }
     if "rules" in exp:
-        checks["rules"] = (sorted(exp["rules"]),
-                           sorted({r.rule_id for r in got.reasons} | {f.rule_id for f in got.follow_ups}))
+        checks["rules"] = (
+            sorted(exp["rules"]),
+            sorted({r.rule_id for r in got.reasons} | {f.rule_id for f in got.follow_ups}),
+        )
     if "messages" in exp:
         checks["messages"] = (sorted(exp["messages"]), sorted(r.message for r in got.reasons))
     if "paths" in exp:

@@ -47,7 +47,7 @@ def server(bundle: Path) -> Iterator[ServerProcess]:
         yield started
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(server: ServerProcess) -> Iterator[Client]:
     with Client(server.address, timeout=10.0) as c:
         yield c

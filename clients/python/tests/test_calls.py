@@ -40,13 +40,21 @@ def test_decision_is_typed_and_reports_its_instant(client: Client, cases: list[d
     case = _allowed_case(cases)
     now = dt.datetime.fromisoformat(case["now"])
     got = client.decide(case["order"], case["appointment"], case["action"], now=now, explain=True)
-    assert isinstance(got, Decision) and got.allowed and got.outcome == "ALLOW"
-    assert got.evaluated_at == now and got.evaluated_at.tzinfo is not None
-    assert got.action == case["action"] and got.order_id == case["order"]["id"]
-    assert got.bundle.revision and len(got.bundle.digest) >= 32 and got.decision_id
+    assert isinstance(got, Decision)
+    assert got.allowed
+    assert got.outcome == "ALLOW"
+    assert got.evaluated_at == now
+    assert got.evaluated_at.tzinfo is not None
+    assert got.action == case["action"]
+    assert got.order_id == case["order"]["id"]
+    assert got.bundle.revision
+    assert len(got.bundle.digest) >= 32
+    assert got.decision_id
     assert sorted(r.code for r in got.reasons) == sorted(case["expect"]["reasons"])
-    assert got.explanation is not None and got.explanation.matched_rules
-    assert isinstance(got.explanation.facts, dict) and got.explanation.facts
+    assert got.explanation is not None
+    assert got.explanation.matched_rules
+    assert isinstance(got.explanation.facts, dict)
+    assert got.explanation.facts
 
 
 def test_now_as_text_and_as_datetime_in_another_zone_decide_alike(client: Client, cases: list[dict[str, Any]]) -> None:
@@ -87,14 +95,17 @@ def test_input_the_client_cannot_send_raises_before_calling(client: Client, case
     assert caught.value.fields == ("order",)
 
 
-def test_an_invalid_item_of_a_batch_or_stream_is_answered_in_its_place(client: Client,
-                                                                     cases: list[dict[str, Any]]) -> None:
+def test_an_invalid_item_of_a_batch_or_stream_is_answered_in_its_place(
+    client: Client, cases: list[dict[str, Any]]
+) -> None:
     """Batch and stream answer an invalid item with its error and still decide the others."""
     good = case_request(_allowed_case(cases))
     bad_server = Request(order="[]", now=good.now)
     bad_local = Request(order=good.order, now="2026-03-10T12:00:00")  # no offset
-    for results in (client.decide_batch([good, bad_local, bad_server, good]),
-                    list(client.decide_stream([good, bad_local, bad_server, good]))):
+    for results in (
+        client.decide_batch([good, bad_local, bad_server, good]),
+        list(client.decide_stream([good, bad_local, bad_server, good])),
+    ):
         assert [type(r).__name__ for r in results] == ["Decision", "InvalidArgument", "InvalidArgument", "Decision"]
         assert results[1].fields == ("now",)  # type: ignore[union-attr]
         assert results[2].fields == ("order",)  # type: ignore[union-attr]
@@ -104,8 +115,9 @@ def test_pinning_a_revision_that_is_not_loaded_fails(client: Client, cases: list
     """bundle_revision pins a revision; one the server does not hold raises RevisionNotLoaded."""
     case = _allowed_case(cases)
     active = client.decide(case["order"], case["appointment"], case["action"], case["now"])
-    pinned = client.decide(case["order"], case["appointment"], case["action"], case["now"],
-                           bundle_revision=active.bundle.revision)
+    pinned = client.decide(
+        case["order"], case["appointment"], case["action"], case["now"], bundle_revision=active.bundle.revision
+    )
     assert pinned.bundle == active.bundle
     with pytest.raises(RevisionNotLoaded):
         client.decide(case["order"], now=case["now"], bundle_revision="no-such-revision")
@@ -155,7 +167,7 @@ def test_a_server_restarted_mid_run_is_not_seen_by_the_caller(bundle: Path, case
                 try:
                     client.decide(case["order"], case["appointment"], case["action"], case["now"])
                     count[phase[0]] += 1
-                except Exception as exc:  # noqa: BLE001 (every failure is reported)
+                except Exception as exc:
                     failures.append(repr(exc))
 
         threads = [threading.Thread(target=caller) for _ in range(2)]
@@ -171,11 +183,11 @@ def test_a_server_restarted_mid_run_is_not_seen_by_the_caller(bundle: Path, case
             for t in threads:
                 t.join(60)
     assert failures == []
-    assert count[0] > 0 and count[1] > 0
+    assert count[0] > 0
+    assert count[1] > 0
 
 
-def test_calls_are_spread_round_robin_over_replicas(bundle: Path, tmp_path: Path,
-                                                    cases: list[dict[str, Any]]) -> None:
+def test_calls_are_spread_round_robin_over_replicas(bundle: Path, tmp_path: Path, cases: list[dict[str, Any]]) -> None:
     """With two servers in the target, calls alternate between them (each one's revision is seen)."""
     case = _allowed_case(cases)
     other = bundle_copy(bundle, tmp_path / "other", "replica-b")
@@ -199,13 +211,16 @@ def test_service_config_balances_round_robin_and_retries_unavailable() -> None:
     json.dumps(SERVICE_CONFIG)
 
 
-@pytest.mark.parametrize(("target", "expected"), [
-    ("order-policy.ns.svc:50051", "dns:///order-policy.ns.svc:50051"),
-    ("dns:///order-policy:50051", "dns:///order-policy:50051"),
-    ("ipv4:10.0.0.1:50051,10.0.0.2:50051", "ipv4:10.0.0.1:50051,10.0.0.2:50051"),
-    ("unix:/run/order-policy.sock", "unix:/run/order-policy.sock"),
-    ("localhost:50051", "dns:///localhost:50051"),
-])
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("order-policy.ns.svc:50051", "dns:///order-policy.ns.svc:50051"),
+        ("dns:///order-policy:50051", "dns:///order-policy:50051"),
+        ("ipv4:10.0.0.1:50051,10.0.0.2:50051", "ipv4:10.0.0.1:50051,10.0.0.2:50051"),
+        ("unix:/run/order-policy.sock", "unix:/run/order-policy.sock"),
+        ("localhost:50051", "dns:///localhost:50051"),
+    ],
+)
 def test_targets_resolve_every_address_by_dns(target: str, expected: str) -> None:
     """A plain host:port becomes a dns:/// target, so every address of a headless Service is used."""
     assert normalize_target(target) == expected
@@ -223,13 +238,33 @@ def test_health_reports_serving(server: ServerProcess) -> None:
         assert client.health() == "SERVING"
 
 
-def test_tls_server_is_reached_with_its_root_and_refused_without(bundle: Path, tmp_path: Path,
-                                                              cases: list[dict[str, Any]]) -> None:
+def test_tls_server_is_reached_with_its_root_and_refused_without(
+    bundle: Path, tmp_path: Path, cases: list[dict[str, Any]]
+) -> None:
     """tls= credentials reach a TLS server; a plaintext client or an unknown root gets no decision."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),  # noqa: S607
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     trusted = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     case = _allowed_case(cases)
     with running_server(bundle, args=["--tls-cert", str(cert), "--tls-key", str(key)], tls=trusted) as server:

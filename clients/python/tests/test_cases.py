@@ -29,7 +29,7 @@ def test_every_case_through_decide_batch(client: Client, cases: list[dict[str, A
     """decide_batch() answers every case in order, an invalid one with its error in its place."""
     wrong: list[str] = []
     for start in range(0, len(cases), 100):
-        chunk = cases[start:start + 100]
+        chunk = cases[start : start + 100]
         results = client.decide_batch([case_request(c, f"r{start + i}") for i, c in enumerate(chunk)])
         assert len(results) == len(chunk)
         for case, got in zip(chunk, results, strict=True):
@@ -52,8 +52,7 @@ def test_every_case_through_decide_stream(client: Client, cases: list[dict[str, 
 
 def test_requests_as_mappings_and_dicts_give_the_same_decision(client: Client, cases: list[dict[str, Any]]) -> None:
     """A request given as a mapping of fields decides like the Request, JSON text like a dict."""
-    case = next(c for c in cases if "error" not in c["expect"] and c["order"] is not None
-                and c["order_json"] is None)
+    case = next(c for c in cases if "error" not in c["expect"] and c["order"] is not None and c["order_json"] is None)
     request = case_request(case)
 
     as_text = dataclasses.replace(request, order=json.dumps(case["order"]))
