@@ -161,7 +161,8 @@ def test_json_log_lines_carry_the_trace_id_of_the_call() -> None:
 
 
 def test_unknown_exporter_is_refused_clearly(monkeypatch) -> None:
-    from server.app import ServeError, _tracing
+    from server.rpcserver import _tracing
+    from server.settings import ServeError
 
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkinn")
     with pytest.raises(ServeError, match="OTEL_TRACES_EXPORTER `zipkinn` is not supported"):
@@ -195,7 +196,8 @@ print(json.dumps(loaded))
 def test_otel_without_the_extra_is_refused_clearly(monkeypatch) -> None:
     """--otel where OpenTelemetry is not installed (e.g. the runtime-only image): one clear error."""
     import server.api
-    from server.app import ServeError, _tracing
+    from server.rpcserver import _tracing
+    from server.settings import ServeError
 
     monkeypatch.delitem(sys.modules, "server.api.tracing", raising=False)
     monkeypatch.delattr(server.api, "tracing", raising=False)
