@@ -8,6 +8,7 @@ error                         gRPC code            details
 SnapshotError (request_invalid) INVALID_ARGUMENT   BadRequest field violations
 NoBundleError                 UNAVAILABLE          ErrorInfo
 NoBundleError (revision_not_loaded)  FAILED_PRECONDITION  ErrorInfo
+EvalError (eval_calendar_ended)  FAILED_PRECONDITION  ErrorInfo (the bundle cannot decide it)
 anything else                 INTERNAL             generic message; logged
 ============================  ===================  ==============================
 
@@ -26,13 +27,16 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
-from server.errors import NoBundleError, SnapshotError
+from server.errors import EvalError, NoBundleError, SnapshotError
 
 __all__ = ["DOMAIN", "Failure", "failure_from", "invalid", "stack_summary"]
 
 DOMAIN = "orderpolicy.v1"
 # A pinned revision that is not loaded: retrying the same request will not help.
 _PRECONDITION_CODES = frozenset({"revision_not_loaded"})
+# The active bundle cannot decide this input (its business-day calendar ends before the
+# order's ship day): the message names the bundle setting to extend, never request data.
+_BUNDLE_CANNOT_DECIDE = frozenset({"eval_calendar_ended"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ def failure_from(exc: BaseException, field: str | None = None) -> Failure:
         if exc.code in _PRECONDITION_CODES:
             return Failure(grpc.StatusCode.FAILED_PRECONDITION, exc.code, exc.message)
         return Failure(grpc.StatusCode.UNAVAILABLE, exc.code, exc.message)
+    if isinstance(exc, EvalError) and exc.code in _BUNDLE_CANNOT_DECIDE:
+        return Failure(grpc.StatusCode.FAILED_PRECONDITION, exc.code, exc.message)
     return INTERNAL
 
 

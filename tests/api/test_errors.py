@@ -6,6 +6,7 @@ import json
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -295,3 +296,32 @@ def test_no_client_input_produces_internal(stub, request: pb.DecideRequest) -> N
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
         assert violations(exc), exc.details()
+
+
+def test_a_ship_day_past_the_bundles_calendar_is_failed_precondition_naming_the_setting(stub, policy) -> None:
+    """The bundle cannot decide an order shipping after its calendar ends: FAILED_PRECONDITION
+    with the error code and the setting to extend, in a batch item too, never INTERNAL."""
+    from server.facts import calendar_end
+
+    end = calendar_end(policy.bundle.settings)
+    assert end is not None
+    created = f"{end.isoformat()}T23:00:00+00:00"  # after the cut-off: ships the next business day
+    order = {
+        "id": "ord-late",
+        "created_at": created,
+        "status": "received",
+        "details": {"type": "testkit"},
+        "events": [{"id": 1, "created_at": created, "status": "received.testkit.ordered"}],
+    }
+    now = Timestamp()
+    now.FromJsonString(f"{end.isoformat()}T23:30:00Z")
+    error = _fail(stub, _json_request(order, now=now))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(error) == "eval_calendar_ended"
+    assert f"add the holidays of {end.year + 1}" in error.details()
+    batch = stub.DecideBatch(
+        pb.DecideBatchRequest(requests=[_json_request(order, now=now, request_id="late")]), timeout=10
+    )
+    (item,) = batch.results
+    assert item.HasField("error")
+    assert item.error.reason == "eval_calendar_ended"

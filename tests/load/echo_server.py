@@ -35,19 +35,8 @@ from grpc_reflection.v1alpha import reflection
 from tests.load.corpus import SERVICE, pb
 
 
-def _handlers(decision: Any) -> grpc.GenericRpcHandler:
-    def decide(request: Any, _context: Any) -> Any:
-        return pb.DecideResponse(decision=decision, request_id=request.request_id)
-
-    def batch(request: Any, _context: Any) -> Any:
-        return pb.DecideBatchResponse(
-            results=[pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests]
-        )
-
-    def stream(requests: Iterator[Any], _context: Any) -> Iterator[Any]:
-        for message in requests:
-            yield pb.DecideStreamResponse(request_id=message.request.request_id, decision=decision)
-
+def _table(decide: Any, batch: Any, stream: Any) -> grpc.GenericRpcHandler:
+    """The service's three methods with the real request and response messages."""
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
@@ -62,6 +51,22 @@ def _handlers(decision: Any) -> grpc.GenericRpcHandler:
             ),
         },
     )
+
+
+def _handlers(decision: Any) -> grpc.GenericRpcHandler:
+    def decide(request: Any, _context: Any) -> Any:
+        return pb.DecideResponse(decision=decision, request_id=request.request_id)
+
+    def batch(request: Any, _context: Any) -> Any:
+        return pb.DecideBatchResponse(
+            results=[pb.DecideResult(request_id=r.request_id, decision=decision) for r in request.requests]
+        )
+
+    def stream(requests: Iterator[Any], _context: Any) -> Iterator[Any]:
+        for message in requests:
+            yield pb.DecideStreamResponse(request_id=message.request.request_id, decision=decision)
+
+    return _table(decide, batch, stream)
 
 
 def build(host: str, port: int, decision: Any, *, reuse_port: bool) -> tuple[grpc.Server, int]:
@@ -102,24 +107,7 @@ def _serve_aio(host: str, port: int, decision: Any) -> int:
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", options.max_message_bytes)]
         )
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    SERVICE,
-                    {
-                        "Decide": grpc.unary_unary_rpc_method_handler(
-                            decide, pb.DecideRequest.FromString, pb.DecideResponse.SerializeToString
-                        ),
-                        "DecideBatch": grpc.unary_unary_rpc_method_handler(
-                            batch, pb.DecideBatchRequest.FromString, pb.DecideBatchResponse.SerializeToString
-                        ),
-                        "DecideStream": grpc.stream_stream_rpc_method_handler(
-                            stream, pb.DecideStreamRequest.FromString, pb.DecideStreamResponse.SerializeToString
-                        ),
-                    },
-                ),
-            )
-        )
+        server.add_generic_rpc_handlers((_table(decide, batch, stream),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         bound = server.add_insecure_port(f"{host}:{port}")
