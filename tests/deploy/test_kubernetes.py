@@ -342,7 +342,7 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
     objects = rendered["base"]
     spec = _one(objects, "Deployment", "order-policy")["spec"]["template"]["spec"]
     generate_keypair(tmp_path / "signing.pem", tmp_path / "signing.pub")
-    revision = make_revision(FIXTURE, tmp_path, "deploy-1", tmp_path / "signing.pem")
+    revision = make_revision(FIXTURE, tmp_path, "deploy-1", tmp_path / "signing.pem", serial=1)
     (tmp_path / "tokens").write_text(f"sha256:{hashlib.sha256(b'secret').hexdigest()} ops\n")
     ports = {"port": free_port(), "health-port": free_port(), "metrics-port": free_port()}
     admin_address = f"127.0.0.1:{free_port()}"  # the base keeps admin on loopback; not on 50052 here

@@ -56,8 +56,10 @@ def _tag_messages(node: Any, suffix: str) -> Any:
     return node
 
 
-def make_revision(source: Path, work: Path, label: str, signing_key: Path, *, good: bool = True) -> Revision:
-    """Copy ``source`` as revision ``label`` (messages tagged with it), archive and sign it."""
+def make_revision(
+    source: Path, work: Path, label: str, signing_key: Path, *, serial: int, good: bool = True
+) -> Revision:
+    """Copy ``source`` as revision ``label`` (messages tagged with it), archive it with the signed ``serial``."""
     from server.bundle.archive import build_archive, sign_archive
 
     directory = copy_bundle(work / label, source)
@@ -86,7 +88,7 @@ def make_revision(source: Path, work: Path, label: str, signing_key: Path, *, go
     if not good and refused is None:
         raise AssertionError(f"revision {label} should be refused")
     out = work / f"{label}.tar.gz"
-    build_archive(directory, out)
+    build_archive(directory, out, serial=serial)
     sign_archive(out, signing_key)
     return Revision(label, directory, out.read_bytes(), good)
 
@@ -99,6 +101,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not owner.answering.is_set():  # stalled: hold the request until it answers again
             owner.count("held")
             owner.answering.wait(120)
+            if not owner.up:  # taken down meanwhile: close without an answer
+                self.close_connection = True
+                return
         body, etag = owner.current()
         if self.path != ARCHIVE_PATH or not body:
             owner.count("404")

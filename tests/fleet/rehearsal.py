@@ -8,9 +8,10 @@ three with gRPC's ``round_robin`` and the retry policy of the Kubernetes manifes
 
 1. publish a new signed revision: all three converge (time printed);
 2. publish a broken one (signed, invalid): every instance refuses it and keeps the good one;
-3. take the bundle server down; kill -9 one instance and restart it: it serves its last good
-   revision from its state directory while the URL does not answer; the client sees no
-   failure (retries); nobody stops serving while the bundle server is down;
+3. the bundle server hangs (accepts requests, answers none); kill -9 one instance and restart
+   it: it serves its last good revision from its state directory while its first fetch gets
+   no answer; then the bundle server goes down (refuses connections); the client sees no
+   failure (retries); nobody stops serving while the bundle server is out;
 4. bring the bundle server back, publish another good revision: all three converge again.
 
 Pass: zero failed calls, zero wrong decisions (each answer equals the in-process decision
@@ -59,6 +60,7 @@ class Settings:
     # The callers' deadline. The manifests' service config says 2 s; the rehearsal checks the
     # retries, not the latency, so it gives calls more on a shared machine (max latency printed).
     deadline: float = 10.0
+    fetch_timeout: float = 5.0  # serve --fetch-timeout: what a hung bundle server costs one poll
     instances: int = 3
 
 
@@ -141,6 +143,8 @@ class Instance:
             str(settings.poll_interval),
             "--grace",
             "5",
+            "--fetch-timeout",
+            str(settings.fetch_timeout),
             "--admin-address",
             "none",
         ]
@@ -395,9 +399,9 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
         generate_keypair(work / "signing.pem", work / "signing.pub")
         key = work / "signing.pub"
         say("building signed revisions and their in-process answers ...")
-        first, second, broken, fourth = (
-            make_revision(bundle, work, label, work / "signing.pem", good=label != "fleet-3-broken")
-            for label in ("fleet-1", "fleet-2", "fleet-3-broken", "fleet-4")
+        first, second, broken, fourth = (  # signed serials 1 to 4: each newer than the last
+            make_revision(bundle, work, label, work / "signing.pem", serial=serial, good=label != "fleet-3-broken")
+            for serial, label in enumerate(("fleet-1", "fleet-2", "fleet-3-broken", "fleet-4"), start=1)
         )
         corpora = {r.label: _corpus(r) for r in (first, second, fourth)}
         server = BundleServer()
@@ -471,11 +475,13 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                 )
                 time.sleep(settings.steady)
 
-                # 3. bundle server down; kill -9 one instance and restart it meanwhile
+                # 3. the bundle server hangs; kill -9 one instance and restart it meanwhile: it serves
+                #    its last good revision while its first fetch gets no answer; then the bundle
+                #    server goes down altogether
                 victim = instances[len(instances) // 2]
                 down_at = now()
-                server.stop()
-                row("bundle server down", "port refuses connections")
+                server.stall()
+                row("bundle server hangs", "accepts requests, answers none")
                 time.sleep(min(settings.outage / 3, 2 * settings.poll_interval))
                 killed_at = now()  # before the kill: the probe may see it fail at once
                 victim.kill9()
@@ -486,15 +492,17 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                 restored = (probe.back_on(killed_at, "fleet-2") or now()) - killed_at
                 if not check(ok, f"restarted instance {victim.index} did not serve fleet-2 from its state directory"):
                     outcome.problems.append(f"its log ends: {victim.log_tail()}; probe saw {probe.history[-4:]}")
-                check(not server.up, "the bundle server came back before the restarted instance served")
+                check(not server.answering.is_set(), "the bundle server answered before the instance served")
                 outcome.restored_before_url_s = restored if ok else None
                 row(
                     f"instance {victim.index} restarted",
-                    f"serves fleet-2 after {restored:.1f} s, restored from its state directory; URL still down"
+                    f"serves fleet-2 after {restored:.1f} s, restored from its state directory; URL answers nothing"
                     if ok
                     else "did NOT serve fleet-2",
                 )
-                time.sleep(max(0.0, settings.outage - (now() - down_at)))
+                server.stop()
+                row("bundle server down", "port refuses connections")
+                time.sleep(max(settings.poll_interval, settings.outage - (now() - down_at)))
                 server.start()
                 up_at = now()
                 others = [p for p in probes if p is not probe]
@@ -503,7 +511,7 @@ def rehearse(settings: Settings = CI, bundle: Path = FIXTURE, out: Any = None) -
                 check(not gaps, f"instances stopped serving while the bundle server was down: {gaps[:5]}")
                 row(
                     "bundle server back (still fleet-3-broken)",
-                    f"down {up_at - down_at:.1f} s; every instance kept serving"
+                    f"out {up_at - down_at:.1f} s in all; every instance kept serving"
                     if not gaps
                     else f"answers failed meanwhile: {gaps[:3]}",
                 )

@@ -52,9 +52,10 @@ def test_revisions_differ_in_their_answers_and_the_broken_one_is_refused(tmp_pat
     from server.registry import build_decider
 
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
-    good = make_revision(FIXTURE, tmp_path, "r-7", tmp_path / "k.pem")
+    good = make_revision(FIXTURE, tmp_path, "r-7", tmp_path / "k.pem", serial=7)
     (tmp_path / "r-7.check.tar.gz").write_bytes(good.archive)
-    assert verify_archive(tmp_path / "r-7.check.tar.gz", tmp_path / "k.pub")["revision"] == "r-7"
+    manifest = verify_archive(tmp_path / "r-7.check.tar.gz", tmp_path / "k.pub")
+    assert (manifest["revision"], manifest["serial"]) == ("r-7", 7)
     decider = build_decider(good.directory)
     try:
         from server.cases import load_cases
@@ -66,7 +67,7 @@ def test_revisions_differ_in_their_answers_and_the_broken_one_is_refused(tmp_pat
     finally:
         decider.close()
     # make_revision itself refuses to return a broken revision that would load.
-    broken = make_revision(FIXTURE, tmp_path, "r-8", tmp_path / "k.pem", good=False)
+    broken = make_revision(FIXTURE, tmp_path, "r-8", tmp_path / "k.pem", serial=8, good=False)
     assert not broken.good
 
 
