@@ -95,7 +95,7 @@ def _serve_args(objects: list[dict[str, Any]]) -> Any:
 
 def _admin_on_pod_ip(ns: Any) -> int | None:
     """The admin port when the admin API listens on the pod IP; None when on loopback only."""
-    from server.app import split_address
+    from server.settings import split_address
 
     host, port = split_address(ns.admin_address)
     if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -183,7 +183,7 @@ def test_every_flag_exists_in_serve_help_and_parses(rendered, serve_help: str, t
 
 @pytest.mark.parametrize("tree", ["base", "overlays/production"])
 def test_ports_and_probes_match_the_flags(rendered, tree: str) -> None:
-    from server.app import LIVENESS_SERVICE
+    from server.rpcserver import LIVENESS_SERVICE
 
     objects = rendered[tree]
     ns = _serve_args(objects)
@@ -288,7 +288,7 @@ def test_selectors_network_policy_and_autoscaling_target_the_pods(rendered, tree
 
 def test_client_service_config_round_robins_and_retries_unavailable(rendered) -> None:
     """The callers' service config (also used by `make fleet`) as published in the ConfigMap."""
-    from server.app import SERVICE_NAME
+    from server.rpcserver import SERVICE_NAME
 
     source = json.loads((KUBE / "base" / "client-service-config.json").read_text())
     published = _one(rendered["overlays/production"], "ConfigMap", "order-policy-client")
@@ -333,7 +333,7 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
 
     from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-    from server.app import LIVENESS_SERVICE
+    from server.rpcserver import LIVENESS_SERVICE
     from server.bundle.archive import generate_keypair
     from tests.fleet.bundles import BundleServer, make_revision
     from tests.fleet.rehearsal import FIXTURE
