@@ -333,8 +333,8 @@ def test_the_deployments_command_line_serves_on_loopback(rendered, tmp_path: Pat
 
     from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
     from server._gen.orderpolicy.v1 import order_policy_pb2_grpc as pb_grpc
-    from server.rpcserver import LIVENESS_SERVICE
     from server.bundle.archive import generate_keypair
+    from server.rpcserver import LIVENESS_SERVICE
     from tests.fleet.bundles import BundleServer, make_revision
     from tests.fleet.rehearsal import FIXTURE
     from tests.support.servers import free_port
