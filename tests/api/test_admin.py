@@ -24,24 +24,13 @@ from server.registry import Registry
 from tests.support.bundles import bundle_variant, set_value
 from tests.support.pki import Pki
 from tests.support.servers import serve_process
+from tests.support.snapshots import PHLEBOTOMY_APPOINTMENT, PHLEBOTOMY_ORDER
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-admin-token"
-ORDER = {
-    "id": "o-1",
-    "created_at": "2026-03-02T15:00:00+00:00",
-    "status": "collecting_sample",
-    "details": {"type": "at_home_phlebotomy"},
-    "events": [
-        {
-            "id": 1,
-            "created_at": "2026-03-02T15:00:00+00:00",
-            "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled",
-        }
-    ],
-}
-APPT = {"order_id": "o-1", "status": "confirmed", "provider": "getlabs", "start_at": "2026-03-11T20:00:00+00:00"}
+ORDER = PHLEBOTOMY_ORDER
+APPT = PHLEBOTOMY_APPOINTMENT
 
 
 def request(**kw) -> pb.DecideRequest:

@@ -23,21 +23,10 @@ from server.registry import Registry
 from tests.support.bundles import ROOT, bundle_variant, set_revision, set_value
 from tests.support.memory import rss_kib
 from tests.support.servers import wait_until
+from tests.support.snapshots import PHLEBOTOMY_APPOINTMENT, PHLEBOTOMY_ORDER
 
-ORDER = {
-    "id": "o-1",
-    "created_at": "2026-03-02T15:00:00+00:00",
-    "status": "collecting_sample",
-    "details": {"type": "at_home_phlebotomy"},
-    "events": [
-        {
-            "id": 1,
-            "created_at": "2026-03-02T15:00:00+00:00",
-            "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled",
-        }
-    ],
-}
-APPT = {"order_id": "o-1", "status": "confirmed", "provider": "getlabs", "start_at": "2026-03-11T20:00:00+00:00"}
+ORDER = PHLEBOTOMY_ORDER
+APPT = PHLEBOTOMY_APPOINTMENT
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)  # 32 h notice
 
 

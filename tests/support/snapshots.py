@@ -145,3 +145,26 @@ def case_request(case: Any, *, typed: bool) -> Any:
     if appointment is not None:
         request.appointment.CopyFrom(appointment)
     return request
+
+
+#: An at-home phlebotomy order with its appointment scheduled, and that appointment
+#: (start 2026-03-11T20:00Z): the sample the admin and lifecycle tests decide.
+PHLEBOTOMY_ORDER = {
+    "id": "o-1",
+    "created_at": "2026-03-02T15:00:00+00:00",
+    "status": "collecting_sample",
+    "details": {"type": "at_home_phlebotomy"},
+    "events": [
+        {
+            "id": 1,
+            "created_at": "2026-03-02T15:00:00+00:00",
+            "status": "collecting_sample.at_home_phlebotomy.appointment_scheduled",
+        }
+    ],
+}
+PHLEBOTOMY_APPOINTMENT = {
+    "order_id": "o-1",
+    "status": "confirmed",
+    "provider": "getlabs",
+    "start_at": "2026-03-11T20:00:00+00:00",
+}
