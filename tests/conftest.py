@@ -8,6 +8,8 @@ shared builders live in ``tests/support/`` and fixture bundles and goldens in
 
 from __future__ import annotations
 
+import importlib.util
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,18 @@ if not (GEN / "orderpolicy" / "v1" / "order_policy_pb2.py").exists():
     from server._gen.__main__ import generate
 
     generate(GEN)
+
+# The same for the native duplicate-key scan (the editable install and make compile it): compiled
+# when missing or older than server/_jsonkeys.c, before anything imports server.facts, so a bare
+# `pytest` tests the current C code (tests/test_jsonkeys.py fails when it does not compile).
+_NATIVE = ROOT / "server" / f"_jsonkeys{sysconfig.get_config_var('EXT_SUFFIX')}"
+if not _NATIVE.exists() or _NATIVE.stat().st_mtime < (ROOT / "server" / "_jsonkeys.c").stat().st_mtime:
+    _spec = importlib.util.spec_from_file_location("_order_policy_hatch_build", ROOT / "hatch_build.py")
+    assert _spec is not None
+    assert _spec.loader is not None
+    _hook = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_hook)
+    _hook.build_native(ROOT, ROOT / "server")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
