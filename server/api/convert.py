@@ -127,27 +127,31 @@ def appointment_to_dict(appointment: pb.Appointment) -> dict[str, Any]:
 
 def _event_to_dict(event: pb.OrderEvent, index: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if event.id:
-        out["id"] = event.id
+    ev_id = event.id
+    if ev_id:
+        out["id"] = ev_id
     if event.HasField("created_at"):
-        created = event.created_at
-        out["created_at"] = _datetime(
-            created,
-            f"order.events[{index}].created_at" if index >= 0 else "order.last_event.created_at",
-        )
-    if event.status:
-        out["status"] = event.status
+        out["created_at"] = _datetime(event.created_at, "", index)
+    status = event.status
+    if status:
+        out["status"] = status
     return out
 
 
-def _datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+def _datetime(ts: timestamp_pb2.Timestamp, field: str, event: int | None = None) -> datetime:
     """The instant as an aware UTC datetime (the facts layer takes it as it is: no text
-    round trip), or a SnapshotError naming ``field`` outside Timestamp's range."""
-    if not 0 <= ts.nanos < _NANOS:
-        raise SnapshotError(field, f"nanos `{ts.nanos}` is out of range: expected 0 to 999,999,999")
-    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
-        raise SnapshotError(field, f"`{ts.seconds}` seconds is out of the Timestamp range")
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    round trip), or a SnapshotError naming ``field`` outside Timestamp's range (for an
+    event's ``created_at``, ``event`` is its index, -1 for ``last_event``: the field's
+    name is spelt out only for an error)."""
+    seconds = ts.seconds
+    nanos = ts.nanos
+    if 0 <= nanos < _NANOS and _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        return _EPOCH + timedelta(0, seconds, nanos // 1000)
+    if event is not None:
+        field = f"order.events[{event}].created_at" if event >= 0 else "order.last_event.created_at"
+    if not 0 <= nanos < _NANOS:
+        raise SnapshotError(field, f"nanos `{nanos}` is out of range: expected 0 to 999,999,999")
+    raise SnapshotError(field, f"`{seconds}` seconds is out of the Timestamp range")
 
 
 # Timestamp's own range (0001-01-01 .. 9999-12-31).

@@ -177,10 +177,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
             else:
                 try:
                     decision = self._decide(request)
-                    response = pb.DecideResponse(
-                        decision=convert.decision_to_proto(decision, explain=request.explain),
-                        request_id=request.request_id,
-                    )
+                    response = pb.DecideResponse(request_id=request.request_id)
+                    convert.fill_decision(response.decision, decision, explain=request.explain)
                 except Exception as exc:
                     failure = self._failure(exc, request, "Decide")
                 else:
