@@ -48,7 +48,7 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dis
  && /opt/venv/bin/pip install --no-deps /tmp/dist/*.whl \
  && /opt/venv/bin/pip check \
  && cd / \
- && python -c 'import server._gen.orderpolicy.v1.order_policy_pb2_grpc, server; \
+ && python -c 'import server._gen.orderpolicy.v1.order_policy_pb2_grpc, server, server._jsonkeys; \
 assert (server.default_bundle() / "manifest.yaml").is_file(), server.default_bundle()' \
  && python -m pip uninstall -y -q pip setuptools \
  && python -m compileall -q /opt/venv/lib \

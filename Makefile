@@ -50,7 +50,15 @@ $(VENV)/.stamp: pyproject.toml requirements-dev.lock
 
 venv: $(VENV)/.stamp
 
-$(GEN_STAMP): $(VENV)/.stamp $(PROTOS)
+# The native duplicate-key scan server/_jsonkeys.c, compiled into server/ for this venv's Python
+# (server/_jsonkeys.cpython-3XX-*.so, git-ignored): the editable install compiles it too, this
+# compiles it again when the C file changes. Every target that needs the generated code gets it.
+NATIVE_STAMP := $(VENV)/.native-stamp
+$(NATIVE_STAMP): $(VENV)/.stamp server/_jsonkeys.c hatch_build.py
+	$(PY) hatch_build.py
+	touch $@
+
+$(GEN_STAMP): $(VENV)/.stamp $(PROTOS) $(NATIVE_STAMP)
 	$(PY) -m server._gen
 	touch $@
 
@@ -201,4 +209,5 @@ image:
 	.ci/image-check --build-only
 
 clean:
-	rm -rf $(VENV) .venv-3.* server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache
+	rm -rf $(VENV) .venv-3.* server/_gen/*_pb2*.py server/_gen/orderpolicy $(GEN_STAMP) .pytest_cache \
+	  server/_jsonkeys*.so

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 
@@ -23,6 +23,12 @@ import orjson
 from server.bundle import Settings, Vocabulary
 from server.errors import EvalError, SnapshotError
 from server.model import ACTIONS, Snapshot
+
+_scan_keys: Callable[[str | bytes], bool | None] | None
+try:  # compiled by the build (hatch_build.py); without a C compiler the quote count decides alone
+    from server._jsonkeys import scan as _scan_keys
+except ImportError:  # tests/test_jsonkeys.py fails when the test environment lacks it
+    _scan_keys = None
 
 __all__ = [
     "APPOINTMENT_READS",
@@ -156,7 +162,21 @@ def parse_json_object(text: str | bytes, field: str, reads: dict[str, Any] | Non
 
 
 def _surely_unique(text: str | bytes, value: dict[str, Any]) -> bool:
-    """True when no object of the document holds a key twice (the fast path, two C scans).
+    """True when no object of the document holds a key twice (the fast path).
+
+    The native scan (``server._jsonkeys``, one pass over the text, about 2 us on a 4 KB
+    order) answers first; when it is unsure (a key spelled with an escape, very deep nesting,
+    an object with hundreds of keys) or not built, the quote count decides.
+    """
+    if _scan_keys is not None:
+        unique = _scan_keys(text)
+        if unique is not None:
+            return unique
+    return _quote_counts_match(text, value)
+
+
+def _quote_counts_match(text: str | bytes, value: dict[str, Any]) -> bool:
+    """The pure-Python fast path (two C scans and a re-serialisation, about 7 us on a 4 KB order).
 
     Each key and each string of the text is one pair of unescaped quotes, and so it is in
     the document re-serialised; a duplicate's key (and its value) exist only in the text.

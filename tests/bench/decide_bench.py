@@ -7,6 +7,10 @@ Variants, all over the same corpus (the bundle's own valid cases) in the same ru
 * engine only  facts -> the rule ids that hold (the durable_rules adapter)
 * floor        a plain-Python dict lookup returning the same rule ids, built from
                the engine's own answers and checked equal to them
+* duplicate-key check  the fast check that no object of the order (and appointment) JSON
+               holds a key twice, beside the orjson.loads floor: the native scan
+               (server._jsonkeys) and the pure-Python fallback (quote counts); and the
+               full path with the fallback and with no check at all, beside the full path
 
 Each figure is printed with its ratio to the floor measured side by side, so the
 ratios hold on a noisy machine. Nothing is asserted: this prints figures.
@@ -25,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from server import facts as facts_module
 from server.cases import load_cases
 from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
 from server.model import Snapshot
@@ -107,6 +112,27 @@ def main(argv: list[str] | None = None) -> int:
         appt = parse_json_object(appt_text, "appointment", APPOINTMENT_READS) if appt_text else None
         return decider.decide(Snapshot(s.action, order, appt, s.now))
 
+    decoded = [(orjson.loads(o), orjson.loads(a) if a else None) for o, a in texts]
+    surely_unique = facts_module._surely_unique  # the fast path of parse_json_object
+
+    def duplicate_check(i: int) -> Any:
+        k = i % len(texts)
+        (order_text, appt_text), (order, appt) = texts[k], decoded[k]
+        return surely_unique(order_text, order) and (appt is None or surely_unique(appt_text, appt))
+
+    def full_no_check(i: int) -> Any:
+        k = i % len(snapshots)
+        order_text, appt_text = texts[k]
+        s = snapshots[k]
+        order = parse_json_object(order_text, "order")
+        appt = parse_json_object(appt_text, "appointment") if appt_text else None
+        return decider.decide(Snapshot(s.action, order, appt, s.now))
+
+    native_scan = facts_module._scan_keys
+    if native_scan is None:
+        print("WARNING: server._jsonkeys is not built: every variant uses the pure-Python duplicate-key check")
+    assert all(duplicate_check(i) for i in range(len(texts)))
+
     for i in range(len(snapshots)):  # the full path gives the cases' own answers
         assert [r.code for r in full(i).reasons] == [r.code for r in decider.decide(snapshots[i]).reasons]
         assert memo_hit(i) == memo_miss(i) == engine_only(i) == expected[i]
@@ -121,11 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         ("engine_memo_miss", "engine, memo miss", memo_miss, "engine", None),
         ("facts", "facts only", facts_only, "orjson_floor", None),
         ("full_path", "full path", full, "orjson_floor", 4.0),
+        ("duplicate_check", "duplicate-key check", duplicate_check, "orjson_floor", None),
+        ("duplicate_check_fallback", "  without the C scan", duplicate_check, "orjson_floor", None),
+        ("full_path_fallback", "full path, Python check", full, "full_path", None),
+        ("full_path_no_check", "full path, no check", full_no_check, "full_path", None),
     ]
     variants: dict[str, dict[str, Any]] = {}
     for key, _label, fn, _base, _target in plan:
+        # the *_fallback variants run with the native scan hidden, as where it is not built
+        facts_module._scan_keys = None if key.endswith("_fallback") else native_scan
         p50, p99, rate = _measure(fn, args.n)
         variants[key] = {"p50_us": round(p50, 2), "p99_us": round(p99, 2), "per_s": round(rate)}
+    facts_module._scan_keys = native_scan
     sizes = sorted(len(t[0]) for t in texts)
     print(
         f"order-policy decision benchmark: {len(snapshots)} distinct snapshots (order JSON "
