@@ -222,14 +222,24 @@ def fill_decision(msg: pb.Decision, decision: Decision, *, explain: bool = False
     at.seconds = since.days * 86400 + since.seconds
     at.nanos = since.microseconds * 1000
     if explain:
-        msg.explanation.facts.CopyFrom(_struct(decision.facts))
+        _fill_struct(msg.explanation.facts, decision.facts)
         msg.explanation.matched_rules.extend(decision.matched_rules)
     return msg
 
 
-def _struct(facts: Any) -> struct_pb2.Struct:
-    # Facts may hold datetimes or tuples: JSON with `default=str` makes them Struct-safe.
-    plain = json.loads(json.dumps(dict(facts), default=str, sort_keys=True))
-    out = struct_pb2.Struct()
-    out.update(plain)
-    return out
+def _fill_struct(out: struct_pb2.Struct, facts: Any) -> None:
+    """Write the facts into a ``Struct``: scalars value by value (the facts are strings,
+    booleans, numbers or null); anything else as its JSON with ``default=str``."""
+    fields = out.fields
+    for name, value in facts.items():
+        kind = type(value)
+        if kind is str:
+            fields[name].string_value = value
+        elif kind is bool:
+            fields[name].bool_value = value
+        elif kind is int or kind is float:
+            fields[name].number_value = value
+        elif value is None:
+            fields[name].null_value = struct_pb2.NULL_VALUE
+        else:  # datetimes, tuples: as JSON would say them
+            out.update({name: json.loads(json.dumps(value, default=str))})
