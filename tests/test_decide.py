@@ -117,3 +117,49 @@ def test_a_ship_day_past_the_calendar_is_an_error_naming_the_setting(fixture_bun
         f"add the holidays of {end.year + 1} to `calendars.us_federal.holidays` in data/settings.yaml"
         in err.value.message
     )
+
+
+def test_decision_ids_are_unique_across_threads_and_forked_workers():
+    """Ids come from the OS in blocks: every one is 96 random bits in hex, no two alike in
+    a process (8 threads at once) or across a fork (the child starts a block of its own)."""
+    import subprocess
+    import sys
+    import threading
+
+    from server.decide import _decision_id
+
+    _decision_id()  # the parent holds a partly used block when it forks
+    ids: list[str] = []
+
+    def take() -> None:
+        got = [_decision_id() for _ in range(2000)]
+        ids.extend(got)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == len(set(ids)) == 16_000
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+
+    # The fork in a fresh interpreter: forking this multi-threaded test process is unsafe.
+    script = """
+import os
+from server.decide import _decision_id
+_decision_id()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(read)
+    os.write(write, " ".join(_decision_id() for _ in range(600)).encode())
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as pipe:
+    child = pipe.read().split()
+os.waitpid(pid, 0)
+parent = [_decision_id() for _ in range(600)]
+print(len(child), len(set(child) & set(parent)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["600", "0"], done.stdout + done.stderr

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from server.errors import SnapshotError
@@ -174,6 +174,98 @@ def _decide_or_error(decider, snapshot):
 def test_structured_arbitrary_snapshots_decide_or_fail_cleanly(decider, order, appointment, action):
     """Order-shaped random input: a decision, or a SnapshotError naming a field."""
     _decide_or_error(decider, Snapshot(action, order, appointment, NOW))
+
+
+def _facts_or_error(decider, snapshot):
+    try:
+        return decider.facts(snapshot).values
+    except SnapshotError as exc:
+        return (exc.field, exc.message)
+
+
+# Orders near the valid shape (every field mostly right, one or two wrong): the shortcuts
+# of the facts reader decide exactly these.
+_methods = st.sampled_from(["testkit", "walk_in_test", "at_home_phlebotomy", None, 5, "Walk In", ["testkit"]])
+_near_events = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from([1, 2, 3, True, "4", None]),
+        "created_at": st.sampled_from(
+            ["2026-03-09T14:03:12+00:00", "2026-03-09T10:03:12-04:00", "2026-03-09T14:03:12", "soon", 7, None]
+        ),
+        "status": statuses,
+    }
+)
+near_orders = st.fixed_dictionaries(
+    {
+        "id": st.just("o1"),
+        "status": st.sampled_from(["received", "collecting_sample", "cancelled", "Bad Status", 3]),
+        "details": st.fixed_dictionaries({"type": _methods}) | st.sampled_from([None, "testkit", []]),
+    },
+    optional={
+        "lab_test": st.fixed_dictionaries({}, optional={"method": _methods}) | st.sampled_from([None, 1]),
+        "diagnostic_lab_test": st.fixed_dictionaries({}, optional={"method": _methods}) | st.just("x"),
+        "events": st.lists(_near_events | st.sampled_from([None, "e", []]), max_size=4),
+        "last_event": _near_events,
+        "created_at": timestamps,
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    order=near_orders | orders,
+    appointment=appointments,
+    action=st.sampled_from(["cancel_order", "cancel_appointment"]),
+    typed_times=st.booleans(),
+)
+@example(  # each source that names a method must agree: the fast path checks them too
+    order={"id": "o1", "status": "received", "details": {"type": "testkit"}, "lab_test": {"method": "walk_in_test"}},
+    appointment=None,
+    action="cancel_order",
+    typed_times=False,
+)
+@example(
+    order={"id": "o1", "status": "received", "details": {"type": "testkit"}, "diagnostic_lab_test": {"method": 5}},
+    appointment=None,
+    action="cancel_order",
+    typed_times=False,
+)
+def test_the_fast_paths_derive_what_the_checked_paths_derive(decider, order, appointment, action, typed_times):
+    """Statuses and methods already found valid skip their regular expressions, and usual
+    events skip the checked reader: with those shortcuts (spellings remembered) and without
+    them (nothing remembered, every value checked), the facts or the error are the same."""
+    from server import facts
+
+    if typed_times:  # the typed gRPC path hands over aware datetimes, not text
+        for event in (order.get("events") if isinstance(order.get("events"), list) else []) + [order.get("last_event")]:
+            if isinstance(event, dict) and isinstance(event.get("created_at"), str):
+                try:
+                    event["created_at"] = dt.datetime.fromisoformat(event["created_at"])
+                except ValueError:
+                    pass
+    snapshot = Snapshot(action, order, appointment, NOW)
+    saved = (dict(facts._GOOD_STATUSES), dict(facts._GOOD_WORDS), facts._KNOWN_LIMIT)
+    try:
+        facts._GOOD_STATUSES.clear()
+        facts._GOOD_WORDS.clear()
+        facts._KNOWN_LIMIT = 0
+        checked = _facts_or_error(decider, snapshot)
+        facts._KNOWN_LIMIT = 4096
+        for spelling in ("received.walk_in_test.ordered", "collecting_sample.testkit.transit_customer"):
+            facts._GOOD_STATUSES[spelling] = None
+        for spelling in ("received.testkit.registered", "cancelled.testkit.cancelled", "received.brand_new.ordered"):
+            facts._GOOD_STATUSES[spelling] = None
+        for spelling in ("testkit", "walk_in_test", "at_home_phlebotomy", "brand_new", "received", "cancelled"):
+            facts._GOOD_WORDS[spelling] = None
+        facts._GOOD_WORDS["collecting_sample"] = None
+        fast = _facts_or_error(decider, snapshot)
+    finally:
+        facts._GOOD_STATUSES.clear()
+        facts._GOOD_STATUSES.update(saved[0])
+        facts._GOOD_WORDS.clear()
+        facts._GOOD_WORDS.update(saved[1])
+        facts._KNOWN_LIMIT = saved[2]
+    assert fast == checked
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

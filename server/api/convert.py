@@ -127,27 +127,31 @@ def appointment_to_dict(appointment: pb.Appointment) -> dict[str, Any]:
 
 def _event_to_dict(event: pb.OrderEvent, index: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if event.id:
-        out["id"] = event.id
+    ev_id = event.id
+    if ev_id:
+        out["id"] = ev_id
     if event.HasField("created_at"):
-        created = event.created_at
-        out["created_at"] = _datetime(
-            created,
-            f"order.events[{index}].created_at" if index >= 0 else "order.last_event.created_at",
-        )
-    if event.status:
-        out["status"] = event.status
+        out["created_at"] = _datetime(event.created_at, "", index)
+    status = event.status
+    if status:
+        out["status"] = status
     return out
 
 
-def _datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+def _datetime(ts: timestamp_pb2.Timestamp, field: str, event: int | None = None) -> datetime:
     """The instant as an aware UTC datetime (the facts layer takes it as it is: no text
-    round trip), or a SnapshotError naming ``field`` outside Timestamp's range."""
-    if not 0 <= ts.nanos < _NANOS:
-        raise SnapshotError(field, f"nanos `{ts.nanos}` is out of range: expected 0 to 999,999,999")
-    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
-        raise SnapshotError(field, f"`{ts.seconds}` seconds is out of the Timestamp range")
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    round trip), or a SnapshotError naming ``field`` outside Timestamp's range (for an
+    event's ``created_at``, ``event`` is its index, -1 for ``last_event``: the field's
+    name is spelt out only for an error)."""
+    seconds = ts.seconds
+    nanos = ts.nanos
+    if 0 <= nanos < _NANOS and _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        return _EPOCH + timedelta(0, seconds, nanos // 1000)
+    if event is not None:
+        field = f"order.events[{event}].created_at" if event >= 0 else "order.last_event.created_at"
+    if not 0 <= nanos < _NANOS:
+        raise SnapshotError(field, f"nanos `{nanos}` is out of range: expected 0 to 999,999,999")
+    raise SnapshotError(field, f"`{seconds}` seconds is out of the Timestamp range")
 
 
 # Timestamp's own range (0001-01-01 .. 9999-12-31).
@@ -218,14 +222,24 @@ def fill_decision(msg: pb.Decision, decision: Decision, *, explain: bool = False
     at.seconds = since.days * 86400 + since.seconds
     at.nanos = since.microseconds * 1000
     if explain:
-        msg.explanation.facts.CopyFrom(_struct(decision.facts))
+        _fill_struct(msg.explanation.facts, decision.facts)
         msg.explanation.matched_rules.extend(decision.matched_rules)
     return msg
 
 
-def _struct(facts: Any) -> struct_pb2.Struct:
-    # Facts may hold datetimes or tuples: JSON with `default=str` makes them Struct-safe.
-    plain = json.loads(json.dumps(dict(facts), default=str, sort_keys=True))
-    out = struct_pb2.Struct()
-    out.update(plain)
-    return out
+def _fill_struct(out: struct_pb2.Struct, facts: Any) -> None:
+    """Write the facts into a ``Struct``: scalars value by value (the facts are strings,
+    booleans, numbers or null); anything else as its JSON with ``default=str``."""
+    fields = out.fields
+    for name, value in facts.items():
+        kind = type(value)
+        if kind is str:
+            fields[name].string_value = value
+        elif kind is bool:
+            fields[name].bool_value = value
+        elif kind is int or kind is float:
+            fields[name].number_value = value
+        elif value is None:
+            fields[name].null_value = struct_pb2.NULL_VALUE
+        else:  # datetimes, tuples: as JSON would say them
+            out.update({name: json.loads(json.dumps(value, default=str))})

@@ -108,7 +108,7 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
         if tally is None:
             self._metrics.decision(decision.action, decision.outcome, [r.code for r in decision.reasons])
         else:
-            tally[decision.action, decision.outcome, tuple(r.code for r in decision.reasons)] += 1
+            tally[decision.action, decision.outcome, tuple([r.code for r in decision.reasons])] += 1
         shadow = self._shadow_decision(snapshot, decision) if self._shadow is not None else None
         if self._decision_log is not None:
             trace_id = self._tracing.trace_id() if self._tracing is not None else ""
@@ -177,10 +177,8 @@ class OrderPolicyServicer(pb_grpc.OrderPolicyServiceServicer):
             else:
                 try:
                     decision = self._decide(request)
-                    response = pb.DecideResponse(
-                        decision=convert.decision_to_proto(decision, explain=request.explain),
-                        request_id=request.request_id,
-                    )
+                    response = pb.DecideResponse(request_id=request.request_id)
+                    convert.fill_decision(response.decision, decision, explain=request.explain)
                 except Exception as exc:
                     failure = self._failure(exc, request, "Decide")
                 else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import re
 import tempfile
@@ -93,6 +94,13 @@ class Settings:
     holidays: frozenset[dt.date]
     params: dict[str, Any]
     calendar: str = ""  # the name of the calendar in `calendars` that `shipping.calendar` picks
+
+    @functools.cached_property
+    def calendar_end(self) -> dt.date | None:
+        """The last day the business-day calendar knows: 31 December of its last year of
+        holidays (None for a calendar without holidays, which never ends). Computed once:
+        every decision that estimates a ship day asks."""
+        return dt.date(max(self.holidays).year, 12, 31) if self.holidays else None
 
 
 @dataclass(frozen=True)

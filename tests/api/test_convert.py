@@ -168,3 +168,30 @@ def test_evaluated_at_is_the_timestamp_protobuf_itself_would_write(now):
     expected = timestamp_pb2.Timestamp()
     expected.FromDatetime(now)
     assert convert.decision_to_proto(decision).evaluated_at == expected
+
+
+_fact_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**60), 2**60),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.tuples(st.integers(0, 3), st.text(max_size=3)),
+    st.datetimes(timezones=st.just(dt.UTC)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts=st.dictionaries(st.text(min_size=1, max_size=12), _fact_values, max_size=20))
+def test_the_explanation_holds_the_facts_as_their_json_would(facts):
+    """The explanation's Struct is written value by value: the same message as the facts
+    sent through JSON (``default=str`` for datetimes and tuples) and ``Struct.update``."""
+    import json
+
+    from google.protobuf import struct_pb2
+
+    want = struct_pb2.Struct()
+    want.update(json.loads(json.dumps(facts, default=str)))
+    got = struct_pb2.Struct()
+    convert._fill_struct(got, facts)
+    assert got == want
