@@ -446,6 +446,14 @@ scan_text(const unsigned char *p, const unsigned char *end, Keys *keys)
 
 value:
     p = skip_blank(p);
+    if (*p == '"') { /* the most common value first */
+        int escaped = 0;
+        p = skip_string(p + 1, end, &escaped);
+        if (p == NULL) {
+            return UNSURE;
+        }
+        goto after_value;
+    }
     if (*p == '{' || *p == '[') {
         if (depth == MAX_DEPTH) {
             return UNSURE;
@@ -465,13 +473,7 @@ value:
         }
         goto value;
     }
-    if (*p == '"') {
-        int escaped = 0;
-        p = skip_string(p + 1, end, &escaped);
-    }
-    else {
-        p = skip_scalar(p, end);
-    }
+    p = skip_scalar(p, end);
     if (p == NULL) {
         return UNSURE;
     }
@@ -508,9 +510,11 @@ key: {
     if (push_key(keys, start, len, hash) < 0) {
         return UNSURE;
     }
-    p = skip_blank(p);
-    if (*p != ':') {
-        return UNSURE;
+    if (*p != ':') { /* usually right after the key */
+        p = skip_blank(p);
+        if (*p != ':') {
+            return UNSURE;
+        }
     }
     p++;
     goto value;
