@@ -58,16 +58,19 @@ def build_native(root: Path, out_dir: Path, flags: tuple[str, ...] = ()) -> Path
     if sys.platform == "darwin":
         command += ["-undefined", "dynamic_lookup"]  # the interpreter supplies the Python symbols
     # Written under a temporary name and renamed: a running interpreter never maps a half-written file.
-    partial = target.with_name(f".{target.name}.tmp")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         done = subprocess.run(
             [*command, str(source), "-o", str(partial)], capture_output=True, text=True, timeout=300, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
+        partial.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         _warn(f"cannot run the C compiler `{compiler[0]}`: {exc}")
         return None
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # never leave an older build in use as if it were this source
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         _warn(f"`{shlex.join(command)}` failed on `{source.name}` (exit {done.returncode}):\n{tail}".rstrip())
         return None

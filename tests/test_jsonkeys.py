@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sysconfig
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -410,10 +411,12 @@ def test_an_unsure_scan_still_takes_the_quote_count(monkeypatch):
 
 
 def test_a_build_without_a_working_compiler_warns_and_goes_on(tmp_path, monkeypatch, capsys):
-    """No module and a warning naming the fallback, never a failed build."""
+    """No module (an older one is removed) and a warning naming the fallback, never a failed build."""
+    stale = tmp_path / f"_jsonkeys{sysconfig.get_config_var('EXT_SUFFIX')}"
+    stale.write_bytes(b"an older build")
     monkeypatch.setenv("CC", "false")
     assert _build_hook().build_native(ROOT, tmp_path) is None
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, and no older build left in use
     err = capsys.readouterr().err
     assert "WARNING: `false -O2" in err
     assert "pure-Python fallback" in err
