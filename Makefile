@@ -48,12 +48,14 @@ $(VENV)/.stamp: pyproject.toml requirements-dev.lock
 	fi
 	touch $@
 
-venv: $(VENV)/.stamp
-
 # The native duplicate-key scan server/_jsonkeys.c, compiled into server/ for this venv's Python
 # (server/_jsonkeys.cpython-3XX-*.so, git-ignored): the editable install compiles it too, this
-# compiles it again when the C file changes. Every target that needs the generated code gets it.
+# compiles it again when the C file changes. `venv` and every target that needs the generated
+# code get it.
 NATIVE_STAMP := $(VENV)/.native-stamp
+
+venv: $(VENV)/.stamp $(NATIVE_STAMP)
+
 $(NATIVE_STAMP): $(VENV)/.stamp server/_jsonkeys.c hatch_build.py
 	$(PY) hatch_build.py
 	touch $@
