@@ -89,6 +89,10 @@ class Row:
     checked: int = 0
     loadgen_shares_core: bool = False
     vs_echo: float | None = None
+    # Wall time inside the servicer per decision (the service's own latency histogram): the
+    # policy work as the server runs it when calls do not overlap (unloaded, paced); under
+    # full load it also counts the time a call waits for the GIL held by another.
+    handler_us_per_decision: float | None = None
 
 
 @dataclass
@@ -188,6 +192,7 @@ def measure(
     conns = connections or _connections(bodies)
     service = srv.kind == "service"
     before = srv.settled_scrape() if service else collections.Counter()
+    handler0 = srv.handler_seconds() if service else {}
     cpu0 = srv.cpu()
     checker = None
     if service:
@@ -239,6 +244,7 @@ def measure(
     decisions = sum(n * len(b.entries) for n, b in zip(sent, bodies, strict=True))
     calls = sum(sent)
     extra = 0
+    handler_us = None
     if service:
         after = srv.settled_scrape()
         delta = collections.Counter({k: after[k] - before[k] for k in set(after) | set(before)})
@@ -251,6 +257,8 @@ def measure(
         problems = _counts_problems(+delta, +expected)
         report.failures += [f"{label}: {p}" for p in problems]
         report.checks["counter comparisons"] += 1
+        spent = srv.handler_seconds().get(rpc, 0.0) - handler0.get(rpc, 0.0)
+        handler_us = round(spent / max(1, decisions + extra) * 1e6, 1)
     report.checks["h2load calls"] += calls
     if not srv.alive():
         report.failures.append(f"{label}: a server process died:\n{srv.log()[-2000:]}")
@@ -267,6 +275,7 @@ def measure(
         p99_ms=round(run.percentile_ms(0.99), 3),
         cpu_us_per_decision=round((cpu1 - cpu0) / max(1, decisions + extra) * 1e6, 1),
         checked=checked,
+        handler_us_per_decision=handler_us,
     )
 
 
@@ -622,6 +631,12 @@ def _targets(report: Report) -> None:
 # -- output ------------------------------------------------------------------------------
 
 
+def _calls_apart(row: Row) -> bool:
+    """Whether calls rarely overlapped (one connection, or paced below capacity): only then is
+    the servicer's wall time its CPU time; under full load it includes waiting for the GIL."""
+    return row.load.startswith(("unloaded", "paced"))
+
+
 def table(report: Report) -> str:
     m = report.machine
     lines = [
@@ -630,7 +645,18 @@ def table(report: Report) -> str:
         f"corpus: {report.corpus}",
         "",
     ]
-    head = ("RPC", "server", "workers", "load", "decisions/s", "p50 ms", "p99 ms", "CPU us/decision", "vs echo")
+    head = (
+        "RPC",
+        "server",
+        "workers",
+        "load",
+        "decisions/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/decision",
+        "handler us/decision",
+        "vs echo",
+    )
     rows = [head] + [
         (
             r.rpc,
@@ -641,6 +667,7 @@ def table(report: Report) -> str:
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
             f"{r.cpu_us_per_decision:.0f}",
+            f"{r.handler_us_per_decision:.0f}" if r.handler_us_per_decision is not None and _calls_apart(r) else "",
             f"{r.vs_echo:.2f}" if r.vs_echo else "",
         )
         for r in report.rows
@@ -653,7 +680,9 @@ def table(report: Report) -> str:
             lines.append("  ".join("-" * w for w in widths))
     lines.append(
         "p50/p99 are per call (a DecideBatch or DecideStream call carries 100 requests); "
-        "* = h2load shares a core with a worker"
+        "* = h2load shares a core with a worker; handler = wall time inside the servicer "
+        "(its own histogram), shown where calls rarely overlap (under full load it includes "
+        "waiting for the GIL): the rest of the CPU per decision is the gRPC stack"
     )
     lines.append("")
     for mem in report.memory:

@@ -155,6 +155,20 @@ class Running:
                     out[("rpc", sample.labels["method"])] += int(sample.value)
         return +out
 
+    def handler_seconds(self) -> dict[str, float]:
+        """Seconds spent inside the servicer so far, by method (the sum of the service's own
+        ``order_policy_rpc_duration_seconds``: wall time from the call's arrival in the
+        servicer to its answer, per message for DecideStream)."""
+        assert self.metrics_port is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out: dict[str, float] = collections.defaultdict(float)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "order_policy_rpc_duration_seconds_sum":
+                    out[sample.labels["method"]] += sample.value
+        return dict(out)
+
     def settled_scrape(self, timeout: float = 10.0) -> collections.Counter[tuple[str, ...]]:
         """Counters once they stop moving (calls cut off at a duration's end still finish)."""
         last = self.scrape()
