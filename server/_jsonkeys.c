@@ -306,11 +306,21 @@ skip_string(const unsigned char *p, const unsigned char *end, int *escaped)
     }
 }
 
+/* A number every decoder reads alike: at most this many digits before the exponent (a
+ * 64-bit integer has up to 19 digits, and decoders differ on larger ones: a float or an exact
+ * integer) and at most this many exponent digits (1e309 and beyond overflow a double, which
+ * some decoders refuse). Longer numbers answer unsure, so a caller never trusts a shortcut
+ * for a document that decoders could read differently. */
+#define MAX_EXACT_DIGITS 18
+#define MAX_EXPONENT_DIGITS 2
+
 /* Skip `true`, `false`, `null` or a number (RFC 8259 grammar). Returns the position after it,
- * or NULL when p holds none of them. What follows is checked by the caller. */
+ * or NULL when p holds none of them, or a number longer than the bounds above. What follows
+ * is checked by the caller. */
 static const unsigned char *
 skip_scalar(const unsigned char *p, const unsigned char *end)
 {
+    const unsigned char *digits;
     Py_ssize_t left = end - p;
     if (left >= 4 && (memcmp(p, "true", 4) == 0 || memcmp(p, "null", 4) == 0)) {
         return p + 4;
@@ -322,6 +332,7 @@ skip_scalar(const unsigned char *p, const unsigned char *end)
     if (*p == '-') {
         p++;
     }
+    digits = p;
     if (*p == '0') {
         p++;
     }
@@ -341,6 +352,12 @@ skip_scalar(const unsigned char *p, const unsigned char *end)
         while (is_digit(*p)) {
             p++;
         }
+        if (p - digits - 1 > MAX_EXACT_DIGITS) { /* the point is no digit */
+            return NULL;
+        }
+    }
+    else if (p - digits > MAX_EXACT_DIGITS) {
+        return NULL;
     }
     if (*p == 'e' || *p == 'E') {
         p++;
@@ -350,8 +367,12 @@ skip_scalar(const unsigned char *p, const unsigned char *end)
         if (!is_digit(*p)) {
             return NULL;
         }
+        digits = p;
         while (is_digit(*p)) {
             p++;
+        }
+        if (p - digits > MAX_EXPONENT_DIGITS) {
+            return NULL;
         }
     }
     return p;

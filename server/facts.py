@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 
+import msgspec
 import orjson
 
 from server.bundle import Settings, Vocabulary
@@ -140,6 +141,57 @@ class Facts(NamedTuple):
 # The shapes the duplicate-key check follows: exactly what the policy reads.
 ORDER_READS = READ_FIELDS["order"]
 APPOINTMENT_READS = READ_FIELDS["appointment"]
+
+
+def _reader(name: str, spec: dict[str, Any]) -> Any:
+    """A msgspec Struct type holding the fields of ``spec`` (a :data:`READ_FIELDS` shape),
+    each left UNSET when absent, so that converting it back gives exactly the fields that
+    were there. A leaf takes any JSON value (the facts check it); an object or an array of
+    objects must be one (or null): anything else is for the full reader to report."""
+    fields: list[tuple[str, Any, Any]] = []
+    for key, sub in spec.items():
+        if sub is None:
+            kind: Any = Any
+        elif isinstance(sub, list):
+            kind = list[_reader(f"{name}_{key}", sub[0])] | None | msgspec.UnsetType  # type: ignore[misc]
+        else:
+            kind = _reader(f"{name}_{key}", sub) | None | msgspec.UnsetType
+        fields.append((key, kind, msgspec.UNSET))
+    return msgspec.defstruct(name, fields)
+
+
+# What the policy reads of an order and of an appointment, decoded without building the
+# rest of the document (about a third of the cost of decoding it all, and far fewer objects).
+_READERS: dict[int, msgspec.json.Decoder[Any]] = {
+    id(ORDER_READS): msgspec.json.Decoder(_reader("OrderReads", ORDER_READS)),
+    id(APPOINTMENT_READS): msgspec.json.Decoder(_reader("AppointmentReads", APPOINTMENT_READS)),
+}
+_to_builtins = msgspec.to_builtins
+_READ_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+def read_json_object(text: str | bytes, field: str, reads: dict[str, Any]) -> dict[str, Any]:
+    """What the policy reads of a JSON object (``reads``: :data:`ORDER_READS` or
+    :data:`APPOINTMENT_READS`): the same fields as :func:`parse_json_object` would give,
+    and the same errors.
+
+    The usual document is decoded into the read fields alone, trusted only when the native
+    scan says that it is JSON, that no object holds a key twice and that every number in
+    it reads alike in every decoder (a number in a field this decoder skips is not
+    checked by it). Anything else (text that is not JSON, a shape the facts refuse,
+    nesting deeper than this decoder follows, a duplicate key anywhere, a long number, no
+    native scan) is left to :func:`parse_json_object`, which reports it exactly or returns
+    the whole object (the facts read the same fields of it).
+    """
+    if _scan_keys is not None:
+        try:
+            value: dict[str, Any] = _to_builtins(_READERS[id(reads)].decode(text))
+        except _READ_ERRORS:
+            pass
+        else:
+            if _scan_keys(text) is True:
+                return value
+    return parse_json_object(text, field, reads)
 
 
 def parse_json_object(text: str | bytes, field: str, reads: dict[str, Any] | None = None) -> dict[str, Any]:

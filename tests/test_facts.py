@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from server.errors import SnapshotError
-from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object, read_json_object
 from server.model import Snapshot
 from server.registry import build_decider
 from tests.support.bundles import FIXTURE_BUNDLE
@@ -278,6 +278,87 @@ def test_any_json_document_decides_or_fails_cleanly(decider, value):
         assert exc.field == "order"
         return
     _decide_or_error(decider, Snapshot("cancel_order", order, None, NOW))
+
+
+def _read_or_error(read, text, reads):
+    try:
+        return read(text, "order_json", reads)
+    except SnapshotError as exc:
+        return ("error", exc.field, exc.message)
+
+
+def _projected(parse):
+    def read(text, field, reads):
+        from server.workbench.capture import project
+
+        return project(parse(text, field, reads), reads)
+
+    return read
+
+
+_texts_near_json = st.one_of(
+    st.builds(json.dumps, orders),
+    st.builds(json.dumps, near_orders),
+    st.builds(lambda v: json.dumps(v, ensure_ascii=False), orders),
+    st.builds(json.dumps, appointments),
+    st.builds(lambda v: json.dumps(v, indent=1), json_values),
+    st.text(max_size=40),
+)
+
+
+@st.composite
+def _spliced(draw):
+    """A JSON text, sometimes with a member spliced in first: a key repeated, an escape, a
+    lone surrogate, deep nesting, numbers decoders read differently (in a field the policy
+    reads or not)."""
+    text = draw(_texts_near_json)
+    splice = draw(
+        st.sampled_from(
+            [
+                "",
+                '"status": "cancelled", ',
+                '"id": "p", ',
+                '"st\\u0061tus": "x", ',
+                '"details": {"type": "testkit", "type": "walk_in_test"}, ',
+                '"x": "\\ud800", ',
+                '"id": "\\ud83d\\ude00", ',
+                '"x": ' + "[" * 2000 + "]" * 2000 + ", ",
+                '"events": [{"id": 1, "id": 2}], ',
+                '"n": 1e400, ',
+                '"n": -1E+999, ',
+                '"n": 123456789012345678901234567890, ',
+                '"last_event": {"id": 18446744073709551616, "created_at": "2026-03-09T14:03:12+00:00", '
+                '"status": "received.testkit.registered"}, ',
+                '"events": [{"id": 1.5e300, "created_at": "2026-03-09T14:03:12Z", "status": "x.y.z"}], ',
+            ]
+        )
+    )
+    if splice and text.startswith("{") and len(text) > 2:
+        text = "{" + splice + text[1:]
+    return text
+
+
+@settings(max_examples=1500, deadline=None)
+@given(text=_spliced(), appointment=st.booleans())
+def test_reading_only_the_read_fields_gives_what_the_whole_document_gives(text, appointment):
+    """The service decodes only what the policy reads: for any text, the policy sees the
+    same fields as in the whole document (the READ_FIELDS projection), or the very same error."""
+    reads = APPOINTMENT_READS if appointment else ORDER_READS
+    for data in (text, text.encode("utf-8", "surrogatepass")):
+        fast = _read_or_error(_projected(read_json_object), data, reads)
+        assert fast == _read_or_error(_projected(parse_json_object), data, reads)
+
+
+def test_the_usual_order_is_read_without_decoding_the_rest():
+    """A plain order takes the shortcut: only the fields the policy reads come back."""
+    from tests.support.snapshots import PHLEBOTOMY_ORDER
+
+    order = dict(PHLEBOTOMY_ORDER, patient_details={"first_name": "Maya"}, markers=[{"id": 1}] * 3)
+    got = read_json_object(json.dumps(order), "order_json", ORDER_READS)
+    assert "patient_details" not in got
+    assert "markers" not in got
+    assert got["id"] == order["id"]
+    assert got["events"] == order["events"]
 
 
 @settings(max_examples=200, deadline=None)

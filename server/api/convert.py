@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from server._gen.orderpolicy.v1 import order_policy_pb2 as pb
 from server.errors import SnapshotError
-from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, read_json_object
 from server.model import ALLOW, DENY, BundleRef, Decision, Snapshot
 
 __all__ = [
@@ -57,7 +57,8 @@ def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
 
     which = request.WhichOneof("order_input")
     if which == "order_json":
-        order: dict[str, Any] = parse_json_object(request.order_json, "order_json", ORDER_READS)
+        # Only what the policy reads is decoded (server.facts.READ_FIELDS).
+        order: dict[str, Any] = read_json_object(request.order_json, "order_json", ORDER_READS)
     elif which == "order":
         order = order_to_dict(request.order)
     else:
@@ -66,7 +67,7 @@ def snapshot_from_request(request: pb.DecideRequest) -> Snapshot:
     which = request.WhichOneof("appointment_input")
     appointment: dict[str, Any] | None
     if which == "appointment_json":
-        appointment = parse_json_object(request.appointment_json, "appointment_json", APPOINTMENT_READS)
+        appointment = read_json_object(request.appointment_json, "appointment_json", APPOINTMENT_READS)
     elif which == "appointment":
         appointment = appointment_to_dict(request.appointment)
     else:

@@ -31,7 +31,7 @@ import orjson
 
 from server import facts as facts_module
 from server.cases import load_cases
-from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object
+from server.facts import APPOINTMENT_READS, ORDER_READS, parse_json_object, read_json_object
 from server.model import Snapshot
 from server.registry import build_decider
 
@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         k = i % len(snapshots)
         order_text, appt_text = texts[k]
         s = snapshots[k]
-        order = parse_json_object(order_text, "order", ORDER_READS)
-        appt = parse_json_object(appt_text, "appointment", APPOINTMENT_READS) if appt_text else None
+        # As the service reads them: only what the policy reads is decoded.
+        order = read_json_object(order_text, "order", ORDER_READS)
+        appt = read_json_object(appt_text, "appointment", APPOINTMENT_READS) if appt_text else None
         return decider.decide(Snapshot(s.action, order, appt, s.now))
 
     decoded = [(orjson.loads(o), orjson.loads(a) if a else None) for o, a in texts]
