@@ -48,13 +48,13 @@ class _DecisionIds:
     _BLOCK = 512
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()  # a lock held by another thread at fork stays held
+        # Also after a fork: a lock held by another thread at fork stays held in the child.
+        self._lock = threading.Lock()
         self._hex = ""
         self._at = 0
 

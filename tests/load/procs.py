@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -141,33 +142,33 @@ class Running:
 
     def scrape(self) -> collections.Counter[tuple[str, ...]]:
         """The counters the checks compare: decisions, errors and RPC counts, by label."""
-        assert self.metrics_port is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
-            text = r.read().decode()
         out: collections.Counter[tuple[str, ...]] = collections.Counter()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "order_policy_decisions_total":
-                    out[("decision", sample.labels["action"], sample.labels["outcome"])] += int(sample.value)
-                elif sample.name == "order_policy_errors_total":
-                    out[("error", sample.labels["code"])] += int(sample.value)
-                elif sample.name == "order_policy_rpc_duration_seconds_count":
-                    out[("rpc", sample.labels["method"])] += int(sample.value)
+        for sample in self._samples():
+            if sample.name == "order_policy_decisions_total":
+                out[("decision", sample.labels["action"], sample.labels["outcome"])] += int(sample.value)
+            elif sample.name == "order_policy_errors_total":
+                out[("error", sample.labels["code"])] += int(sample.value)
+            elif sample.name == "order_policy_rpc_duration_seconds_count":
+                out[("rpc", sample.labels["method"])] += int(sample.value)
         return +out
 
     def handler_seconds(self) -> dict[str, float]:
         """Seconds spent inside the servicer so far, by method (the sum of the service's own
         ``order_policy_rpc_duration_seconds``: wall time from the call's arrival in the
         servicer to its answer, per message for DecideStream)."""
+        out: dict[str, float] = collections.defaultdict(float)
+        for sample in self._samples():
+            if sample.name == "order_policy_rpc_duration_seconds_sum":
+                out[sample.labels["method"]] += sample.value
+        return dict(out)
+
+    def _samples(self) -> Iterator[Any]:
+        """Every sample of the service's /metrics, as prometheus_client parses them."""
         assert self.metrics_port is not None
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
-        out: dict[str, float] = collections.defaultdict(float)
         for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "order_policy_rpc_duration_seconds_sum":
-                    out[sample.labels["method"]] += sample.value
-        return dict(out)
+            yield from family.samples
 
     def settled_scrape(self, timeout: float = 10.0) -> collections.Counter[tuple[str, ...]]:
         """Counters once they stop moving (calls cut off at a duration's end still finish)."""
